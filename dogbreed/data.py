@@ -1,0 +1,192 @@
+"""dogImages-shaped folders: class discovery, file scanning, and the Dataset.
+
+Layout: `<root>/{train,valid,test}/NNN.Breed_name/*.jpg`. Breed names come from
+the folder names (`001.Affenpinscher` -> `Affenpinscher`) and the class index is
+the sorted folder order, identical in every split.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from PIL import Image, ImageFile, UnidentifiedImageError
+from torch.utils.data import Dataset
+
+from dogbreed.errors import DataError
+from dogbreed.transforms import decode_image
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "valid", "test")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+
+@dataclass(frozen=True)
+class SkippedFile:
+    """A file left out of (or kept with a warning in) a split, and why."""
+
+    path: Path
+    reason: str
+    kept: bool = False
+
+
+@dataclass
+class Split:
+    """The usable images of one split, as (path, class index) pairs."""
+
+    name: str
+    samples: list[tuple[Path, int]]
+    skipped: list[SkippedFile]
+
+
+def breed_name(folder_name: str) -> str:
+    """`001.Affenpinscher` -> `Affenpinscher`, `011.Australian_cattle_dog` -> `Australian cattle dog`."""
+    _, _, name = folder_name.partition(".")
+    return (name or folder_name).replace("_", " ")
+
+
+def class_folders(split_dir: Path) -> list[str]:
+    """Sorted names of the visible class folders in one split."""
+    return sorted(p.name for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def discover_classes(root: Path, splits: Iterable[str] = SPLITS) -> list[str]:
+    """Returns the class folder names shared by all splits, or raises naming the differences."""
+    missing = [s for s in splits if not (root / s).is_dir()]
+    if missing:
+        raise DataError(
+            f"{root} is not a dogImages-shaped folder: missing split folder(s) {', '.join(missing)}"
+            f" (expected {root}/{{{','.join(SPLITS)}}}/NNN.Breed_name/*.jpg)"
+        )
+    per_split = {s: class_folders(root / s) for s in splits}
+    reference_split, reference = next(iter(per_split.items()))
+    if not reference:
+        raise DataError(f"{root / reference_split} has no class folders")
+    problems = []
+    for split, folders in per_split.items():
+        only_here = sorted(set(folders) - set(reference))
+        absent_here = sorted(set(reference) - set(folders))
+        if only_here:
+            problems.append(f"only in {split}: {', '.join(only_here)}")
+        if absent_here:
+            problems.append(f"missing from {split}: {', '.join(absent_here)}")
+    if problems:
+        raise DataError(f"the splits under {root} have different class sets; " + "; ".join(problems))
+    return reference
+
+
+def check_image(path: Path) -> str | None:
+    """Returns None for a clean image, else why it is broken.
+
+    A reason starting with `truncated` marks an image that still decodes
+    (partially); the scan keeps those. Decoding uses draft mode at 1/8 scale:
+    the whole compressed stream is still read, so truncation and corruption
+    are caught, at a fraction of the cost of a full decode.
+    """
+    if path.stat().st_size == 0:
+        return "empty file (0 bytes)"
+    try:
+        if _decodes(path, allow_truncated=False):
+            return None
+        _decodes(path, allow_truncated=True)
+        return "truncated: image data ends early (kept, decoded partially)"
+    except UnidentifiedImageError:
+        return "not an image (no known image format)"
+    except Image.DecompressionBombError as err:
+        return f"too many pixels ({err})"
+    except (OSError, SyntaxError, ValueError) as err:
+        return f"undecodable ({err})"
+
+
+def _decodes(path: Path, allow_truncated: bool) -> bool:
+    """Decodes at reduced scale; False when strict decoding hit a truncated stream."""
+    previous = ImageFile.LOAD_TRUNCATED_IMAGES
+    ImageFile.LOAD_TRUNCATED_IMAGES = allow_truncated
+    try:
+        with Image.open(path) as image:
+            image.draft("RGB", (max(1, image.width // 8), max(1, image.height // 8)))
+            image.load()
+        return True
+    except OSError as err:
+        if allow_truncated or "truncated" not in str(err):
+            raise
+        return False
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = previous
+
+
+def _list_candidates(split_dir: Path, folders: list[str]) -> tuple[list[tuple[Path, int]], list[SkippedFile]]:
+    candidates: list[tuple[Path, int]] = []
+    skipped: list[SkippedFile] = []
+    for index, folder in enumerate(folders):
+        for entry in sorted(os.scandir(split_dir / folder), key=lambda e: e.name):
+            if entry.name.startswith(".") or not entry.is_file():
+                continue
+            path = Path(entry.path)
+            if path.suffix.lower() in IMAGE_SUFFIXES:
+                candidates.append((path, index))
+            else:
+                skipped.append(SkippedFile(path, f"not an image file (suffix {path.suffix or 'none'!r})"))
+    return candidates, skipped
+
+
+def scan_split(root: Path, split: str, folders: list[str], workers: int = 0) -> Split:
+    """Lists and checks every image of one split, in parallel when workers > 1."""
+    candidates, skipped = _list_candidates(root / split, folders)
+    paths = [path for path, _ in candidates]
+    if workers > 1 and len(paths) > 64:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            reasons = list(pool.map(check_image, paths, chunksize=64))
+    else:
+        reasons = [check_image(path) for path in paths]
+    samples = []
+    for (path, index), reason in zip(candidates, reasons, strict=True):
+        if reason is None:
+            samples.append((path, index))
+        elif reason.startswith("truncated"):
+            samples.append((path, index))
+            skipped.append(SkippedFile(path, reason, kept=True))
+        else:
+            skipped.append(SkippedFile(path, reason))
+    if not samples:
+        raise DataError(f"{root / split} has no readable images")
+    return Split(split, samples, skipped)
+
+
+def write_skipped_report(splits: Iterable[Split], path: Path) -> int:
+    """Writes one `path<TAB>kept|skipped<TAB>reason` line per reported file; returns the count."""
+    rows = [item for split in splits for item in split.skipped]
+    lines = [f"{item.path}\t{'kept' if item.kept else 'skipped'}\t{item.reason}" for item in rows]
+    path.write_text("".join(line + "\n" for line in lines))
+    return len(rows)
+
+
+class ImageFolderDataset(Dataset):
+    """Decodes images lazily; `min_decode_size` enables JPEG draft-mode decoding."""
+
+    def __init__(
+        self,
+        samples: list[tuple[Path, int]],
+        transform: Callable[[Image.Image], torch.Tensor],
+        min_decode_size: int | None = None,
+    ) -> None:
+        self.samples = samples
+        self.transform = transform
+        self.min_decode_size = min_decode_size
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        path, target = self.samples[index]
+        return self.transform(decode_image(path, self.min_decode_size)), target
+
+    @property
+    def targets(self) -> list[int]:
+        return [target for _, target in self.samples]

@@ -1,0 +1,73 @@
+"""What a run leaves for people to read: labels, metrics files and plots."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: EC2 boxes and CI have no display
+import matplotlib.pyplot as plt
+import torch
+
+LABELS_NAME = "labels.json"
+
+
+def write_labels(class_names: list[str], path: Path) -> None:
+    """labels.json maps class index (as a string key) to breed name."""
+    path.write_text(json.dumps({str(i): name for i, name in enumerate(class_names)}, indent=2) + "\n")
+
+
+def read_labels(path: Path) -> list[str]:
+    mapping = json.loads(path.read_text())
+    return [mapping[str(i)] for i in range(len(mapping))]
+
+
+def write_history_csv(history: list[dict[str, Any]], path: Path) -> None:
+    with path.open("w", newline="") as out:
+        writer = csv.DictWriter(out, fieldnames=list(history[0]))
+        writer.writeheader()
+        writer.writerows(history)
+
+
+def write_json(data: dict[str, Any], path: Path) -> None:
+    path.write_text(json.dumps(data, indent=2) + "\n")
+
+
+def plot_curves(history: list[dict[str, Any]], path: Path) -> None:
+    epochs = [row["epoch"] for row in history]
+    figure, (loss_axis, acc_axis) = plt.subplots(1, 2, figsize=(10, 4))
+    loss_axis.plot(epochs, [r["train_loss"] for r in history], marker="o", label="train")
+    loss_axis.plot(epochs, [r["valid_loss"] for r in history], marker="o", label="valid")
+    loss_axis.set(title="loss", xlabel="epoch")
+    acc_axis.plot(epochs, [r["train_acc"] for r in history], marker="o", label="train")
+    acc_axis.plot(epochs, [r["valid_top1"] for r in history], marker="o", label="valid top-1")
+    acc_axis.plot(epochs, [r["valid_top5"] for r in history], marker="o", label="valid top-5")
+    acc_axis.set(title="accuracy", xlabel="epoch", ylim=(0, 1))
+    for axis in (loss_axis, acc_axis):
+        axis.grid(alpha=0.3)
+        axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def plot_confusion(counts: torch.Tensor, class_names: list[str], path: Path, title: str) -> None:
+    """Row-normalised confusion matrix; class names on the axes when they fit."""
+    rows = counts.sum(dim=1, keepdim=True).clamp(min=1)
+    normalised = (counts / rows).numpy()
+    size = min(4 + 0.12 * len(class_names), 20)
+    figure, axis = plt.subplots(figsize=(size, size))
+    image = axis.imshow(normalised, cmap="Blues", vmin=0, vmax=1)
+    axis.set(title=title, xlabel="predicted", ylabel="true")
+    if len(class_names) <= 40:
+        ticks = range(len(class_names))
+        axis.set_xticks(ticks, class_names, rotation=90, fontsize=7)
+        axis.set_yticks(ticks, class_names, fontsize=7)
+    figure.colorbar(image, ax=axis, fraction=0.046)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)

@@ -1,0 +1,373 @@
+"""`train(cfg)`: data -> model -> epochs -> artifacts. The whole job behind `train.py`."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+from torch.utils.data import DataLoader
+
+from dogbreed import checkpoint, reports
+from dogbreed.data import (
+    SPLITS,
+    ImageFolderDataset,
+    Split,
+    breed_name,
+    discover_classes,
+    scan_split,
+    write_skipped_report,
+)
+from dogbreed.download import fetch_dogimages
+from dogbreed.engine import EvalResult, evaluate, train_one_epoch
+from dogbreed.errors import DataError
+from dogbreed.model import ModelSpec, apply_freeze, build_model
+from dogbreed.runtime import Runtime
+from dogbreed.synthetic import SyntheticSpec, generate
+from dogbreed.transforms import EvalPreset, TrainPreset, resize_size_for
+
+log = logging.getLogger(__name__)
+
+SKIPPED_NAME = "skipped_files.txt"
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def worker_count(setting: int | str) -> int:
+    """`auto` is one worker per core, at most 8; an int is taken as is."""
+    if setting == "auto":
+        return min(os.cpu_count() or 1, 8)
+    return int(setting)
+
+
+def prepare_data_root(data_cfg: DictConfig) -> Path:
+    """Makes sure `data.root` holds the splits: generate, download, or use what is there."""
+    root = Path(data_cfg.root)
+    if str(data_cfg.root).startswith("s3://"):
+        raise DataError(
+            f"data.root={data_cfg.root}: reading data from S3 is not supported yet; sync it to a local folder"
+        )
+    if data_cfg.synthetic is not None:
+        return generate(root, SyntheticSpec(**data_cfg.synthetic))
+    if root.exists():
+        return root
+    if not data_cfg.download_url:
+        raise DataError(
+            f"{root} does not exist and data.download_url is empty; set data.root=... or use data=synthetic"
+        )
+    return fetch_dogimages(root, data_cfg.download_url, data_cfg.expected_classes)
+
+
+def scan_dataset(root: Path, scan_workers: int) -> tuple[list[str], dict[str, Split]]:
+    """Class folders and the checked files of each split."""
+    folders = discover_classes(root)
+    started = time.perf_counter()
+    splits = {name: scan_split(root, name, folders, scan_workers) for name in SPLITS}
+    counts = ", ".join(f"{name} {len(split.samples)}" for name, split in splits.items())
+    log.info("%d classes; images %s (checked in %.1f s)", len(folders), counts, time.perf_counter() - started)
+    for split in splits.values():
+        for item in split.skipped:
+            log.warning("%s %s: %s", "kept" if item.kept else "skipped", item.path, item.reason)
+    return [breed_name(folder) for folder in folders], splits
+
+
+def make_loaders(cfg: DictConfig, splits: dict[str, Split], runtime: Runtime) -> dict[str, DataLoader]:
+    workers = worker_count(cfg.data.num_workers)
+    decode_size = resize_size_for(cfg.data.image_size)
+    common = {
+        "num_workers": workers,
+        "pin_memory": runtime.device.type == "cuda",
+        # Workers are re-created each epoch and seeded from the loader's generator, which
+        # is what makes a resumed run draw the same augmentations as an uninterrupted one.
+        "persistent_workers": False,
+    }
+    train_set = ImageFolderDataset(splits["train"].samples, TrainPreset(cfg.data.image_size), decode_size)
+    loaders = {
+        "train": DataLoader(
+            train_set,
+            batch_size=cfg.data.batch_size,
+            shuffle=True,
+            # A last batch of one sample breaks BatchNorm in training mode.
+            drop_last=len(train_set) > cfg.data.batch_size,
+            generator=torch.Generator(),
+            **common,
+        )
+    }
+    for name in ("valid", "test"):
+        dataset = ImageFolderDataset(splits[name].samples, EvalPreset(cfg.data.image_size), decode_size)
+        loaders[name] = DataLoader(dataset, batch_size=cfg.data.eval_batch_size, shuffle=False, **common)
+    return loaders
+
+
+@dataclass
+class TrainingState:
+    """Everything besides model/optimizer/scheduler that a resumed run needs."""
+
+    epoch: int = 0
+    best_loss: float = float("inf")
+    best_epoch: int = 0
+    best_top1: float = 0.0
+    bad_epochs: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best_model: dict[str, torch.Tensor] | None = None
+
+
+def save_training_checkpoint(
+    path: Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    scaler: torch.amp.GradScaler,
+    state: TrainingState,
+    cfg: DictConfig,
+    class_names: list[str],
+) -> None:
+    checkpoint.atomic_torch_save(
+        {
+            "format": 1,
+            "epoch": state.epoch,
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict(),
+            "rng": checkpoint.rng_state(),
+            "early_stopping": {
+                "best_loss": state.best_loss,
+                "best_epoch": state.best_epoch,
+                "best_top1": state.best_top1,
+                "bad_epochs": state.bad_epochs,
+            },
+            # Omitted when the current weights are the best, to keep checkpoints small.
+            "best_model": None if state.best_epoch == state.epoch else state.best_model,
+            "history": state.history,
+            "config": OmegaConf.to_container(cfg, resolve=True),
+            "class_names": class_names,
+            "versions": checkpoint.versions(),
+        },
+        path,
+    )
+
+
+def restore_training_checkpoint(
+    path: Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    scaler: torch.amp.GradScaler,
+    class_names: list[str],
+) -> TrainingState:
+    saved = checkpoint.load_checkpoint(path)
+    if saved["class_names"] != class_names:
+        raise DataError(
+            f"cannot resume from {path}: it was trained on {len(saved['class_names'])} classes "
+            f"that differ from the {len(class_names)} in data.root"
+        )
+    model.load_state_dict(saved["model"])
+    optimizer.load_state_dict(saved["optimizer"])
+    scheduler.load_state_dict(saved["scheduler"])
+    scaler.load_state_dict(saved["scaler"])
+    checkpoint.restore_rng_state(saved["rng"])
+    stopping = saved["early_stopping"]
+    best_model = saved["best_model"] if saved["best_model"] is not None else copy.deepcopy(saved["model"])
+    log.info("resumed from %s after epoch %d", path, saved["epoch"])
+    return TrainingState(
+        epoch=saved["epoch"],
+        best_loss=stopping["best_loss"],
+        best_epoch=stopping["best_epoch"],
+        best_top1=stopping["best_top1"],
+        bad_epochs=stopping["bad_epochs"],
+        history=saved["history"],
+        best_model=best_model,
+    )
+
+
+def resolve_resume(setting: str | None, output_root: Path) -> Path | None:
+    if not setting:
+        return None
+    if setting == "auto":
+        found = checkpoint.find_resumable(output_root)
+        if found is None:
+            log.info("trainer.resume=auto: no unfinished run under %s; starting fresh", output_root)
+        return found
+    return Path(setting)
+
+
+def cpu_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {key: value.detach().to("cpu", copy=True) for key, value in model.state_dict().items()}
+
+
+def train(cfg: DictConfig) -> float:
+    """Runs one training job and returns the best validation top-1 accuracy."""
+    started = time.perf_counter()
+    output_dir = Path(cfg.paths.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    trainer = cfg.trainer
+    seed_everything(trainer.seed)
+    runtime = Runtime.from_names(trainer.device, trainer.precision, trainer.channels_last)
+    log.info("device %s, precision %s, output %s", runtime.device, runtime.precision, output_dir)
+
+    root = prepare_data_root(cfg.data)
+    class_names, splits = scan_dataset(root, worker_count(cfg.data.scan_workers))
+    reported = write_skipped_report(splits.values(), output_dir / SKIPPED_NAME)
+    if reported:
+        log.warning("%d problem file(s) listed in %s", reported, output_dir / SKIPPED_NAME)
+    reports.write_labels(class_names, output_dir / reports.LABELS_NAME)
+    loaders = make_loaders(cfg, splits, runtime)
+
+    spec = ModelSpec(cfg.model.arch, len(class_names), cfg.model.head, cfg.model.mlp_hidden)
+    model = build_model(spec, pretrained=cfg.model.pretrained)
+    apply_freeze(model, cfg.model.freeze)
+    model.to(runtime.device, memory_format=runtime.memory_format)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    log.info(
+        "%s (%s head, freeze=%s): %d of %d parameters train",
+        spec.arch,
+        spec.head,
+        cfg.model.freeze,
+        sum(p.numel() for p in trainable),
+        sum(p.numel() for p in model.parameters()),
+    )
+    optimizer = instantiate(cfg.optim)(params=trainable)
+    scheduler = instantiate(cfg.sched)(optimizer=optimizer)
+    scaler = runtime.grad_scaler()
+    criterion = nn.CrossEntropyLoss(label_smoothing=trainer.label_smoothing)
+
+    state = TrainingState()
+    resume_from = resolve_resume(trainer.resume, Path(cfg.paths.output_root))
+    if resume_from is not None:
+        state = restore_training_checkpoint(resume_from, model, optimizer, scheduler, scaler, class_names)
+
+    weights_path = output_dir / checkpoint.WEIGHTS_NAME
+    checkpoint_path = output_dir / checkpoint.CHECKPOINT_NAME
+    limit = trainer.limit_batches
+    progress = trainer.progress_bar
+    while state.epoch < trainer.epochs:
+        epoch = state.epoch + 1
+        # The shuffle order depends only on (seed, epoch), so a resumed run sees the same batches.
+        loaders["train"].generator.manual_seed(trainer.seed + epoch)
+        lr = optimizer.param_groups[0]["lr"]
+        fit = train_one_epoch(
+            model,
+            loaders["train"],
+            criterion,
+            optimizer,
+            scaler,
+            runtime,
+            f"epoch {epoch}/{trainer.epochs}",
+            limit,
+            progress,
+        )
+        valid = evaluate(model, loaders["valid"], criterion, runtime, len(class_names), "valid", limit, progress)
+        scheduler.step()
+        state.epoch = epoch
+        state.history.append(
+            {
+                "epoch": epoch,
+                "lr": lr,
+                "train_loss": fit.loss,
+                "train_acc": fit.accuracy,
+                "valid_loss": valid.loss,
+                "valid_top1": valid.top1,
+                "valid_top5": valid.top5,
+                "train_images_per_s": round(fit.images_per_s, 2),
+                "seconds": round(fit.seconds, 2),
+            }
+        )
+        log.info(
+            "epoch %d/%d  train loss %.4f acc %.3f | valid loss %.4f top1 %.3f top5 %.3f | %.1f img/s | lr %.2e",
+            epoch,
+            trainer.epochs,
+            fit.loss,
+            fit.accuracy,
+            valid.loss,
+            valid.top1,
+            valid.top5,
+            fit.images_per_s,
+            lr,
+        )
+        if valid.loss < state.best_loss:
+            state.best_loss, state.best_epoch, state.best_top1, state.bad_epochs = valid.loss, epoch, valid.top1, 0
+            state.best_model = cpu_state_dict(model)
+            checkpoint.atomic_torch_save(state.best_model, weights_path)
+        else:
+            state.bad_epochs += 1
+        save_training_checkpoint(checkpoint_path, model, optimizer, scheduler, scaler, state, cfg, class_names)
+        patience = trainer.early_stopping_patience
+        if patience and state.bad_epochs >= patience:
+            log.info("early stop: validation loss has not improved for %d epochs", patience)
+            break
+
+    if state.best_model is None:
+        raise RuntimeError("training finished without a single evaluated epoch (trainer.epochs must be >= 1)")
+    if not weights_path.exists():  # resumed in a new run dir: the best weights came from the checkpoint
+        checkpoint.atomic_torch_save(state.best_model, weights_path)
+    model.load_state_dict(state.best_model)
+    final = {
+        name: evaluate(model, loaders[name], criterion, runtime, len(class_names), name, limit, progress)
+        for name in ("valid", "test")
+    }
+    write_final_reports(output_dir, state, final, class_names, time.perf_counter() - started, runtime)
+    log.info(
+        "best epoch %d: valid top1 %.3f | test top1 %.3f top5 %.3f",
+        state.best_epoch,
+        final["valid"].top1,
+        final["test"].top1,
+        final["test"].top5,
+    )
+    log.info("weights: %s", weights_path.resolve())
+    return final["valid"].top1
+
+
+def write_final_reports(
+    output_dir: Path,
+    state: TrainingState,
+    final: dict[str, EvalResult],
+    class_names: list[str],
+    seconds: float,
+    runtime: Runtime,
+) -> None:
+    def summary(result: EvalResult) -> dict[str, Any]:
+        per_class = result.confusion.per_class_accuracy()
+        return {
+            "loss": result.loss,
+            "top1": result.top1,
+            "top5": result.top5,
+            "images": result.images,
+            "per_class_accuracy": dict(zip(class_names, per_class, strict=True)),
+        }
+
+    reports.write_history_csv(state.history, output_dir / "metrics.csv")
+    reports.plot_curves(state.history, output_dir / "curves.png")
+    reports.plot_confusion(
+        final["test"].confusion.counts,
+        class_names,
+        output_dir / "confusion.png",
+        f"test confusion (top-1 {final['test'].top1:.3f})",
+    )
+    reports.write_json(
+        {
+            "best_epoch": state.best_epoch,
+            "epochs_run": state.epoch,
+            "valid": summary(final["valid"]),
+            "test": summary(final["test"]),
+            "seconds": round(seconds, 1),
+            "device": str(runtime.device),
+            "precision": runtime.precision,
+            "versions": checkpoint.versions(),
+        },
+        output_dir / "metrics.json",
+    )

@@ -1,0 +1,74 @@
+"""Shared fixtures: the real Hydra config, shrunk for fast CPU runs, and small image folders."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+from PIL import Image
+
+from dogbreed.synthetic import SyntheticSpec, generate
+
+REPO = Path(__file__).resolve().parents[1]
+CONF_DIR = REPO / "conf"
+
+TINY_SPEC = SyntheticSpec(classes=4, train_per_class=12, valid_per_class=4, test_per_class=4, width=64, height=48)
+
+
+def compose_config(overrides: list[str] | None = None) -> DictConfig:
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(config_name="train", overrides=overrides or [])
+
+
+def shrunk_overrides(output_dir: Path, data_root: Path) -> list[str]:
+    """CPU, no workers, tiny images and model: a run takes seconds. Later overrides win."""
+    return [
+        f"paths.output_dir={output_dir}",
+        f"paths.output_root={output_dir.parent}",
+        f"data.root={data_root}",
+        "data.synthetic=null",
+        "data.num_workers=0",
+        "data.scan_workers=0",
+        "data.image_size=32",
+        "data.batch_size=8",
+        "data.eval_batch_size=16",
+        "model.arch=resnet18",
+        "model.pretrained=false",
+        "trainer.device=cpu",
+        "trainer.epochs=1",
+        "trainer.progress_bar=false",
+    ]
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """4 generated classes, 12/4/4 images per class; shared, so tests must not modify it."""
+    return generate(tmp_path_factory.mktemp("data") / "tiny", TINY_SPEC)
+
+
+@pytest.fixture
+def make_cfg(tmp_path: Path, tiny_dataset: Path) -> Callable[..., DictConfig]:
+    def make(overrides: list[str] | None = None, data_root: Path | None = None, run: str = "run") -> DictConfig:
+        base = shrunk_overrides(tmp_path / "outputs" / run, data_root or tiny_dataset)
+        return compose_config([*base, *(overrides or [])])
+
+    return make
+
+
+def write_image(path: Path, mode: str = "RGB", size: tuple[int, int] = (40, 30), fmt: str | None = None) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    color = {"RGB": (200, 30, 30), "L": 128, "CMYK": (0, 200, 200, 0), "RGBA": (0, 0, 255, 128), "P": 3}[mode]
+    Image.new(mode, size, color).save(path, format=fmt)
+    return path
+
+
+@pytest.fixture
+def closed_port() -> int:
+    """A loopback port with nothing listening: connections are refused at once."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

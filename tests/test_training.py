@@ -1,0 +1,144 @@
+"""End-to-end training runs on generated data: artifacts, resume, early stopping, learning."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from dogbreed import training
+from dogbreed.checkpoint import find_resumable, load_checkpoint
+from dogbreed.errors import DataError
+from dogbreed.model import ModelSpec, build_model
+from dogbreed.synthetic import SyntheticSpec, generate
+from tests.test_data import jpeg_bytes
+
+ARTIFACTS = [
+    "model.pth",
+    "labels.json",
+    "checkpoint.pt",
+    "metrics.json",
+    "metrics.csv",
+    "curves.png",
+    "confusion.png",
+    "skipped_files.txt",
+]
+
+
+def test_run_with_broken_files_writes_every_artifact(make_cfg, tiny_dataset: Path, tmp_path: Path) -> None:
+    root = tmp_path / "dogImages"
+    shutil.copytree(tiny_dataset, root)
+    (root / "train" / "001.Ellipse_0deg" / "zero.jpg").write_bytes(b"")
+    (root / "valid" / "002.Rectangle_0deg" / "text.jpg").write_text("hello")
+    (root / "test" / "003.Triangle_0deg" / "cut.jpg").write_bytes(jpeg_bytes()[:900])
+    cfg = make_cfg(["trainer.epochs=2"], data_root=root)
+
+    top1 = training.train(cfg)
+
+    run = Path(cfg.paths.output_dir)
+    for name in ARTIFACTS:
+        assert (run / name).stat().st_size > 0, name
+    labels = json.loads((run / "labels.json").read_text())
+    assert labels == {"0": "Ellipse 0deg", "1": "Rectangle 0deg", "2": "Triangle 0deg", "3": "Diamond 0deg"}
+    skipped = (run / "skipped_files.txt").read_text().splitlines()
+    assert len(skipped) == 3
+    assert any("zero.jpg\tskipped\tempty file" in line for line in skipped)
+    assert any("text.jpg\tskipped\tnot an image" in line for line in skipped)
+    assert any("cut.jpg\tkept\ttruncated" in line for line in skipped)
+
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["valid"]["top1"] == pytest.approx(top1)
+    assert set(metrics["test"]["per_class_accuracy"]) == set(labels.values())
+    assert 0.0 <= metrics["test"]["top1"] <= metrics["test"]["top5"] <= 1.0
+    with (run / "metrics.csv").open() as rows:
+        assert [row["epoch"] for row in csv.DictReader(rows)] == ["1", "2"]
+    for plot in ("curves.png", "confusion.png"):
+        assert Image.open(run / plot).size[0] > 300
+
+    model = build_model(ModelSpec("resnet18", 4))
+    model.load_state_dict(torch.load(run / "model.pth", weights_only=True))
+    saved = load_checkpoint(run / "checkpoint.pt")
+    assert saved["epoch"] == 2 and saved["class_names"] == list(labels.values())
+    assert saved["config"]["optim"]["lr"] == cfg.optim.lr
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_resumed_run_ends_with_the_same_weights(make_cfg, monkeypatch: pytest.MonkeyPatch, workers: int) -> None:
+    overrides = ["trainer.epochs=3", f"data.num_workers={workers}", "trainer.early_stopping_patience=null"]
+    reference_cfg = make_cfg(overrides, run="reference")
+    training.train(reference_cfg)
+
+    real_epoch = training.train_one_epoch
+    calls = []
+
+    def interrupted_epoch(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # Ctrl-C in the middle of the third epoch
+        return real_epoch(*args, **kwargs)
+
+    monkeypatch.setattr(training, "train_one_epoch", interrupted_epoch)
+    interrupted_cfg = make_cfg(overrides, run="interrupted")
+    with pytest.raises(KeyboardInterrupt):
+        training.train(interrupted_cfg)
+    monkeypatch.setattr(training, "train_one_epoch", real_epoch)
+    partial = Path(interrupted_cfg.paths.output_dir) / "checkpoint.pt"
+    assert load_checkpoint(partial)["epoch"] == 2
+
+    resumed_cfg = make_cfg([*overrides, f"trainer.resume={partial}"], run="resumed")
+    training.train(resumed_cfg)
+
+    for name in ("model.pth", "checkpoint.pt"):
+        expected = torch.load(Path(reference_cfg.paths.output_dir) / name, weights_only=True)
+        actual = torch.load(Path(resumed_cfg.paths.output_dir) / name, weights_only=True)
+        expected, actual = (d["model"] if name == "checkpoint.pt" else d for d in (expected, actual))
+        assert expected.keys() == actual.keys()
+        for key in expected:
+            assert torch.equal(expected[key], actual[key]), f"{name}:{key}"
+    reference_rows = (Path(reference_cfg.paths.output_dir) / "metrics.csv").read_text().splitlines()
+    resumed_rows = (Path(resumed_cfg.paths.output_dir) / "metrics.csv").read_text().splitlines()
+    assert [r.split(",")[:7] for r in resumed_rows] == [r.split(",")[:7] for r in reference_rows]
+
+
+def test_resume_auto_finds_the_newest_unfinished_run(tmp_path: Path) -> None:
+    for name in ("old", "finished", "new"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "checkpoint.pt").write_bytes(b"x")
+    (tmp_path / "finished" / "metrics.json").write_text("{}")
+    (tmp_path / "old" / "checkpoint.pt").touch()
+    (tmp_path / "new" / "checkpoint.pt").touch()
+    assert find_resumable(tmp_path) == tmp_path / "new" / "checkpoint.pt"
+
+
+def test_resume_refuses_a_checkpoint_from_other_classes(make_cfg, tmp_path: Path) -> None:
+    first = make_cfg(run="first")
+    training.train(first)
+    other = generate(
+        tmp_path / "other",
+        SyntheticSpec(classes=3, train_per_class=8, valid_per_class=2, test_per_class=2, width=48, height=40),
+    )
+    cfg = make_cfg([f"trainer.resume={first.paths.output_dir}/checkpoint.pt"], data_root=other, run="second")
+    with pytest.raises(DataError, match="cannot resume"):
+        training.train(cfg)
+
+
+def test_early_stopping_ends_a_run_that_stopped_improving(make_cfg) -> None:
+    # lr 0 with a frozen backbone: validation loss stays exactly the same every epoch.
+    cfg = make_cfg(["trainer.epochs=6", "trainer.early_stopping_patience=2", "optim.lr=0", "model.freeze=backbone"])
+    training.train(cfg)
+    metrics = json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())
+    assert metrics["epochs_run"] == 3 and metrics["best_epoch"] == 1
+
+
+def test_synthetic_data_is_learnable(make_cfg, tmp_path: Path) -> None:
+    spec = SyntheticSpec(classes=5, train_per_class=40, valid_per_class=10, test_per_class=10, width=64, height=48)
+    root = generate(tmp_path / "learnable", spec)
+    cfg = make_cfg(["trainer.epochs=6", "optim=adamw", "optim.lr=2e-3", "model.freeze=none"], data_root=root)
+    top1 = training.train(cfg)
+    test_top1 = json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())["test"]["top1"]
+    assert top1 >= 0.6 and test_top1 >= 0.6  # chance is 0.2

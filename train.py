@@ -1,0 +1,29 @@
+"""Train the dog-breed classifier: `python train.py [overrides]`, `-m` to sweep."""
+
+from __future__ import annotations
+
+import logging
+
+import hydra
+from omegaconf import DictConfig
+
+from dogbreed.errors import DogbreedError
+
+log = logging.getLogger("dogbreed")
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+def main(cfg: DictConfig) -> float:
+    """Returns the validation top-1 accuracy, the value a sweeper optimises."""
+    from dogbreed.training import train  # after Hydra has parsed the CLI: --help stays fast
+
+    try:
+        return train(cfg)
+    except DogbreedError as err:
+        # A message that says what to do, instead of a traceback wall.
+        log.error("%s", err)
+        raise SystemExit(1) from None
+
+
+if __name__ == "__main__":
+    main()
