@@ -26,4 +26,7 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
+    from dogbreed.allocator import reexec_with_tuned_malloc
+
+    reexec_with_tuned_malloc()  # before torch allocates anything; see dogbreed/allocator.py
     main()

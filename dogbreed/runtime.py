@@ -71,5 +71,8 @@ class Runtime:
         """Loss scaling is needed for fp16 only; bf16 has fp32's exponent range."""
         return torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
 
-    def to_device(self, images: torch.Tensor) -> torch.Tensor:
-        return images.to(self.device, memory_format=self.memory_format, non_blocking=True)
+    def to_device(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Image batches (4-D) get the memory format; feature batches (2-D) just move."""
+        if inputs.dim() == 4:
+            return inputs.to(self.device, memory_format=self.memory_format, non_blocking=True)
+        return inputs.to(self.device, non_blocking=True)

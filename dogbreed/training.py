@@ -31,6 +31,7 @@ from dogbreed.data import (
 from dogbreed.download import fetch_dogimages
 from dogbreed.engine import EvalResult, evaluate, train_one_epoch
 from dogbreed.errors import DataError
+from dogbreed.features import ExtractionSettings, FeatureCache, FeatureViews, backbone_of, module_digest
 from dogbreed.model import ModelSpec, apply_freeze, build_model
 from dogbreed.runtime import Runtime
 from dogbreed.synthetic import SyntheticSpec, generate
@@ -111,6 +112,51 @@ def make_loaders(cfg: DictConfig, splits: dict[str, Split], runtime: Runtime) ->
         dataset = ImageFolderDataset(splits[name].samples, EvalPreset(cfg.data.image_size), decode_size)
         loaders[name] = DataLoader(dataset, batch_size=cfg.data.eval_batch_size, shuffle=False, **common)
     return loaders
+
+
+def use_feature_cache(cfg: DictConfig) -> bool:
+    setting = cfg.trainer.feature_cache
+    if setting == "auto":
+        return cfg.model.freeze == "backbone"
+    if setting and cfg.model.freeze != "backbone":
+        raise ValueError("trainer.feature_cache=true needs model.freeze=backbone (other layers train)")
+    return bool(setting)
+
+
+def make_feature_loaders(
+    cfg: DictConfig, model: nn.Module, splits: dict[str, Split], runtime: Runtime
+) -> dict[str, DataLoader]:
+    """Loaders over cached backbone features; the model's `fc` head is what trains on them."""
+    settings = ExtractionSettings(
+        image_size=cfg.data.image_size,
+        batch_size=cfg.trainer.extract_batch_size,
+        num_workers=worker_count(cfg.data.num_workers),
+        compile=str(cfg.trainer.compile).lower(),
+        seed=cfg.trainer.seed,
+        progress=cfg.trainer.progress_bar,
+    )
+    cache = FeatureCache(Path(cfg.paths.cache_dir) / "features")
+    digest = module_digest(backbone_of(model))
+    loaders = {}
+    for name, split in splits.items():
+        views = cfg.trainer.feature_cache_views if name == "train" else 1
+        dataset = cache.features(model, name, split.samples, views, runtime, settings, digest)
+        is_train = name == "train"
+        loaders[name] = DataLoader(
+            dataset,
+            batch_size=cfg.data.batch_size if is_train else cfg.data.eval_batch_size,
+            shuffle=is_train,
+            drop_last=is_train and len(dataset) > cfg.data.batch_size,
+            generator=torch.Generator() if is_train else None,
+        )
+    return loaders
+
+
+def start_epoch(loader: DataLoader, seed: int, epoch: int) -> None:
+    """The data order (and cached view) depends only on (seed, epoch): resumed runs see the same batches."""
+    loader.generator.manual_seed(seed + epoch)
+    if isinstance(loader.dataset, FeatureViews):
+        loader.dataset.set_epoch(epoch)
 
 
 @dataclass
@@ -206,6 +252,20 @@ def resolve_resume(setting: str | None, output_root: Path) -> Path | None:
     return Path(setting)
 
 
+def compile_for_training(model: nn.Module, setting: Any, runtime: Runtime) -> nn.Module:
+    """Compiles the training model when asked, or on CUDA under `auto`.
+
+    On CPU the train step gains little (20 vs 21 img/s measured for ResNet50)
+    for ~50 s of compilation, so `auto` leaves it eager there. The compiled
+    wrapper shares parameters with `model`, which is what gets saved.
+    """
+    setting = str(setting).lower()
+    if setting == "true" or (setting == "auto" and runtime.device.type == "cuda"):
+        log.info("compiling the model for training")
+        return torch.compile(model)
+    return model
+
+
 def cpu_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     return {key: value.detach().to("cpu", copy=True) for key, value in model.state_dict().items()}
 
@@ -218,7 +278,13 @@ def train(cfg: DictConfig) -> float:
     trainer = cfg.trainer
     seed_everything(trainer.seed)
     runtime = Runtime.from_names(trainer.device, trainer.precision, trainer.channels_last)
-    log.info("device %s, precision %s, output %s", runtime.device, runtime.precision, output_dir)
+    log.info(
+        "device %s, precision %s, malloc %s, output %s",
+        runtime.device,
+        runtime.precision,
+        "tuned" if os.environ.get("GLIBC_TUNABLES") else "default",
+        output_dir,
+    )
 
     root = prepare_data_root(cfg.data)
     class_names, splits = scan_dataset(root, worker_count(cfg.data.scan_workers))
@@ -226,12 +292,19 @@ def train(cfg: DictConfig) -> float:
     if reported:
         log.warning("%d problem file(s) listed in %s", reported, output_dir / SKIPPED_NAME)
     reports.write_labels(class_names, output_dir / reports.LABELS_NAME)
-    loaders = make_loaders(cfg, splits, runtime)
 
     spec = ModelSpec(cfg.model.arch, len(class_names), cfg.model.head, cfg.model.mlp_hidden)
     model = build_model(spec, pretrained=cfg.model.pretrained)
     apply_freeze(model, cfg.model.freeze)
     model.to(runtime.device, memory_format=runtime.memory_format)
+    if runtime.device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input shapes: pick the fastest kernels once
+    if use_feature_cache(cfg):
+        loaders = make_feature_loaders(cfg, model, splits, runtime)
+        trained = model.fc  # the head trains on features; model.pth still holds the whole model
+    else:
+        loaders = make_loaders(cfg, splits, runtime)
+        trained = compile_for_training(model, cfg.trainer.compile, runtime)
     trainable = [p for p in model.parameters() if p.requires_grad]
     log.info(
         "%s (%s head, freeze=%s): %d of %d parameters train",
@@ -257,11 +330,10 @@ def train(cfg: DictConfig) -> float:
     progress = trainer.progress_bar
     while state.epoch < trainer.epochs:
         epoch = state.epoch + 1
-        # The shuffle order depends only on (seed, epoch), so a resumed run sees the same batches.
-        loaders["train"].generator.manual_seed(trainer.seed + epoch)
+        start_epoch(loaders["train"], trainer.seed, epoch)
         lr = optimizer.param_groups[0]["lr"]
         fit = train_one_epoch(
-            model,
+            trained,
             loaders["train"],
             criterion,
             optimizer,
@@ -271,7 +343,7 @@ def train(cfg: DictConfig) -> float:
             limit,
             progress,
         )
-        valid = evaluate(model, loaders["valid"], criterion, runtime, len(class_names), "valid", limit, progress)
+        valid = evaluate(trained, loaders["valid"], criterion, runtime, len(class_names), "valid", limit, progress)
         scheduler.step()
         state.epoch = epoch
         state.history.append(
@@ -317,7 +389,7 @@ def train(cfg: DictConfig) -> float:
         checkpoint.atomic_torch_save(state.best_model, weights_path)
     model.load_state_dict(state.best_model)
     final = {
-        name: evaluate(model, loaders[name], criterion, runtime, len(class_names), name, limit, progress)
+        name: evaluate(trained, loaders[name], criterion, runtime, len(class_names), name, limit, progress)
         for name in ("valid", "test")
     }
     write_final_reports(output_dir, state, final, class_names, time.perf_counter() - started, runtime)

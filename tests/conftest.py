@@ -32,6 +32,7 @@ def shrunk_overrides(output_dir: Path, data_root: Path) -> list[str]:
     return [
         f"paths.output_dir={output_dir}",
         f"paths.output_root={output_dir.parent}",
+        f"paths.cache_dir={output_dir.parent.parent / 'cache'}",
         f"data.root={data_root}",
         "data.synthetic=null",
         "data.num_workers=0",
