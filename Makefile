@@ -28,6 +28,10 @@ test: $(STAMP) ## Run the default (fast) test suite
 test-full: $(STAMP) ## Run every test that can run here, slow ones included
 	$(PY) -m pytest -m "not gpu and not integ"
 
+bench: $(STAMP) ## Speed benchmarks against the course recipe on generated dogImages-sized data (~30 min)
+	$(PY) -m benchmarks.training_speed
+	$(PY) -m benchmarks.extraction
+
 lint: $(STAMP) ## ruff check + format check
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .

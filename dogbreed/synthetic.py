@@ -38,6 +38,8 @@ class SyntheticSpec:
     width: int = 160
     height: int = 120
     seed: int = 0
+    # Every Nth image is rendered 4x larger (like dogImages' occasional 2000x1500+ photos); 0 = none.
+    large_every: int = 0
 
     def per_class(self, split: str) -> int:
         return {"train": self.train_per_class, "valid": self.valid_per_class, "test": self.test_per_class}[split]
@@ -89,10 +91,10 @@ def _shape_mask(shape: str, width: int, height: int, rng: np.random.Generator) -
     return np.asarray(mask, dtype=np.float32)[..., None] / 255.0
 
 
-def render(index: int, spec: SyntheticSpec, rng: np.random.Generator) -> Image.Image:
-    """One image of class `index`."""
+def render(index: int, spec: SyntheticSpec, rng: np.random.Generator, scale: int = 1) -> Image.Image:
+    """One image of class `index`, `scale` times the spec's size."""
     shape, angle, hue = class_style(index, spec.classes)
-    width, height = spec.width, spec.height
+    width, height = spec.width * scale, spec.height * scale
     ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
 
     theta = math.radians(angle + rng.uniform(-8, 8))
@@ -130,7 +132,8 @@ def generate(root: Path, spec: SyntheticSpec) -> Path:
             folder.mkdir(parents=True)
             for item in range(spec.per_class(split)):
                 rng = np.random.default_rng([spec.seed, split_number, index, item])
-                render(index, spec, rng).save(folder / f"img_{item:05d}.jpg", quality=90)
+                large = spec.large_every > 0 and (index * 7919 + item) % spec.large_every == 0
+                render(index, spec, rng, scale=4 if large else 1).save(folder / f"img_{item:05d}.jpg", quality=90)
     (staging / MANIFEST).write_text(json.dumps(asdict(spec), indent=2))
     shutil.rmtree(root, ignore_errors=True)
     staging.replace(root)

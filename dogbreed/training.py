@@ -32,6 +32,7 @@ from dogbreed.download import fetch_dogimages
 from dogbreed.engine import EvalResult, evaluate, train_one_epoch
 from dogbreed.errors import DataError
 from dogbreed.features import ExtractionSettings, FeatureCache, FeatureViews, backbone_of, module_digest
+from dogbreed.gpu_decode import DeviceBatchTransform, DeviceDecodingLoader, EncodedImages, collate_encoded
 from dogbreed.model import ModelSpec, apply_freeze, build_model
 from dogbreed.runtime import Runtime
 from dogbreed.synthetic import SyntheticSpec, generate
@@ -86,9 +87,8 @@ def scan_dataset(root: Path, scan_workers: int) -> tuple[list[str], dict[str, Sp
     return [breed_name(folder) for folder in folders], splits
 
 
-def make_loaders(cfg: DictConfig, splits: dict[str, Split], runtime: Runtime) -> dict[str, DataLoader]:
+def make_loaders(cfg: DictConfig, splits: dict[str, Split], runtime: Runtime) -> dict[str, Any]:
     workers = worker_count(cfg.data.num_workers)
-    decode_size = resize_size_for(cfg.data.image_size)
     common = {
         "num_workers": workers,
         "pin_memory": runtime.device.type == "cuda",
@@ -96,21 +96,29 @@ def make_loaders(cfg: DictConfig, splits: dict[str, Split], runtime: Runtime) ->
         # is what makes a resumed run draw the same augmentations as an uninterrupted one.
         "persistent_workers": False,
     }
-    train_set = ImageFolderDataset(splits["train"].samples, TrainPreset(cfg.data.image_size), decode_size)
-    loaders = {
-        "train": DataLoader(
-            train_set,
-            batch_size=cfg.data.batch_size,
-            shuffle=True,
+    loaders: dict[str, Any] = {}
+    for name in SPLITS:
+        is_train = name == "train"
+        samples = splits[name].samples
+        if cfg.data.decode_on_device:
+            dataset = EncodedImages(samples)
+            common["collate_fn"] = collate_encoded
+        else:
+            preset = TrainPreset(cfg.data.image_size) if is_train else EvalPreset(cfg.data.image_size)
+            dataset = ImageFolderDataset(samples, preset, resize_size_for(cfg.data.image_size))
+        loader = DataLoader(
+            dataset,
+            batch_size=cfg.data.batch_size if is_train else cfg.data.eval_batch_size,
+            shuffle=is_train,
             # A last batch of one sample breaks BatchNorm in training mode.
-            drop_last=len(train_set) > cfg.data.batch_size,
-            generator=torch.Generator(),
+            drop_last=is_train and len(dataset) > cfg.data.batch_size,
+            generator=torch.Generator() if is_train else None,
             **common,
         )
-    }
-    for name in ("valid", "test"):
-        dataset = ImageFolderDataset(splits[name].samples, EvalPreset(cfg.data.image_size), decode_size)
-        loaders[name] = DataLoader(dataset, batch_size=cfg.data.eval_batch_size, shuffle=False, **common)
+        if cfg.data.decode_on_device:
+            transform = DeviceBatchTransform(cfg.data.image_size, is_train, runtime.device, runtime.channels_last)
+            loader = DeviceDecodingLoader(loader, transform)
+        loaders[name] = loader
     return loaders
 
 
@@ -152,7 +160,7 @@ def make_feature_loaders(
     return loaders
 
 
-def start_epoch(loader: DataLoader, seed: int, epoch: int) -> None:
+def start_epoch(loader: DataLoader | DeviceDecodingLoader, seed: int, epoch: int) -> None:
     """The data order (and cached view) depends only on (seed, epoch): resumed runs see the same batches."""
     loader.generator.manual_seed(seed + epoch)
     if isinstance(loader.dataset, FeatureViews):

@@ -1,0 +1,73 @@
+"""Shared by the benchmarks: a dogImages-sized generated dataset and measured subprocess runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from dogbreed.allocator import TUNABLES
+from dogbreed.synthetic import SyntheticSpec, generate
+
+REPO = Path(__file__).resolve().parents[1]
+# 133 breeds, ~6,650 / 800 / 800 images of 500x375 like dogImages, 1 in 25 at 2000x1500.
+DOGIMAGES_SIZED = SyntheticSpec(
+    classes=133, train_per_class=50, valid_per_class=6, test_per_class=6, width=500, height=375, large_every=25
+)
+QUICK = SyntheticSpec(classes=10, train_per_class=12, valid_per_class=4, test_per_class=4, width=500, height=375,
+                      large_every=25)  # fmt: skip
+
+
+def dataset(root: Path, quick: bool) -> Path:
+    spec = QUICK if quick else DOGIMAGES_SIZED
+    started = time.perf_counter()
+    generate(root, spec)
+    print(f"# data: {root} ({spec.classes} classes, {spec.train_per_class}/class train; "
+          f"ready in {time.perf_counter() - started:.0f} s)", flush=True)  # fmt: skip
+    return root
+
+
+def environment(tuned_malloc: bool) -> dict[str, str]:
+    """The benchmark's environment with glibc malloc tuned (ours) or at its defaults (baseline)."""
+    env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
+    env["PYTHONPATH"] = str(REPO)
+    if tuned_malloc:
+        env["GLIBC_TUNABLES"] = TUNABLES
+    else:
+        env["DOGBREED_MALLOC_TUNING"] = "0"  # train.py would otherwise tune it itself
+    return env
+
+
+@dataclass
+class Measured:
+    stdout: str
+    seconds: float
+    peak_rss_mb: float
+
+    def last_json(self) -> dict:
+        return json.loads(self.stdout.strip().splitlines()[-1])
+
+
+def run(args: list[str], tuned_malloc: bool) -> Measured:
+    """Runs a Python command to completion; wall time and the peak RSS of its largest process."""
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        [sys.executable, *args], cwd=REPO, env=environment(tuned_malloc), stdout=subprocess.PIPE, text=True
+    )
+    assert process.stdout is not None
+    stdout = process.stdout.read()
+    # wait4 gives this child's own resource usage: ru_maxrss is its peak RSS in kB (Linux).
+    _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    seconds = time.perf_counter() - started
+    if process.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)} failed with exit code {process.returncode}")
+    return Measured(stdout, seconds, usage.ru_maxrss / 1024)
+
+
+def ratio(ours: float, baseline: float) -> str:
+    return f"{ours / baseline:.2f}x" if baseline else "n/a"
