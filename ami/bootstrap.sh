@@ -13,7 +13,7 @@ set -euo pipefail
 # cloud-init may run user data without HOME.
 HOME=${HOME:-/root}
 
-# @RENDERED@ (launch puts the values from conf/ami here)
+# @RENDERED@ launch writes the values from conf/ami below this line.
 DOGBREED_CODE_URI=${DOGBREED_CODE_URI-}
 DOGBREED_S3_URI=${DOGBREED_S3_URI-}
 DOGBREED_DATA_URI=${DOGBREED_DATA_URI-}
@@ -134,11 +134,12 @@ args+=(trainer.resume=auto)
 if [ "$DOGBREED_NODES" -gt 1 ]; then
     # The first node hosts the rendezvous; the others were told its private address at launch.
     rdzv_host=${DOGBREED_RDZV_HOST:-$(hostname -I | awk '{print $1}')}
-    launcher=(torchrun "--nnodes=$DOGBREED_NODES" --nproc-per-node=auto --rdzv-backend=c10d
+    launcher=("$env_dir/bin/torchrun" "--nnodes=$DOGBREED_NODES" --nproc-per-node=auto --rdzv-backend=c10d
         "--rdzv-id=$DOGBREED_SESSION" "--rdzv-endpoint=$rdzv_host:$DOGBREED_RDZV_PORT")
 else
-    launcher=(python)
+    launcher=("$env_dir/bin/python")
 fi
+# Absolute paths: a tmux server started earlier keeps its own PATH, without the environment.
 # DOGBREED_TRAIN_ARGS was shell-quoted at render time, one override per word.
 command="cd $(printf %q "$DOGBREED_WORKDIR/src") && $(printf '%q ' "${launcher[@]}")train.py"
 command+=" $(printf '%q ' "${args[@]}")$DOGBREED_TRAIN_ARGS"

@@ -35,4 +35,5 @@ def check(cfg: DictConfig) -> None:
     if not str(ami.name).replace("-", "").isalnum():
         raise AmiError(f"ami.name may hold letters, digits and '-' only (it prefixes resource names), got {ami.name!r}")
     if not OmegaConf.is_list(ami.train_overrides):
-        raise AmiError("ami.train_overrides is a list, e.g. \"ami.train_overrides=['trainer.epochs=5','optim.lr=3e-4']\"")
+        example = "\"ami.train_overrides=['trainer.epochs=5','optim.lr=3e-4']\""
+        raise AmiError(f"ami.train_overrides is a list of quoted overrides, e.g. {example}")

@@ -6,6 +6,7 @@ import base64
 import datetime as dt
 import json
 import stat
+import subprocess
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -76,9 +77,10 @@ def overrides(tmp_path: Path, *extra: str) -> list[str]:
 def project_resources() -> dict[str, list[str]]:
     ec2, iam = boto3.client("ec2"), boto3.client("iam")
     live = ec2.describe_instances(Filters=[{"Name": "instance-state-name", "Values": ["pending", "running"]}])
+    groups = ec2.describe_security_groups()["SecurityGroups"]
     return {
         "instances": [i["InstanceId"] for r in live["Reservations"] for i in r["Instances"]],
-        "groups": [g["GroupName"] for g in ec2.describe_security_groups()["SecurityGroups"] if g["GroupName"] != "default"],
+        "groups": [g["GroupName"] for g in groups if g["GroupName"] != "default"],
         "roles": [r["RoleName"] for r in iam.list_roles()["Roles"] if not r["Path"].startswith("/aws-service-role/")],
         "profiles": [p["InstanceProfileName"] for p in iam.list_instance_profiles()["InstanceProfiles"]],
         "keys": [k["KeyName"] for k in ec2.describe_key_pairs()["KeyPairs"]],
@@ -121,11 +123,15 @@ def test_launch_creates_a_locked_down_instance_reuses_it_and_down_removes_everyt
     document = iam.get_role_policy(RoleName="dogbreed", PolicyName="s3-project-prefix")["PolicyDocument"]
     document = json.loads(document) if isinstance(document, str) else document
     resources = {s["Sid"]: s["Resource"] for s in document["Statement"]}
-    assert resources == {"ListProjectPrefix": f"arn:aws:s3:::{BUCKET}", "ProjectObjects": f"arn:aws:s3:::{BUCKET}/team/runs/*"}
+    assert resources == {
+        "ListProjectPrefix": f"arn:aws:s3:::{BUCKET}",
+        "ProjectObjects": f"arn:aws:s3:::{BUCKET}/team/runs/*",
+    }
 
     user_data = ec2.describe_instance_attribute(InstanceId=instance["InstanceId"], Attribute="userData")
     script = base64.b64decode(user_data["UserData"]["Value"]).decode()
     assert script.startswith("#!/bin/bash\n# dogbreed bootstrap")
+    assert subprocess.run(["bash", "-n"], input=script, text=True).returncode == 0  # it parses
     assert f"DOGBREED_S3_URI={S3_URI}" in script
     assert "DOGBREED_TRAIN_ARGS='trainer.epochs=3 optim.lr=3e-4'" in script
     code_uri = next(line.split("=", 1)[1] for line in script.splitlines() if "DOGBREED_CODE_URI=s3" in line)
@@ -191,7 +197,7 @@ def test_missing_s3_uri_and_unknown_parameter_say_what_to_set(
 class _Answer(BaseHTTPRequestHandler):
     body = b"198.51.100.23\n"
 
-    def do_GET(self) -> None:  # noqa: N802 - the http.server API
+    def do_GET(self) -> None:
         self.send_response(200)
         self.end_headers()
         self.wfile.write(self.body)
