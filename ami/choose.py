@@ -112,7 +112,7 @@ def format_table(rows: list[Option], use_spot: bool) -> str:
             cells.append(_money(row.spot))
         cells += [
             "-" if row.run_hours is None else f"{row.run_hours:.2f}",
-            "-" if row.run_cost is None else f"{row.run_cost:.2f}",
+            "-" if row.run_cost is None else f"{row.run_cost:.3f}",
         ]
         lines.append(cells)
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
