@@ -18,6 +18,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from ami.errors import AmiError
 from ami.iam import split_s3_uri
 
 log = logging.getLogger(__name__)
@@ -29,6 +30,8 @@ SOURCES = ("pyproject.toml", "README.md", "train.py", "conf", "dogbreed")
 
 def build_archive(root: Path = PROJECT) -> bytes:
     """A gzipped tar of SOURCES under `root`, without caches, identical for identical files."""
+    if not (root / "pyproject.toml").is_file():
+        raise AmiError(f"{root} is not the dogbreed project; run python -m ami launch from a checkout of it")
     files = []
     for name in SOURCES:
         path = root / name

@@ -5,8 +5,10 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
+import os
 import stat
 import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -223,3 +225,32 @@ def test_the_callers_address_becomes_a_slash_32(ip_service: str) -> None:
 def test_an_unreachable_address_service_tells_the_user_to_pass_ssh_cidr(closed_port: int) -> None:
     with pytest.raises(AmiError, match=r"ami\.ssh_cidr="):
         detect_public_cidr(f"http://127.0.0.1:{closed_port}/", timeout_s=2)
+
+
+def test_a_key_pair_the_user_brought_is_used_and_left_alone(dlami: str, tmp_path: Path) -> None:
+    ec2 = boto3.client("ec2")
+    ec2.create_key_pair(KeyName="alice")
+    cfg = load_config(overrides(tmp_path, "ami.key_name=alice"))
+    clients = launcher.Clients.create(None)
+    (instance,) = launcher.launch(cfg, clients)
+    assert instance["KeyName"] == "alice"
+    assert launcher.ssh_command(cfg.ami, instance)[:2] == ["ssh", "ubuntu@" + instance["PublicDnsName"]]
+    assert "key pair alice" not in launcher.down(cfg, clients)
+    assert [k["KeyName"] for k in ec2.describe_key_pairs()["KeyPairs"]] == ["alice"]
+    with pytest.raises(AmiError, match="key pair 'bob' does not exist"):
+        launcher.launch(load_config(overrides(tmp_path, "ami.key_name=bob")), clients)
+
+
+def test_ssh_subcommand_execs_ssh_to_the_running_instance(dlami: str, tmp_path: Path) -> None:
+    (instance,) = launcher.launch(load_config(overrides(tmp_path)), launcher.Clients.create(None))
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    (fake_bin / "ssh").write_text('#!/bin/sh\necho "ssh $*"\n')
+    (fake_bin / "ssh").chmod(0o755)
+    env = {**os.environ, "PATH": f"{fake_bin}:{os.environ['PATH']}", "PYTHONPATH": str(Path(__file__).parents[1])}
+    result = subprocess.run(
+        [sys.executable, "-m", "ami", "ssh", *overrides(tmp_path)], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    key = tmp_path / "keys" / "dogbreed-key.pem"
+    assert result.stdout.strip() == f"ssh -i {key} ubuntu@{instance['PublicDnsName']}"
