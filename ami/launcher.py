@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import boto3
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from omegaconf.errors import MissingMandatoryValue
 
 from ami import network, userdata
@@ -21,7 +21,7 @@ from ami.errors import AmiError
 from ami.iam import InstanceProfiles, split_s3_uri
 from ami.instances import Instances, run_request, tags_for
 from ami.keypair import KeyPairs
-from ami.package import build_archive, upload_code
+from ami.package import build_archive, code_uri, upload_code
 from ami.ssm import latest_ami_id
 
 log = logging.getLogger(__name__)
@@ -70,7 +70,20 @@ def launch(cfg: DictConfig, clients: Clients) -> list[dict[str, Any]]:
     except MissingMandatoryValue:
         raise AmiError("set ami.s3_uri=s3://bucket/prefix: the instance gets its code and data there") from None
     split_s3_uri(s3_uri)
-    cidr = network.ssh_cidr(ami)  # before anything is created: a bad address must leave nothing behind
+    # Everything that can be refused is checked before the first resource is created.
+    cidr = network.ssh_cidr(ami)
+    archive = build_archive()
+    values = {
+        "CODE_URI": code_uri(s3_uri, archive),
+        "S3_URI": s3_uri,
+        "DATA_URI": str(ami.data_uri or f"{s3_uri}/data/dogImages"),
+        "TRAIN": "1" if ami.train else "0",
+        "TRAIN_ARGS": userdata.train_args([str(override) for override in ami.train_overrides]),
+        "NODES": str(ami.nodes),
+        "RDZV_PORT": str(ami.rendezvous_port),
+        "RUN_AS": ami.ssh_user,
+    }
+    userdata.render(values)
     image_id = latest_ami_id(clients.ssm, ami.ami_ssm_parameter)
     tags = tags_for(ami.name)
     keys = KeyPairs(clients.ec2)
@@ -88,18 +101,7 @@ def launch(cfg: DictConfig, clients: Clients) -> list[dict[str, Any]]:
     if running:
         log.info("%s already has %d instance(s); reusing them (ami down starts over)", ami.name, len(running))
         return running
-    code_uri = upload_code(clients.s3, s3_uri, build_archive())
-
-    values = {
-        "CODE_URI": code_uri,
-        "S3_URI": s3_uri,
-        "DATA_URI": str(ami.data_uri or f"{s3_uri}/data/dogImages"),
-        "TRAIN": "1" if ami.train else "0",
-        "TRAIN_ARGS": userdata.train_args(list(OmegaConf.to_container(ami.train_overrides))),
-        "NODES": str(ami.nodes),
-        "RDZV_PORT": str(ami.rendezvous_port),
-        "RUN_AS": ami.ssh_user,
-    }
+    upload_code(clients.s3, values["CODE_URI"], archive)
     common = {
         "image_id": image_id,
         "root_device": instances.root_device(image_id),

@@ -96,10 +96,11 @@ class SecurityGroups:
     def _replace_ingress(self, group_id: str, wanted: list[dict[str, Any]]) -> None:
         # A reused group may still allow yesterday's address: revoke whatever is not wanted now.
         current = self.ec2.describe_security_groups(GroupIds=[group_id])["SecurityGroups"][0]["IpPermissions"]
-        stale = [_comparable(rule) for rule in current if _comparable(rule) not in map(_comparable, wanted)]
+        have, want = [_comparable(rule) for rule in current], [_comparable(rule) for rule in wanted]
+        stale = [rule for rule in have if rule not in want]
         if stale:
             self.ec2.revoke_security_group_ingress(GroupId=group_id, IpPermissions=stale)
-        missing = [rule for rule in wanted if _comparable(rule) not in map(_comparable, current)]
+        missing = [rule for rule in want if rule not in have]
         if missing:
             self.ec2.authorize_security_group_ingress(GroupId=group_id, IpPermissions=missing)
 

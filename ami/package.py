@@ -50,18 +50,23 @@ def build_archive(root: Path = PROJECT) -> bytes:
     return buffer.getvalue()
 
 
-def upload_code(s3: Any, s3_uri: str, archive: bytes) -> str:
-    """Puts the archive at `<s3_uri>/code/dogbreed-<hash>.tar.gz` unless it is there; returns its URI."""
+def code_uri(s3_uri: str, archive: bytes) -> str:
+    """Where the archive lives: `<s3_uri>/code/dogbreed-<content hash>.tar.gz`."""
     bucket, prefix = split_s3_uri(s3_uri)
-    key = "/".join(filter(None, [prefix, "code", f"dogbreed-{hashlib.sha256(archive).hexdigest()[:16]}.tar.gz"]))
+    name = f"dogbreed-{hashlib.sha256(archive).hexdigest()[:16]}.tar.gz"
+    return f"s3://{bucket}/" + "/".join(filter(None, [prefix, "code", name]))
+
+
+def upload_code(s3: Any, uri: str, archive: bytes) -> None:
+    """Puts the archive at `uri` (from code_uri) unless an object is already there."""
+    bucket, key = split_s3_uri(uri)
     try:
         s3.head_object(Bucket=bucket, Key=key)
-        log.info("code already in s3://%s/%s", bucket, key)
+        log.info("code already in %s", uri)
     except ClientError as err:
         if err.response["Error"]["Code"] not in ("404", "NoSuchKey", "NotFound"):
             raise
         # One PUT is all or nothing, and ContentMD5 makes S3 reject a body damaged on the way.
-        digest = hashlib.md5(archive).digest()
-        s3.put_object(Bucket=bucket, Key=key, Body=archive, ContentMD5=base64.b64encode(digest).decode())
-        log.info("uploaded code to s3://%s/%s (%d bytes)", bucket, key, len(archive))
-    return f"s3://{bucket}/{key}"
+        digest = base64.b64encode(hashlib.md5(archive).digest()).decode()
+        s3.put_object(Bucket=bucket, Key=key, Body=archive, ContentMD5=digest)
+        log.info("uploaded code to %s (%d bytes)", uri, len(archive))

@@ -178,9 +178,17 @@ def test_two_nodes_open_the_rendezvous_port_to_the_group_only(dlami: str, tmp_pa
     assert all(i.get("InstanceLifecycle") == "spot" for i in launcher.status(load_config(overrides(tmp_path)), clients))
 
 
-def test_open_ssh_is_refused_before_anything_is_created(dlami: str, tmp_path: Path) -> None:
-    with pytest.raises(AmiError, match="allow_open_ssh=true"):
-        launcher.launch(load_config(overrides(tmp_path, "ami.ssh_cidr=0.0.0.0/0")), launcher.Clients.create(None))
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("ami.ssh_cidr=0.0.0.0/0", "allow_open_ssh=true"),
+        ("ami.ssh_cidr=not-an-address", "not an address range"),
+        ("ami.train_overrides=['trainer.tag=" + "x" * 17000 + "']", "over EC2's 16384"),
+    ],
+)
+def test_refusals_come_before_anything_is_created(dlami: str, tmp_path: Path, override: str, message: str) -> None:
+    with pytest.raises(AmiError, match=message):
+        launcher.launch(load_config(overrides(tmp_path, override)), launcher.Clients.create(None))
     assert project_resources() == {"instances": [], "groups": [], "roles": [], "profiles": [], "keys": []}
 
 
