@@ -10,7 +10,7 @@ import sys
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import BotoCoreError, ClientError, NoRegionError
 
 from ami import choose, launcher
 from ami.config import load_config
@@ -117,6 +117,9 @@ def main(argv: list[str] | None = None) -> int:
         error = err.response["Error"]
         print(f"error: AWS refused {err.operation_name}: {error['Code']}: {error.get('Message', '')}", file=sys.stderr)
         return 1
+    except NoRegionError:
+        print("error: no AWS region; set ami.region=... or AWS_DEFAULT_REGION", file=sys.stderr)
+        return 2
     except BotoCoreError as err:
         print(f"error: {err} (check your AWS credentials and region)", file=sys.stderr)
         return 1
