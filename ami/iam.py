@@ -60,8 +60,9 @@ def s3_prefix_policy(s3_uri: str, partition: str = "aws") -> dict[str, Any]:
 class InstanceProfiles:
     """Role + inline policy + instance profile, all named `name`, through an injected IAM client."""
 
-    def __init__(self, iam: Any) -> None:
+    def __init__(self, iam: Any, partition: str = "aws") -> None:
         self.iam = iam
+        self.partition = partition
 
     def ensure(self, name: str, s3_uri: str, tags: list[dict[str, str]]) -> str:
         """Creates what is missing, rewrites the policy (the prefix may have changed) and returns the profile ARN."""
@@ -77,7 +78,7 @@ class InstanceProfiles:
             if err.response["Error"]["Code"] != "EntityAlreadyExists":
                 raise
             log.info("reusing role %s", name)
-        policy = json.dumps(s3_prefix_policy(s3_uri))
+        policy = json.dumps(s3_prefix_policy(s3_uri, self.partition))
         self.iam.put_role_policy(RoleName=name, PolicyName=POLICY_NAME, PolicyDocument=policy)
         try:
             profile = self.iam.create_instance_profile(InstanceProfileName=name, Tags=tags)["InstanceProfile"]

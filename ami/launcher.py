@@ -35,11 +35,14 @@ class Clients:
     iam: Any
     ssm: Any
     s3: Any
+    # ARNs differ outside the commercial regions (aws-cn, aws-us-gov).
+    partition: str = "aws"
 
     @classmethod
     def create(cls, region: str | None) -> Clients:
         session = boto3.Session(region_name=region)
-        return cls(*(session.client(name) for name in ("ec2", "iam", "ssm", "s3")))
+        clients = [session.client(name) for name in ("ec2", "iam", "ssm", "s3")]
+        return cls(*clients, partition=session.get_partition_for_region(clients[0].meta.region_name))
 
 
 def key_name(cfg: Any) -> str:
@@ -94,7 +97,7 @@ def launch(cfg: DictConfig, clients: Clients) -> list[dict[str, Any]]:
     group_id = network.SecurityGroups(clients.ec2).ensure(
         ami.name, cidr, tags, ami.rendezvous_port if ami.nodes > 1 else None
     )
-    profile_arn = InstanceProfiles(clients.iam).ensure(ami.name, s3_uri, tags)
+    profile_arn = InstanceProfiles(clients.iam, clients.partition).ensure(ami.name, s3_uri, tags)
     # The group and policy above were brought up to date (a new address, a new prefix) even when reusing.
     instances = Instances(clients.ec2, wait_timeout_s=ami.wait_timeout_s)
     running = instances.find(ami.name)

@@ -37,6 +37,11 @@ def test_the_s3_policy_reaches_only_objects_under_the_prefix() -> None:
     assert not any(action.startswith(("s3:Delete", "s3:PutBucket", "iam:", "ec2:")) for action in every_action)
 
 
+def test_arns_follow_the_partition() -> None:
+    statements = s3_prefix_policy("s3://team-bucket/p", partition="aws-cn")["Statement"]
+    assert [s["Resource"] for s in statements] == ["arn:aws-cn:s3:::team-bucket", "arn:aws-cn:s3:::team-bucket/p/*"]
+
+
 def test_a_bucket_without_prefix_lists_without_a_condition() -> None:
     statements = {s["Sid"]: s for s in s3_prefix_policy("s3://team-bucket")["Statement"]}
     assert "Condition" not in statements["ListProjectPrefix"]
