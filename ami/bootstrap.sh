@@ -1,0 +1,148 @@
+#!/bin/bash
+# dogbreed bootstrap: EC2 user data for a Deep Learning AMI (rendered by `python -m ami launch`).
+#
+# Activates the image's PyTorch environment (the bundled venv on newer DLAMIs, the conda
+# `pytorch` env on older ones: detected, not assumed), installs the project without touching
+# the image's torch, syncs the data from S3 and starts training in tmux. Every step is guarded
+# by a marker, and the script registers itself to run at every boot, so a reboot repeats only
+# what is unfinished and a stopped training run resumes (trainer.resume=auto).
+#
+# Every setting below is an environment variable with a default, so the same file runs on a
+# real instance (defaults rendered from conf/ami) and in a test (probed paths overridden).
+set -euo pipefail
+# cloud-init may run user data without HOME.
+HOME=${HOME:-/root}
+
+# @RENDERED@ launch writes the values from conf/ami below this line.
+DOGBREED_CODE_URI=${DOGBREED_CODE_URI-}
+DOGBREED_S3_URI=${DOGBREED_S3_URI-}
+DOGBREED_DATA_URI=${DOGBREED_DATA_URI-}
+DOGBREED_TRAIN=${DOGBREED_TRAIN-0}
+DOGBREED_TRAIN_ARGS=${DOGBREED_TRAIN_ARGS-}
+DOGBREED_NODES=${DOGBREED_NODES-1}
+DOGBREED_RDZV_HOST=${DOGBREED_RDZV_HOST-}
+DOGBREED_RDZV_PORT=${DOGBREED_RDZV_PORT-29500}
+DOGBREED_RUN_AS=${DOGBREED_RUN_AS-}
+# Paths the script probes; overridable so a test can fake a DLAMI in a temp HOME without root.
+DOGBREED_VENV_DIRS=${DOGBREED_VENV_DIRS-/opt/pytorch}
+DOGBREED_CONDA_ROOTS=${DOGBREED_CONDA_ROOTS-$HOME/anaconda3 $HOME/miniconda3 /opt/conda}
+DOGBREED_WORKDIR=${DOGBREED_WORKDIR-$HOME/dogbreed}
+DOGBREED_PER_BOOT_DIR=${DOGBREED_PER_BOOT_DIR-/var/lib/cloud/scripts/per-boot}
+DOGBREED_SESSION=${DOGBREED_SESSION-dogbreed}
+
+say() { echo "dogbreed-bootstrap: $*"; }
+fail() {
+    say "ERROR: $*" >&2
+    exit 1
+}
+
+# Runs at every boot as root: registers a copy of this script, then continues as the SSH user
+# so the tmux session, the files and the pip installs belong to whoever logs in.
+if [ "$(id -u)" = 0 ] && [ -n "$DOGBREED_RUN_AS" ]; then
+    script=$0
+    # The per-boot copy is world-readable; cloud-init's own copy of the user data is not.
+    if [ -d "$DOGBREED_PER_BOOT_DIR" ]; then
+        script="$DOGBREED_PER_BOOT_DIR/dogbreed-bootstrap.sh"
+        [ "$0" -ef "$script" ] || install -m 0755 "$0" "$script"
+        say "registered to run at every boot ($script)"
+    fi
+    say "continuing as $DOGBREED_RUN_AS"
+    exec sudo -u "$DOGBREED_RUN_AS" -H env DOGBREED_RUN_AS= bash "$script"
+fi
+
+# Newer DLAMIs ship a venv, older ones a conda env called pytorch; the first whose python
+# imports torch wins.
+find_env() {
+    local candidate
+    for candidate in $DOGBREED_VENV_DIRS; do
+        if [ -x "$candidate/bin/python" ] && "$candidate/bin/python" -c 'import torch' >/dev/null 2>&1; then
+            echo "venv $candidate"
+            return 0
+        fi
+    done
+    for candidate in $DOGBREED_CONDA_ROOTS; do
+        if [ -x "$candidate/envs/pytorch/bin/python" ] &&
+            "$candidate/envs/pytorch/bin/python" -c 'import torch' >/dev/null 2>&1; then
+            echo "conda $candidate/envs/pytorch"
+            return 0
+        fi
+    done
+    return 1
+}
+
+env_line=$(find_env) || fail "no PyTorch environment found (looked for venvs in: $DOGBREED_VENV_DIRS;" \
+    "conda envs named pytorch under: $DOGBREED_CONDA_ROOTS); is this a PyTorch Deep Learning AMI?"
+env_kind=${env_line%% *}
+env_dir=${env_line#* }
+if [ "$env_kind" = venv ]; then
+    export VIRTUAL_ENV="$env_dir"
+else
+    export CONDA_PREFIX="$env_dir" CONDA_DEFAULT_ENV=pytorch
+fi
+export PATH="$env_dir/bin:$PATH"
+say "using the $env_kind environment $env_dir"
+
+mkdir -p "$DOGBREED_WORKDIR"
+cd "$DOGBREED_WORKDIR"
+
+# The code archive's name carries its content hash, so a new launch reinstalls and a reboot does not.
+if [ -n "$DOGBREED_CODE_URI" ]; then
+    marker=".installed-$(basename "$DOGBREED_CODE_URI")"
+    if [ -e "$marker" ]; then
+        say "project already installed from $DOGBREED_CODE_URI"
+    else
+        say "installing the project from $DOGBREED_CODE_URI"
+        aws s3 cp --only-show-errors "$DOGBREED_CODE_URI" code.tar.gz
+        rm -rf src && mkdir src && tar -xzf code.tar.gz -C src
+        # Pin the image's own torch/torchvision: pip may add what is missing but never swap
+        # the CUDA build AWS tuned for this image (it fails loudly if the image's torch is too old).
+        python -c 'import torch, torchvision; print(f"torch=={torch.__version__}\ntorchvision=={torchvision.__version__}")' \
+            >constraints.txt
+        python -m pip install --quiet --constraint constraints.txt ./src
+        touch "$marker"
+        say "project installed"
+    fi
+fi
+
+data_root=""
+if [ -n "$DOGBREED_DATA_URI" ]; then
+    data_root="$DOGBREED_WORKDIR/data/dogImages"
+    say "syncing $DOGBREED_DATA_URI to $data_root"
+    # sync copies only what is missing or changed: cheap to repeat at every boot.
+    aws s3 sync --only-show-errors "$DOGBREED_DATA_URI" "$data_root"
+    say "data ready"
+fi
+
+if [ "$DOGBREED_TRAIN" != 1 ]; then
+    say "ready; training not requested (ami.train=false)"
+    exit 0
+fi
+if [ -e .train-finished ]; then
+    say "training already finished; see $DOGBREED_WORKDIR/train.log"
+    exit 0
+fi
+if tmux has-session -t "$DOGBREED_SESSION" 2>/dev/null; then
+    say "training already running in tmux session $DOGBREED_SESSION"
+    exit 0
+fi
+
+args=()
+[ -n "$DOGBREED_S3_URI" ] && args+=(storage=s3 "storage.s3_uri=$DOGBREED_S3_URI/runs")
+[ -n "$data_root" ] && args+=("data.root=$data_root")
+# resume=auto continues the newest unfinished run after a reboot and starts fresh otherwise.
+args+=(trainer.resume=auto)
+if [ "$DOGBREED_NODES" -gt 1 ]; then
+    # The first node hosts the rendezvous; the others were told its private address at launch.
+    rdzv_host=${DOGBREED_RDZV_HOST:-$(hostname -I | awk '{print $1}')}
+    launcher=("$env_dir/bin/torchrun" "--nnodes=$DOGBREED_NODES" --nproc-per-node=auto --rdzv-backend=c10d
+        "--rdzv-id=$DOGBREED_SESSION" "--rdzv-endpoint=$rdzv_host:$DOGBREED_RDZV_PORT")
+else
+    launcher=("$env_dir/bin/python")
+fi
+# Absolute paths: a tmux server started earlier keeps its own PATH, without the environment.
+# DOGBREED_TRAIN_ARGS was shell-quoted at render time, one override per word.
+command="cd $(printf %q "$DOGBREED_WORKDIR/src") && $(printf '%q ' "${launcher[@]}")train.py"
+command+=" $(printf '%q ' "${args[@]}")$DOGBREED_TRAIN_ARGS"
+command+=" >>$(printf %q "$DOGBREED_WORKDIR/train.log") 2>&1 && touch $(printf %q "$DOGBREED_WORKDIR/.train-finished")"
+tmux new-session -d -s "$DOGBREED_SESSION" "$command"
+say "training started in tmux session $DOGBREED_SESSION (tmux attach -t $DOGBREED_SESSION); log: $DOGBREED_WORKDIR/train.log"

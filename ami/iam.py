@@ -1,0 +1,120 @@
+"""The instance's identity: a role EC2 may assume, an inline S3 policy scoped to one prefix, a profile.
+
+The policy grants object access under `s3://bucket/prefix/*` and listing of that prefix only;
+the instance can read its code and data and write its artifacts, and nothing else in AWS.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from ami.errors import AmiError
+
+log = logging.getLogger(__name__)
+
+POLICY_NAME = "s3-project-prefix"
+OBJECT_ACTIONS = ["s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload"]
+
+
+def split_s3_uri(uri: str) -> tuple[str, str]:
+    """`s3://bucket/some/prefix` -> ("bucket", "some/prefix"); the prefix has no slashes at its ends."""
+    if not uri.startswith("s3://") or not uri[5:].split("/", 1)[0]:
+        raise AmiError(f"ami.s3_uri must look like s3://bucket/prefix, got {uri!r}")
+    bucket, _, prefix = uri[5:].partition("/")
+    return bucket, prefix.strip("/")
+
+
+def trust_policy() -> dict[str, Any]:
+    """Only EC2 instances may take this role."""
+    return {
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}],
+    }
+
+
+def s3_prefix_policy(s3_uri: str, partition: str = "aws") -> dict[str, Any]:
+    """Read/write objects under the prefix and list only keys under it."""
+    bucket, prefix = split_s3_uri(s3_uri)
+    objects = f"arn:{partition}:s3:::{bucket}/{prefix}/*" if prefix else f"arn:{partition}:s3:::{bucket}/*"
+    listing: dict[str, Any] = {
+        "Sid": "ListProjectPrefix",
+        "Effect": "Allow",
+        "Action": "s3:ListBucket",
+        "Resource": f"arn:{partition}:s3:::{bucket}",
+    }
+    if prefix:
+        listing["Condition"] = {"StringLike": {"s3:prefix": [prefix, f"{prefix}/*"]}}
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            listing,
+            {"Sid": "ProjectObjects", "Effect": "Allow", "Action": OBJECT_ACTIONS, "Resource": objects},
+        ],
+    }
+
+
+class InstanceProfiles:
+    """Role + inline policy + instance profile, all named `name`, through an injected IAM client."""
+
+    def __init__(self, iam: Any, partition: str = "aws") -> None:
+        self.iam = iam
+        self.partition = partition
+
+    def ensure(self, name: str, s3_uri: str, tags: list[dict[str, str]]) -> str:
+        """Creates what is missing, rewrites the policy (the prefix may have changed) and returns the profile ARN."""
+        try:
+            self.iam.create_role(
+                RoleName=name,
+                AssumeRolePolicyDocument=json.dumps(trust_policy()),
+                Description="dogbreed training instance",
+                Tags=tags,
+            )
+            log.info("created role %s", name)
+        except ClientError as err:
+            if err.response["Error"]["Code"] != "EntityAlreadyExists":
+                raise
+            log.info("reusing role %s", name)
+        policy = json.dumps(s3_prefix_policy(s3_uri, self.partition))
+        self.iam.put_role_policy(RoleName=name, PolicyName=POLICY_NAME, PolicyDocument=policy)
+        try:
+            profile = self.iam.create_instance_profile(InstanceProfileName=name, Tags=tags)["InstanceProfile"]
+            log.info("created instance profile %s", name)
+        except ClientError as err:
+            if err.response["Error"]["Code"] != "EntityAlreadyExists":
+                raise
+            profile = self.iam.get_instance_profile(InstanceProfileName=name)["InstanceProfile"]
+        if not any(role["RoleName"] == name for role in profile["Roles"]):
+            self.iam.add_role_to_instance_profile(InstanceProfileName=name, RoleName=name)
+        return profile["Arn"]
+
+    def delete(self, name: str) -> bool:
+        """Removes profile, policy and role; False when none of them existed."""
+        removed = False
+        try:
+            roles = self.iam.get_instance_profile(InstanceProfileName=name)["InstanceProfile"]["Roles"]
+            for role in roles:
+                self.iam.remove_role_from_instance_profile(InstanceProfileName=name, RoleName=role["RoleName"])
+            self.iam.delete_instance_profile(InstanceProfileName=name)
+            removed = True
+        except ClientError as err:
+            _ignore_missing(err)
+        try:
+            for policy in self.iam.get_paginator("list_role_policies").paginate(RoleName=name):
+                for policy_name in policy["PolicyNames"]:
+                    self.iam.delete_role_policy(RoleName=name, PolicyName=policy_name)
+            self.iam.delete_role(RoleName=name)
+            removed = True
+        except ClientError as err:
+            _ignore_missing(err)
+        if removed:
+            log.info("deleted instance profile and role %s", name)
+        return removed
+
+
+def _ignore_missing(err: ClientError) -> None:
+    if err.response["Error"]["Code"] != "NoSuchEntity":
+        raise err

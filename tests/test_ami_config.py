@@ -1,0 +1,107 @@
+"""conf/ami composes with the documented keys; run requests and the code archive carry the safety settings."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from ami.config import load_config
+from ami.errors import AmiError
+from ami.instances import run_request
+from ami.package import build_archive
+
+DOCUMENTED_KEYS = {
+    "name",
+    "instance_type",
+    "ami_ssm_parameter",
+    "ssh_cidr",
+    "key_name",
+    "s3_uri",
+    "volume_gb",
+    "spot",
+    "nodes",
+    "train_overrides",
+}
+
+
+def test_the_documented_keys_exist_and_overrides_apply() -> None:
+    cfg = load_config(["ami.instance_type=g4dn.xlarge", "ami.spot=true", "ami.s3_uri=s3://b/p"])
+    assert set(cfg.ami) >= DOCUMENTED_KEYS
+    assert (cfg.ami.instance_type, cfg.ami.spot, cfg.ami.s3_uri) == ("g4dn.xlarge", True, "s3://b/p")
+    assert cfg.ami.ami_ssm_parameter.startswith("/aws/service/deeplearning/ami/x86_64/")
+    assert cfg.ami.ami_ssm_parameter.endswith("/latest/ami-id")
+    assert cfg.ami.ssh_cidr is None and cfg.ami.allow_open_ssh is False
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("ami.bogus=1", "bad override"),
+        ("ami.nodes=two", "ami.nodes"),
+        ("ami.volume_gb=4", "ami.volume_gb"),
+        ("ami.name=my_project!", "ami.name"),
+        ("ami.train_overrides=trainer.epochs", "list of quoted overrides"),
+    ],
+)
+def test_bad_overrides_are_refused_before_any_aws_call(override: str, message: str) -> None:
+    with pytest.raises(AmiError, match=message):
+        load_config([override])
+
+
+def request(**changes: object) -> dict[str, object]:
+    settings: dict[str, object] = {
+        "name": "dogbreed",
+        "image_id": "ami-123",
+        "root_device": "/dev/sda1",
+        "instance_type": "c6i.xlarge",
+        "key_name": "dogbreed-key",
+        "group_id": "sg-1",
+        "profile_arn": "arn:aws:iam::123456789012:instance-profile/dogbreed",
+        "user_data": "#!/bin/bash\n",
+        "volume_gb": 100,
+        "spot": False,
+        "spot_max_price": None,
+    }
+    return run_request(**{**settings, **changes})
+
+
+def test_on_demand_request_is_locked_down() -> None:
+    sent = request()
+    assert sent["MetadataOptions"]["HttpTokens"] == "required"
+    (mapping,) = sent["BlockDeviceMappings"]
+    assert mapping == {
+        "DeviceName": "/dev/sda1",
+        "Ebs": {"VolumeSize": 100, "VolumeType": "gp3", "Encrypted": True, "DeleteOnTermination": True},
+    }
+    assert {spec["ResourceType"] for spec in sent["TagSpecifications"]} == {"instance", "volume"}
+    assert "InstanceMarketOptions" not in sent
+
+
+def test_spot_request_terminates_on_interruption_and_caps_the_price() -> None:
+    market = request(spot=True, spot_max_price=0.08)["InstanceMarketOptions"]
+    assert market == {
+        "MarketType": "spot",
+        "SpotOptions": {
+            "SpotInstanceType": "one-time",
+            "InstanceInterruptionBehavior": "terminate",
+            "MaxPrice": "0.0800",
+        },
+    }
+    assert "MaxPrice" not in request(spot=True)["InstanceMarketOptions"]["SpotOptions"]
+
+
+def test_code_archive_is_reproducible_and_holds_only_the_training_project() -> None:
+    first = build_archive()
+    assert build_archive() == first  # same sources, same bytes, same hash in the S3 key
+    with tarfile.open(fileobj=io.BytesIO(first)) as tar:
+        names = tar.getnames()
+    assert {"pyproject.toml", "train.py", "conf/train.yaml", "dogbreed/training.py"} <= set(names)
+    assert not [n for n in names if n.startswith(("ami/", "tests/", "deploy/")) or "__pycache__" in n]
+
+
+def test_code_archive_outside_a_checkout_says_so(tmp_path: Path) -> None:
+    with pytest.raises(AmiError, match="checkout"):
+        build_archive(tmp_path)

@@ -1,0 +1,59 @@
+"""The instance role's policies: the linter finds nothing, and they grant the project prefix and nothing more."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from parliament import analyze_policy_string
+
+from ami.errors import AmiError
+from ami.iam import s3_prefix_policy, split_s3_uri, trust_policy
+
+
+@pytest.mark.parametrize(
+    "uri", ["s3://team-bucket/dogbreed/runs", "s3://team-bucket/dogbreed/runs/", "s3://team-bucket"]
+)
+def test_the_s3_policy_passes_the_iam_linter(uri: str) -> None:
+    findings = analyze_policy_string(json.dumps(s3_prefix_policy(uri))).findings
+    assert [(f.issue, f.detail) for f in findings] == []
+
+
+def test_the_s3_policy_reaches_only_objects_under_the_prefix() -> None:
+    statements = {s["Sid"]: s for s in s3_prefix_policy("s3://team-bucket/dogbreed/runs")["Statement"]}
+    assert set(statements) == {"ListProjectPrefix", "ProjectObjects"}
+    assert all(s["Effect"] == "Allow" for s in statements.values())
+
+    listing = statements["ListProjectPrefix"]
+    assert listing["Action"] == "s3:ListBucket"
+    assert listing["Resource"] == "arn:aws:s3:::team-bucket"
+    assert listing["Condition"] == {"StringLike": {"s3:prefix": ["dogbreed/runs", "dogbreed/runs/*"]}}
+
+    objects = statements["ProjectObjects"]
+    assert objects["Resource"] == "arn:aws:s3:::team-bucket/dogbreed/runs/*"
+    assert sorted(objects["Action"]) == ["s3:AbortMultipartUpload", "s3:GetObject", "s3:PutObject"]
+    every_action = [listing["Action"], *objects["Action"]]
+    assert not any("*" in action for action in every_action)
+    assert not any(action.startswith(("s3:Delete", "s3:PutBucket", "iam:", "ec2:")) for action in every_action)
+
+
+def test_arns_follow_the_partition() -> None:
+    statements = s3_prefix_policy("s3://team-bucket/p", partition="aws-cn")["Statement"]
+    assert [s["Resource"] for s in statements] == ["arn:aws-cn:s3:::team-bucket", "arn:aws-cn:s3:::team-bucket/p/*"]
+
+
+def test_a_bucket_without_prefix_lists_without_a_condition() -> None:
+    statements = {s["Sid"]: s for s in s3_prefix_policy("s3://team-bucket")["Statement"]}
+    assert "Condition" not in statements["ListProjectPrefix"]
+    assert statements["ProjectObjects"]["Resource"] == "arn:aws:s3:::team-bucket/*"
+
+
+def test_only_ec2_may_assume_the_role() -> None:
+    (statement,) = trust_policy()["Statement"]
+    assert statement == {"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}
+
+
+@pytest.mark.parametrize("uri", ["team-bucket/prefix", "s3:///prefix", "https://team-bucket.s3.amazonaws.com/x"])
+def test_a_malformed_s3_uri_is_refused(uri: str) -> None:
+    with pytest.raises(AmiError, match="s3://bucket/prefix"):
+        split_s3_uri(uri)

@@ -1,0 +1,264 @@
+"""launch / status / down against a moto server: what gets created, reused and removed."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import os
+import stat
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+
+import boto3
+import pytest
+from moto.backends import get_backend
+from moto.ssm.models import Parameter
+
+from ami import launcher
+from ami.__main__ import main
+from ami.config import load_config
+from ami.errors import AmiError
+from ami.network import detect_public_cidr
+
+PARAMETER = "/aws/service/deeplearning/ami/x86_64/test-pytorch-ubuntu-22.04/latest/ami-id"
+BUCKET = "dogbreed-test-bucket"
+S3_URI = f"s3://{BUCKET}/team/runs"
+
+
+@pytest.fixture
+def dlami(aws: str) -> str:
+    """An AMI registered in moto and the DLAMI SSM public parameter pointing at it.
+
+    put_parameter refuses names under /aws, so the parameter goes straight into the moto
+    backend this process shares with the ThreadedMotoServer.
+    """
+    ec2 = boto3.client("ec2")
+    image_id = ec2.register_image(
+        Name="Deep Learning PyTorch test image",
+        RootDeviceName="/dev/sda1",
+        BlockDeviceMappings=[{"DeviceName": "/dev/sda1", "Ebs": {"VolumeSize": 75}}],
+        Architecture="x86_64",
+    )["ImageId"]
+    account = boto3.client("sts").get_caller_identity()["Account"]
+    store = get_backend("ssm")[account]["us-east-1"]._parameters
+    store[PARAMETER].append(
+        Parameter(
+            account_id=account,
+            name=PARAMETER,
+            value=image_id,
+            parameter_type="String",
+            description=None,
+            allowed_pattern=None,
+            keyid=None,
+            last_modified_date=dt.datetime.now(dt.timezone.utc),
+            version=1,
+            data_type="aws:ec2:image",
+        )
+    )
+    boto3.client("s3").create_bucket(Bucket=BUCKET)
+    return image_id
+
+
+def overrides(tmp_path: Path, *extra: str) -> list[str]:
+    return [
+        f"ami.ami_ssm_parameter={PARAMETER}",
+        "ami.ssh_cidr=203.0.113.7/32",
+        f"ami.s3_uri={S3_URI}",
+        f"ami.key_dir={tmp_path / 'keys'}",
+        "ami.volume_gb=60",
+        "ami.train_overrides=['trainer.epochs=3','optim.lr=3e-4']",
+        *extra,
+    ]
+
+
+def project_resources() -> dict[str, list[str]]:
+    ec2, iam = boto3.client("ec2"), boto3.client("iam")
+    live = ec2.describe_instances(Filters=[{"Name": "instance-state-name", "Values": ["pending", "running"]}])
+    groups = ec2.describe_security_groups()["SecurityGroups"]
+    return {
+        "instances": [i["InstanceId"] for r in live["Reservations"] for i in r["Instances"]],
+        "groups": [g["GroupName"] for g in groups if g["GroupName"] != "default"],
+        "roles": [r["RoleName"] for r in iam.list_roles()["Roles"] if not r["Path"].startswith("/aws-service-role/")],
+        "profiles": [p["InstanceProfileName"] for p in iam.list_instance_profiles()["InstanceProfiles"]],
+        "keys": [k["KeyName"] for k in ec2.describe_key_pairs()["KeyPairs"]],
+    }
+
+
+def test_launch_creates_a_locked_down_instance_reuses_it_and_down_removes_everything(
+    dlami: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["launch", *overrides(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    ec2, iam = boto3.client("ec2"), boto3.client("iam")
+
+    (reservation,) = ec2.describe_instances()["Reservations"]
+    (instance,) = reservation["Instances"]
+    assert instance["ImageId"] == dlami
+    assert instance["InstanceType"] == "c6i.xlarge"
+    assert instance["MetadataOptions"]["HttpTokens"] == "required"
+    assert {"Key": "dogbreed:name", "Value": "dogbreed"} in instance["Tags"]
+    key_file = tmp_path / "keys" / "dogbreed-key.pem"
+    assert f"ssh -i {key_file} ubuntu@" in printed
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+
+    (group,) = [g for g in ec2.describe_security_groups()["SecurityGroups"] if g["GroupName"] == "dogbreed"]
+    assert [group["GroupId"]] == [g["GroupId"] for g in instance["SecurityGroups"]]
+    (rule,) = group["IpPermissions"]
+    assert (rule["IpProtocol"], rule["FromPort"], rule["ToPort"]) == ("tcp", 22, 22)
+    assert [r["CidrIp"] for r in rule["IpRanges"]] == ["203.0.113.7/32"]
+    assert rule.get("UserIdGroupPairs", []) == []
+
+    (volume,) = ec2.describe_volumes(Filters=[{"Name": "attachment.instance-id", "Values": [instance["InstanceId"]]}])[
+        "Volumes"
+    ]
+    assert (volume["Encrypted"], volume["VolumeType"], volume["Size"]) == (True, "gp3", 60)
+
+    profile = iam.get_instance_profile(InstanceProfileName="dogbreed")["InstanceProfile"]
+    assert instance["IamInstanceProfile"]["Arn"] == profile["Arn"]
+    assert [r["RoleName"] for r in profile["Roles"]] == ["dogbreed"]
+    assert iam.list_attached_role_policies(RoleName="dogbreed")["AttachedPolicies"] == []
+    document = iam.get_role_policy(RoleName="dogbreed", PolicyName="s3-project-prefix")["PolicyDocument"]
+    document = json.loads(document) if isinstance(document, str) else document
+    resources = {s["Sid"]: s["Resource"] for s in document["Statement"]}
+    assert resources == {
+        "ListProjectPrefix": f"arn:aws:s3:::{BUCKET}",
+        "ProjectObjects": f"arn:aws:s3:::{BUCKET}/team/runs/*",
+    }
+
+    user_data = ec2.describe_instance_attribute(InstanceId=instance["InstanceId"], Attribute="userData")
+    script = base64.b64decode(user_data["UserData"]["Value"]).decode()
+    assert script.startswith("#!/bin/bash\n# dogbreed bootstrap")
+    assert subprocess.run(["bash", "-n"], input=script, text=True).returncode == 0  # it parses
+    assert f"DOGBREED_S3_URI={S3_URI}" in script
+    assert "DOGBREED_TRAIN_ARGS='trainer.epochs=3 optim.lr=3e-4'" in script
+    code_uri = next(line.split("=", 1)[1] for line in script.splitlines() if "DOGBREED_CODE_URI=s3" in line)
+    code_key = code_uri.removeprefix(f"s3://{BUCKET}/")
+    assert code_key.startswith("team/runs/code/dogbreed-")
+    assert boto3.client("s3").head_object(Bucket=BUCKET, Key=code_key)["ContentLength"] > 1000
+
+    before = project_resources()
+    assert main(["launch", *overrides(tmp_path)]) == 0
+    assert project_resources() == before  # nothing new: the same instance, group, role, profile, key
+
+    assert main(["status", *overrides(tmp_path)]) == 0
+    assert instance["InstanceId"] in capsys.readouterr().out
+
+    assert main(["down", *overrides(tmp_path)]) == 0
+    assert project_resources() == {"instances": [], "groups": [], "roles": [], "profiles": [], "keys": []}
+    assert not key_file.exists()
+    assert main(["down", *overrides(tmp_path)]) == 0  # already gone: nothing to do, no error
+    assert "nothing left to remove" in capsys.readouterr().out
+
+
+def test_relaunch_from_a_new_address_replaces_the_old_ssh_rule(dlami: str, tmp_path: Path) -> None:
+    clients = launcher.Clients.create(None)
+    launcher.launch(load_config(overrides(tmp_path)), clients)
+    launcher.launch(load_config(overrides(tmp_path, "ami.ssh_cidr=198.51.100.9/32")), clients)
+    (group,) = [g for g in clients.ec2.describe_security_groups()["SecurityGroups"] if g["GroupName"] == "dogbreed"]
+    assert [r["CidrIp"] for rule in group["IpPermissions"] for r in rule["IpRanges"]] == ["198.51.100.9/32"]
+
+
+def test_two_nodes_open_the_rendezvous_port_to_the_group_only(dlami: str, tmp_path: Path) -> None:
+    clients = launcher.Clients.create(None)
+    started = launcher.launch(load_config(overrides(tmp_path, "ami.nodes=2", "ami.spot=true")), clients)
+    assert len(started) == 2
+    (group,) = [g for g in clients.ec2.describe_security_groups()["SecurityGroups"] if g["GroupName"] == "dogbreed"]
+    rules = {rule["FromPort"]: rule for rule in group["IpPermissions"]}
+    assert sorted(rules) == [22, 29500]
+    assert rules[29500]["IpRanges"] == []
+    assert [p["GroupId"] for p in rules[29500]["UserIdGroupPairs"]] == [group["GroupId"]]
+    second = clients.ec2.describe_instance_attribute(InstanceId=started[1]["InstanceId"], Attribute="userData")
+    script = base64.b64decode(second["UserData"]["Value"]).decode()
+    assert f"DOGBREED_RDZV_HOST={started[0]['PrivateIpAddress']}" in script
+    assert all(i.get("InstanceLifecycle") == "spot" for i in launcher.status(load_config(overrides(tmp_path)), clients))
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("ami.ssh_cidr=0.0.0.0/0", "allow_open_ssh=true"),
+        ("ami.ssh_cidr=not-an-address", "not an address range"),
+        ("ami.train_overrides=['trainer.tag=" + "x" * 17000 + "']", "over EC2's 16384"),
+    ],
+)
+def test_refusals_come_before_anything_is_created(dlami: str, tmp_path: Path, override: str, message: str) -> None:
+    with pytest.raises(AmiError, match=message):
+        launcher.launch(load_config(overrides(tmp_path, override)), launcher.Clients.create(None))
+    assert project_resources() == {"instances": [], "groups": [], "roles": [], "profiles": [], "keys": []}
+
+
+def test_missing_s3_uri_and_unknown_parameter_say_what_to_set(
+    dlami: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    without_uri = [o for o in overrides(tmp_path) if not o.startswith("ami.s3_uri")]
+    assert main(["launch", *without_uri]) == 2
+    assert "set ami.s3_uri=s3://bucket/prefix" in capsys.readouterr().err
+    assert main(["launch", *overrides(tmp_path, "ami.ami_ssm_parameter=/aws/service/nope/ami-id")]) == 2
+    assert "ami.ami_ssm_parameter" in capsys.readouterr().err
+    assert main(["launch", "ami.nodes=0"]) == 2
+    assert "ami.nodes" in capsys.readouterr().err
+
+
+class _Answer(BaseHTTPRequestHandler):
+    body = b"198.51.100.23\n"
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(self.body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def ip_service() -> Iterator[str]:
+    server = HTTPServer(("127.0.0.1", 0), _Answer)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}/"
+    server.shutdown()
+    server.server_close()
+
+
+def test_the_callers_address_becomes_a_slash_32(ip_service: str) -> None:
+    assert detect_public_cidr(ip_service, timeout_s=5) == "198.51.100.23/32"
+
+
+def test_an_unreachable_address_service_tells_the_user_to_pass_ssh_cidr(closed_port: int) -> None:
+    with pytest.raises(AmiError, match=r"ami\.ssh_cidr="):
+        detect_public_cidr(f"http://127.0.0.1:{closed_port}/", timeout_s=2)
+
+
+def test_a_key_pair_the_user_brought_is_used_and_left_alone(dlami: str, tmp_path: Path) -> None:
+    ec2 = boto3.client("ec2")
+    ec2.create_key_pair(KeyName="alice")
+    cfg = load_config(overrides(tmp_path, "ami.key_name=alice"))
+    clients = launcher.Clients.create(None)
+    (instance,) = launcher.launch(cfg, clients)
+    assert instance["KeyName"] == "alice"
+    assert launcher.ssh_command(cfg.ami, instance)[:2] == ["ssh", "ubuntu@" + instance["PublicDnsName"]]
+    assert "key pair alice" not in launcher.down(cfg, clients)
+    assert [k["KeyName"] for k in ec2.describe_key_pairs()["KeyPairs"]] == ["alice"]
+    with pytest.raises(AmiError, match="key pair 'bob' does not exist"):
+        launcher.launch(load_config(overrides(tmp_path, "ami.key_name=bob")), clients)
+
+
+def test_ssh_subcommand_execs_ssh_to_the_running_instance(dlami: str, tmp_path: Path) -> None:
+    (instance,) = launcher.launch(load_config(overrides(tmp_path)), launcher.Clients.create(None))
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    (fake_bin / "ssh").write_text('#!/bin/sh\necho "ssh $*"\n')
+    (fake_bin / "ssh").chmod(0o755)
+    env = {**os.environ, "PATH": f"{fake_bin}:{os.environ['PATH']}", "PYTHONPATH": str(Path(__file__).parents[1])}
+    result = subprocess.run(
+        [sys.executable, "-m", "ami", "ssh", *overrides(tmp_path)], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    key = tmp_path / "keys" / "dogbreed-key.pem"
+    assert result.stdout.strip() == f"ssh -i {key} ubuntu@{instance['PublicDnsName']}"
