@@ -89,6 +89,8 @@ def endpoint_request(event: Any) -> tuple[bytes, str]:
         raise BadEvent(400, "the body is marked base64 but is not valid base64") from None
     content_type = headers.get("content-type", "application/json").split(";")[0].strip().lower()
     if content_type in IMAGE_TYPES:
+        if "topk" in query:  # only a JSON request can carry options to the endpoint
+            return _from_json({"image_b64": base64.b64encode(_check_size(raw)).decode()}, query)
         return _check_size(raw), content_type
     try:
         payload = json.loads(raw)
