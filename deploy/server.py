@@ -39,6 +39,7 @@ from deploy.package import package_run
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = default_handler.MAX_BODY_BYTES
+DRAIN_BYTES = 4 * MAX_BODY_BYTES  # beyond this, an oversized upload is cut off rather than read
 # How `python -m deploy serve --workers N` hands its choices to the worker processes it spawns.
 MODEL_DIR_ENV = "DOGBREED_MODEL_DIR"
 HANDLER_ENV = "DOGBREED_HANDLER"
@@ -61,6 +62,23 @@ def apply_query(data: Any, query: dict[str, str]) -> Any:
     return data
 
 
+async def read_body(request: Request) -> bytes | None:
+    """The body, or None when it is over the limit.
+
+    Nothing past the limit is kept, but the rest is read and dropped (up to a bound):
+    a server that answers 413 and closes with unread data makes TCP reset the
+    connection, and most clients then see a reset instead of the 413.
+    """
+    body, size = bytearray(), 0
+    async for chunk in request.stream():  # counted as it arrives: chunked bodies have no length header
+        size += len(chunk)
+        if size <= MAX_BODY_BYTES:
+            body += chunk
+        elif size > DRAIN_BYTES:
+            break
+    return bytes(body) if size <= MAX_BODY_BYTES else None
+
+
 def create_app(handler: ModuleType, model: Any) -> Starlette:
     """The endpoint for `model` as returned by `handler.model_fn`."""
 
@@ -72,18 +90,13 @@ def create_app(handler: ModuleType, model: Any) -> Starlette:
         return Response(status_code=200)
 
     async def invocations(request: Request) -> Response:
-        declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-            return error(413, f"the body is {int(declared):,} bytes, over the {MAX_BODY_BYTES:,}-byte limit")
-        body = bytearray()
-        async for chunk in request.stream():  # counted as it arrives: chunked bodies have no length header
-            body += chunk
-            if len(body) > MAX_BODY_BYTES:
-                return error(413, f"the body is over the {MAX_BODY_BYTES:,}-byte limit")
+        body = await read_body(request)
+        if body is None:
+            return error(413, f"the body is over the {MAX_BODY_BYTES:,}-byte limit")
         headers = request.headers
         try:
             result = await run_in_threadpool(
-                answer, bytes(body), headers.get("content-type"), headers.get("accept"), dict(request.query_params)
+                answer, body, headers.get("content-type"), headers.get("accept"), dict(request.query_params)
             )
         except RequestError as err:
             log.info("%s %s -> %d: %s", request.method, request.url.path, err.status, err.message)
