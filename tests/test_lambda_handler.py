@@ -111,6 +111,10 @@ def test_endpoint_refusals_and_failures(module: ModuleType, stubbed: tuple[Any, 
     stubber.add_client_error("invoke_endpoint", "ModelError", "from primary", 424, modeled_fields=refused)
     reply = module.handle({"url": "https://e.com/a.jpg"}, runtime, "ep")
     assert reply["statusCode"] == 400 and json.loads(reply["body"]) == {"message": "not an image"}
+    toolkit = {"OriginalStatusCode": 415, "OriginalMessage": "unsupported content type\nTraceback (most recent..."}
+    stubber.add_client_error("invoke_endpoint", "ModelError", "from primary", 424, modeled_fields=toolkit)
+    reply = module.handle({"url": "https://e.com/a.jpg"}, runtime, "ep")
+    assert reply["statusCode"] == 415 and json.loads(reply["body"]) == {"message": "unsupported content type"}
     crashed = {"OriginalStatusCode": 500, "OriginalMessage": "boom"}
     stubber.add_client_error("invoke_endpoint", "ModelError", "from primary", 424, modeled_fields=crashed)
     stubber.add_client_error("invoke_endpoint", "ValidationError", "Endpoint ep not found", 400)

@@ -115,9 +115,11 @@ def load_predictor(model_dir: str | Path, compile_model: bool | None = None) -> 
         compile_model = os.environ.get("DOGBREED_COMPILE", "1") != "0"
     example = torch.zeros(1, 3, info["image_size"], info["image_size"], device=device, dtype=dtype)
     if compile_model:
+        import torch._inductor.config as inductor_config  # not loaded by `import torch` on older versions
+
         # Freezing folds the weights into the graph as constants (conv+bn fusion, prepacked
         # oneDNN weights); it is what makes CPU inference fast, and needs inference mode.
-        torch._inductor.config.freezing = True
+        inductor_config.freezing = True
         model = torch.compile(model)
     with torch.inference_mode():
         for _ in range(2):  # the first call compiles; the second proves no recompile is pending

@@ -100,12 +100,16 @@ def endpoint_request(event: Any) -> tuple[bytes, str]:
 
 
 def model_message(err: ClientError) -> str:
-    """The container's own message: its JSON `message` when it sent one, else the text SageMaker relays."""
+    """The container's own message: its JSON `message`, else the first line of what SageMaker relays.
+
+    The inference toolkit answers errors with the message, a newline and the traceback;
+    the traceback stays in the endpoint logs.
+    """
     original = err.response.get("OriginalMessage") or err.response["Error"].get("Message", "")
     try:
         return str(json.loads(original)["message"])
     except (ValueError, TypeError, KeyError):
-        return original
+        return original.split("\n", 1)[0]
 
 
 def handle(event: Any, runtime: Any, endpoint_name: str) -> dict[str, Any]:
