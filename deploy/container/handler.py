@@ -14,6 +14,7 @@ import binascii
 import json
 import logging
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +50,9 @@ class Predictor:
     device: torch.device
     dtype: torch.dtype
     info: dict[str, Any] = field(default_factory=dict)
+    # One forward pass at a time: each already uses every core (intra-op threads), and
+    # concurrent passes only make OpenMP threads fight; decoding still runs in parallel.
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 @dataclass
@@ -196,7 +200,7 @@ def predict_fn(input_data: Request, model: Predictor) -> dict[str, Any]:
     """Decodes, runs the model in inference mode, and returns the top-k (and logits when asked)."""
     batch = decode(input_data.image, model.preset).to(model.device, model.dtype)
     batch = batch.contiguous(memory_format=torch.channels_last)
-    with torch.inference_mode():
+    with model.lock, torch.inference_mode():
         logits = model.model(batch).float()[0].cpu()
     probabilities = logits.softmax(dim=0)
     values, indices = probabilities.topk(min(input_data.topk, len(model.labels)))
