@@ -104,6 +104,16 @@ def choose_dtype(device: torch.device) -> torch.dtype:
     return torch.bfloat16 if cpu_has_fast_bf16() else torch.float32
 
 
+def to_batch(image: torch.Tensor, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """One CxHxW image -> a 1xCxHxW channels_last batch with the same strides every time.
+
+    torch.compile guards on exact strides, and a size-1 batch dimension leaves them
+    ambiguous: a PIL-decoded image gives stride 3 where a fresh tensor gives C*H*W.
+    """
+    batch = torch.empty((1, *image.shape), device=device, dtype=dtype, memory_format=torch.channels_last)
+    return batch.copy_(image.unsqueeze(0))
+
+
 def load_predictor(model_dir: str | Path, compile_model: bool | None = None) -> Predictor:
     """Loads model.pth + labels.json + serving.json from an extracted model.tar.gz and warms it up."""
     started = time.perf_counter()
@@ -117,7 +127,9 @@ def load_predictor(model_dir: str | Path, compile_model: bool | None = None) -> 
     model = model.to(device=device, dtype=dtype, memory_format=torch.channels_last)
     if compile_model is None:
         compile_model = os.environ.get("DOGBREED_COMPILE", "1") != "0"
-    example = torch.zeros(1, 3, info["image_size"], info["image_size"], device=device, dtype=dtype)
+    # Made exactly as predict_fn makes a batch: an input that differs in any property the
+    # compiled graph guards on (strides, an inference tensor) would recompile on request 1.
+    example = to_batch(torch.zeros(3, info["image_size"], info["image_size"]), device, dtype)
     if compile_model:
         import torch._inductor.config as inductor_config  # not loaded by `import torch` on older versions
 
@@ -127,7 +139,7 @@ def load_predictor(model_dir: str | Path, compile_model: bool | None = None) -> 
         model = torch.compile(model)
     with torch.inference_mode():
         for _ in range(2):  # the first call compiles; the second proves no recompile is pending
-            model(example.contiguous(memory_format=torch.channels_last))
+            model(example)
     served = {"device": str(device), "dtype": str(dtype).removeprefix("torch."), "compiled": compile_model}
     predictor = Predictor(model, labels, EvalPreset(info["image_size"]), device, dtype, {**info, "serving": served})
     log.info("model loaded and warmed up in %.1f s: %s", time.perf_counter() - started, served)
@@ -184,7 +196,7 @@ def input_fn(request_body: bytes | bytearray | str, request_content_type: str | 
 
 
 def decode(image_bytes: bytes, preset: EvalPreset) -> torch.Tensor:
-    """Bytes to a normalised batch of one; JPEGs decode at reduced size when they are much larger than needed."""
+    """Bytes to a normalised CxHxW tensor; JPEGs decode at reduced size when much larger than needed."""
     try:
         image = decode_image(image_bytes, min_size=preset.resize_size, max_pixels=MAX_PIXELS)
     except ValueError as err:  # our own pixel limit, checked from the header
@@ -193,13 +205,12 @@ def decode(image_bytes: bytes, preset: EvalPreset) -> torch.Tensor:
         raise RequestError(400, "the body is not an image in a format the endpoint reads (JPEG, PNG, ...)") from None
     except (OSError, SyntaxError, Image.DecompressionBombError) as err:
         raise RequestError(400, f"the image cannot be decoded: {err}") from None
-    return preset(image).unsqueeze(0)
+    return preset(image)
 
 
 def predict_fn(input_data: Request, model: Predictor) -> dict[str, Any]:
     """Decodes, runs the model in inference mode, and returns the top-k (and logits when asked)."""
-    batch = decode(input_data.image, model.preset).to(model.device, model.dtype)
-    batch = batch.contiguous(memory_format=torch.channels_last)
+    batch = to_batch(decode(input_data.image, model.preset), model.device, model.dtype)
     with model.lock, torch.inference_mode():
         logits = model.model(batch).float()[0].cpu()
     probabilities = logits.softmax(dim=0)
