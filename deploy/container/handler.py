@@ -50,8 +50,9 @@ class Predictor:
     device: torch.device
     dtype: torch.dtype
     info: dict[str, Any] = field(default_factory=dict)
-    # One forward pass at a time: each already uses every core (intra-op threads), and
-    # concurrent passes only make OpenMP threads fight; decoding still runs in parallel.
+    # One request's tensor work at a time: each torch op already uses every core (intra-op
+    # threads), and with 8 requests in flight their OpenMP teams fought over 2 cores; the PIL
+    # decode, HTTP and JSON work of other requests still overlap.
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -195,8 +196,8 @@ def input_fn(request_body: bytes | bytearray | str, request_content_type: str | 
     return Request(body, topk, logits)
 
 
-def decode(image_bytes: bytes, preset: EvalPreset) -> torch.Tensor:
-    """Bytes to a normalised CxHxW tensor; JPEGs decode at reduced size when much larger than needed."""
+def decode(image_bytes: bytes, preset: EvalPreset) -> Image.Image:
+    """Bytes to an RGB image; JPEGs decode at reduced size when much larger than the preset needs."""
     try:
         image = decode_image(image_bytes, min_size=preset.resize_size, max_pixels=MAX_PIXELS)
     except ValueError as err:  # our own pixel limit, checked from the header
@@ -205,14 +206,16 @@ def decode(image_bytes: bytes, preset: EvalPreset) -> torch.Tensor:
         raise RequestError(400, "the body is not an image in a format the endpoint reads (JPEG, PNG, ...)") from None
     except (OSError, SyntaxError, Image.DecompressionBombError) as err:
         raise RequestError(400, f"the image cannot be decoded: {err}") from None
-    return preset(image)
+    return image
 
 
 def predict_fn(input_data: Request, model: Predictor) -> dict[str, Any]:
     """Decodes, runs the model in inference mode, and returns the top-k (and logits when asked)."""
-    batch = to_batch(decode(input_data.image, model.preset), model.device, model.dtype)
-    with model.lock, torch.inference_mode():
-        logits = model.model(batch).float()[0].cpu()
+    image = decode(input_data.image, model.preset)  # PIL: one thread per request, runs concurrently
+    with model.lock:
+        batch = to_batch(model.preset(image), model.device, model.dtype)  # outside inference mode, as warm-up
+        with torch.inference_mode():
+            logits = model.model(batch).float()[0].cpu()
     probabilities = logits.softmax(dim=0)
     values, indices = probabilities.topk(min(input_data.topk, len(model.labels)))
     result: dict[str, Any] = {
