@@ -147,6 +147,7 @@ BAD_REQUESTS = [
 ]
 
 
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")  # PIL warns at open; we refuse after
 @pytest.mark.parametrize(
     ("body", "content_type", "status", "fragment"),
     [case[1:] for case in BAD_REQUESTS],
