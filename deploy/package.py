@@ -59,7 +59,7 @@ class PackageError(DogbreedError):
 def download_run(uri: str, destination: Path) -> Path:
     """Copies the files packaging reads from an s3:// run prefix into `destination`."""
     import boto3  # only needed for s3:// runs
-    from botocore.exceptions import ClientError
+    from botocore.exceptions import BotoCoreError, ClientError
 
     parts = urlsplit(uri)
     prefix = parts.path.lstrip("/").rstrip("/") + "/"
@@ -74,6 +74,8 @@ def download_run(uri: str, destination: Path) -> Path:
             if err.response["Error"]["Code"] not in ("404", "NoSuchKey"):
                 raise PackageError(f"cannot read {uri.rstrip('/')}/{name}: {err}") from None
             log.info("%s has no %s", uri, name)
+        except BotoCoreError as err:  # no credentials, no region, endpoint unreachable
+            raise PackageError(f"cannot read {uri}: {err}") from None
     return destination
 
 

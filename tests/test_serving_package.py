@@ -129,3 +129,13 @@ def test_code_dir_runs_without_the_project(run_dir: Path, tmp_path: Path) -> Non
     labels = set(json.loads((run_dir / "labels.json").read_text()).values())
     predictions = json.loads(result.stdout.strip().splitlines()[-1])
     assert predictions and {item["breed"] for item in predictions} <= labels
+
+
+def test_unreachable_s3_is_a_clear_error(tmp_path: Path, closed_port: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{closed_port}")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    with pytest.raises(PackageError, match="cannot read s3://runs/x"):
+        package_run("s3://runs/x", tmp_path / "m.tar.gz")
