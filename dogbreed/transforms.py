@@ -49,15 +49,21 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def decode_image(source: str | Path | bytes, min_size: int | None = None) -> Image.Image:
+def decode_image(source: str | Path | bytes, min_size: int | None = None, max_pixels: int | None = None) -> Image.Image:
     """Decodes a file path or encoded bytes into an RGB PIL image.
 
     With `min_size`, JPEGs much larger than needed are decoded at a reduced
     scale (PIL draft mode, DCT downscaling), never below `min_size` on the
     shorter side, which is the size the eval preset resizes to anyway.
+
+    Raises:
+        ValueError: the header declares more than `max_pixels` pixels; checked
+            before any pixel is decoded, so a decompression bomb costs nothing.
     """
     stream = io.BytesIO(source) if isinstance(source, bytes) else source
     with Image.open(stream) as image:
+        if max_pixels is not None and image.width * image.height > max_pixels:
+            raise ValueError(f"image is {image.width}x{image.height} pixels, more than the limit of {max_pixels:,}")
         if min_size is not None and image.format == "JPEG":
             width, height = image.size
             scale = min_size / min(width, height)

@@ -1,0 +1,148 @@
+"""End-to-end latency and throughput of the local endpoint: our handler vs the course's, same run.
+
+    python -m benchmarks.serving_latency [RUN_OR_TARBALL] [--quick] [--no-compile]
+
+Each handler is served in turn by `python -m deploy serve` (same server, same port
+settings) and sent one typical 500x375 JPEG: sequential requests for p50/p95
+latency, then 8 concurrent keep-alive clients for throughput. Without a run, a
+ResNet50 with a 133-breed head and random weights stands in (speed does not
+depend on the weight values). `--quick` is a smoke test: ResNet18, few requests,
+no compile.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import http.client
+import io
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from deploy.__main__ import wait_for_ping
+from deploy.package import package_run
+from dogbreed.model import ModelSpec, build_model
+from dogbreed.synthetic import SyntheticSpec, render
+
+REPO = Path(__file__).resolve().parents[1]
+CLIENTS = 8
+
+
+def stand_in_run(directory: Path, arch: str) -> Path:
+    """A run dir with random weights for `arch` and 133 breed names (SageMaker-output shape: 224 px)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    torch.save(build_model(ModelSpec(arch, 133)).state_dict(), directory / "model.pth")
+    (directory / "labels.json").write_text(json.dumps({str(i): f"breed {i:03d}" for i in range(133)}))
+    return directory
+
+
+def typical_jpeg() -> bytes:
+    image = render(0, SyntheticSpec(classes=133, width=500, height=375), np.random.default_rng(0))
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def request(connection: http.client.HTTPConnection, body: bytes) -> float:
+    started = time.perf_counter()
+    connection.request("POST", "/invocations", body=body, headers={"Content-Type": "image/jpeg"})
+    response = connection.getresponse()
+    payload = response.read()
+    if response.status != 200:
+        raise RuntimeError(f"HTTP {response.status}: {payload[:200]!r}")
+    return time.perf_counter() - started
+
+
+def measure(port: int, body: bytes, sequential: int, concurrent: int) -> dict[str, float]:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+    for _ in range(3):  # warm-up: first requests pay for lazy initialisation
+        request(connection, body)
+    latencies = sorted(request(connection, body) for _ in range(sequential))
+    connection.close()
+
+    def client(count: int) -> int:
+        own = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+        for _ in range(count):
+            request(own, body)
+        own.close()
+        return count
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(CLIENTS) as pool:
+        done = sum(pool.map(client, [concurrent // CLIENTS] * CLIENTS))
+    elapsed = time.perf_counter() - started
+    return {
+        "p50_ms": 1000 * statistics.median(latencies),
+        "p95_ms": 1000 * latencies[min(len(latencies) - 1, round(0.95 * len(latencies)))],
+        "throughput_rps": done / elapsed,
+    }
+
+
+@contextlib.contextmanager
+def served(tarball: Path, port: int, extra: list[str]) -> Iterator[float]:
+    """`python -m deploy serve` in a subprocess until the block ends; yields seconds until /ping was 200."""
+    command = [sys.executable, "-m", "deploy", "serve", str(tarball), "--port", str(port), *extra]
+    env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    started = time.perf_counter()
+    server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_ping(f"http://127.0.0.1:{port}", timeout=600)
+        yield time.perf_counter() - started
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+
+
+def bench(tarball: Path, port: int, extra: list[str], body: bytes, counts: tuple[int, int]) -> dict[str, float]:
+    """One handler: start it, then `counts` = (sequential, concurrent) requests."""
+    with served(tarball, port, extra) as startup:
+        return {"startup_s": startup, **measure(port, body, *counts)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("source", nargs="?", help="run dir or model.tar.gz (default: a random-weight stand-in)")
+    parser.add_argument("--quick", action="store_true", help="smoke test: ResNet18, few requests, no compile")
+    parser.add_argument("--no-compile", action="store_true", help="ours without torch.compile")
+    parser.add_argument("--port", type=int, default=8089)
+    args = parser.parse_args()
+    counts = (8, 16) if args.quick else (100, 200)
+    body = typical_jpeg()
+    with tempfile.TemporaryDirectory(prefix="dogbreed-bench-") as scratch:
+        if args.source and args.source.endswith(".tar.gz"):
+            tarball = Path(args.source)
+        else:
+            run = args.source or str(stand_in_run(Path(scratch) / "run", "resnet18" if args.quick else "resnet50"))
+            tarball = package_run(run, Path(scratch) / "model.tar.gz")
+        ours_flags = ["--no-compile"] if args.quick or args.no_compile else []
+        results = {
+            "ours": bench(tarball, args.port, ours_flags, body, counts),
+            "course": bench(tarball, args.port, ["--handler", "benchmarks.course_handler"], body, counts),
+        }
+    print(f"one {len(body) / 1e3:.0f} kB 500x375 JPEG, {torch.get_num_threads()} torch threads, {CLIENTS} clients")
+    print(f"{'handler':<8} {'startup s':>10} {'p50 ms':>8} {'p95 ms':>8} {'req/s @8':>9}")
+    for name, row in results.items():
+        timings = f"{row['p50_ms']:>8.1f} {row['p95_ms']:>8.1f} {row['throughput_rps']:>9.1f}"
+        print(f"{name:<8} {row['startup_s']:>10.1f} {timings}")
+    ours, course = results["ours"], results["course"]
+    print(
+        f"ratios: p50 {course['p50_ms'] / ours['p50_ms']:.2f}x faster, "
+        f"throughput {ours['throughput_rps'] / course['throughput_rps']:.2f}x "
+        f"(targets: p50 <= 25 ms -> {'met' if ours['p50_ms'] <= 25 else 'missed'}, "
+        f">= 3x throughput -> {'met' if ours['throughput_rps'] >= 3 * course['throughput_rps'] else 'missed'})"
+    )
+
+
+if __name__ == "__main__":
+    main()

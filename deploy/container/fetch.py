@@ -1,0 +1,146 @@
+"""Fetching an image URL from inside the endpoint without becoming an SSRF proxy.
+
+The endpoint runs inside a VPC next to the instance metadata service, so a URL
+is only fetched when every address its host resolves to is public; the
+connection then goes to the address that was checked (no second DNS lookup a
+rebinding server could answer differently), redirects are followed by hand and
+checked the same way, and both time and size are capped.
+"""
+
+from __future__ import annotations
+
+import http.client
+import ipaddress
+import os
+import socket
+import ssl
+import time
+from dataclasses import dataclass
+from urllib.parse import urljoin, urlsplit
+
+from deploy.container.errors import RequestError
+
+# Local testing only: lets http:// URLs on 127.0.0.0/8 and ::1 through. Never set it on an endpoint.
+ALLOW_LOOPBACK_ENV = "DOGBREED_FETCH_ALLOW_LOOPBACK"
+
+
+@dataclass(frozen=True)
+class FetchPolicy:
+    """Limits for one fetch; `allow_loopback` admits http:// and loopback hosts (local tests)."""
+
+    max_bytes: int = 6 * 1024 * 1024
+    connect_timeout: float = 3.0
+    total_timeout: float = 10.0
+    max_redirects: int = 3
+    allow_loopback: bool = False
+
+    @classmethod
+    def from_env(cls) -> FetchPolicy:
+        return cls(allow_loopback=os.environ.get(ALLOW_LOOPBACK_ENV, "") == "1")
+
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def check_address(address: IPAddress, policy: FetchPolicy) -> None:
+    """Refuses every address that is not plainly public (loopback only when the policy allows)."""
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    if address.is_loopback and policy.allow_loopback:
+        return
+    if (
+        address.is_private
+        or address.is_loopback
+        or address.is_link_local  # includes 169.254.169.254, the metadata service
+        or address.is_multicast
+        or address.is_reserved
+        or address.is_unspecified
+        or not address.is_global
+    ):
+        raise RequestError(400, f"refusing to fetch from {address}: not a public address")
+
+
+def resolve(host: str, port: int, policy: FetchPolicy) -> str:
+    """The first address of `host`, after checking that all of them are allowed."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as err:
+        raise RequestError(400, f"cannot resolve host {host!r}: {err.strerror}") from None
+    addresses = [ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos]
+    for address in addresses:
+        check_address(address, policy)
+    return str(addresses[0])
+
+
+class _PinnedHTTPConnection(http.client.HTTPConnection):
+    """Connects to an already-checked address while sending the URL's own Host header."""
+
+    def __init__(self, host: str, port: int, address: str, timeout: float) -> None:
+        super().__init__(host, port, timeout=timeout)
+        self.address = address
+
+    def connect(self) -> None:
+        self.sock = socket.create_connection((self.address, self.port), self.timeout)
+
+
+class _PinnedHTTPSConnection(_PinnedHTTPConnection):
+    """The same over TLS; the certificate is verified against the host name, not the address."""
+
+    def __init__(self, host: str, port: int, address: str, timeout: float) -> None:
+        super().__init__(host, port, address, timeout)
+        self.tls = ssl.create_default_context()
+
+    def connect(self) -> None:
+        super().connect()
+        self.sock = self.tls.wrap_socket(self.sock, server_hostname=self.host)
+
+
+def fetch(url: str, policy: FetchPolicy) -> bytes:
+    """Downloads `url` under `policy`.
+
+    Raises:
+        RequestError: 400 for a refused or failing URL, 413 when the body is over the cap.
+    """
+    deadline = time.monotonic() + policy.total_timeout
+    for _ in range(policy.max_redirects + 1):
+        parts = urlsplit(url)
+        allowed = ("https", "http") if policy.allow_loopback else ("https",)
+        if parts.scheme not in allowed or not parts.hostname:
+            raise RequestError(400, f"refusing to fetch {url!r}: only https:// URLs are accepted")
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        address = resolve(parts.hostname, port, policy)
+        if parts.scheme == "http" and not ipaddress.ip_address(address).is_loopback:
+            raise RequestError(400, f"refusing to fetch {url!r}: plain http is only allowed to loopback")
+        connection_type = _PinnedHTTPSConnection if parts.scheme == "https" else _PinnedHTTPConnection
+        connection = connection_type(parts.hostname, port, address, policy.connect_timeout)
+        try:
+            path = parts.path or "/"
+            connection.request("GET", f"{path}?{parts.query}" if parts.query else path, headers={"Accept": "image/*"})
+            response = connection.getresponse()
+            if response.status in (301, 302, 303, 307, 308) and response.getheader("Location"):
+                url = urljoin(url, response.getheader("Location"))
+                continue
+            if response.status != 200:
+                raise RequestError(400, f"fetching {url!r} failed: HTTP {response.status}")
+            return read_capped(response, policy, deadline, url)
+        except (OSError, http.client.HTTPException) as err:
+            raise RequestError(400, f"fetching {url!r} failed: {err}") from None
+        finally:
+            connection.close()
+    raise RequestError(400, f"fetching failed: more than {policy.max_redirects} redirects")
+
+
+def read_capped(response: http.client.HTTPResponse, policy: FetchPolicy, deadline: float, url: str) -> bytes:
+    """The body, refused as soon as it is known to be over the size cap or the time limit."""
+    declared = response.getheader("Content-Length")
+    if declared and declared.isdigit() and int(declared) > policy.max_bytes:
+        raise RequestError(413, f"{url!r} is {int(declared):,} bytes, over the {policy.max_bytes:,}-byte limit")
+    chunks, size = [], 0
+    while chunk := response.read(64 * 1024):
+        size += len(chunk)
+        if size > policy.max_bytes:
+            raise RequestError(413, f"{url!r} is over the {policy.max_bytes:,}-byte limit")
+        if time.monotonic() > deadline:
+            raise RequestError(400, f"fetching {url!r} took longer than {policy.total_timeout:g} s")
+        chunks.append(chunk)
+    return b"".join(chunks)

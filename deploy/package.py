@@ -1,0 +1,187 @@
+"""Run directory (or its s3:// copy) -> model.tar.gz for the SageMaker PyTorch inference container.
+
+Layout: `model.pth`, `labels.json` and `serving.json` (image size, architecture,
+version info) at the root; `code/inference.py` plus the modules it imports under
+`code/`, because the container has torch, torchvision and pillow but not this
+project. The weights are loaded into the model the labels describe, and run once,
+before anything is written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import os
+import tarfile
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import torch
+
+import deploy
+import dogbreed
+from deploy.container.handler import SERVING_INFO_NAME, load_weights
+from dogbreed.checkpoint import CHECKPOINT_NAME, WEIGHTS_NAME
+from dogbreed.errors import DogbreedError
+from dogbreed.model import spec_from_state_dict
+from dogbreed.reports import LABELS_NAME, read_labels
+
+log = logging.getLogger(__name__)
+
+TARBALL_NAME = "model.tar.gz"
+DEFAULT_IMAGE_SIZE = 224  # torchvision's ImageNet size; SageMaker training output has no config
+HYDRA_CONFIG = Path(".hydra") / "config.yaml"
+# What code/ carries: the handler and exactly the dogbreed modules it imports (checked by a test).
+SHIPPED_MODULES = (
+    "deploy/__init__.py",
+    "deploy/container/__init__.py",
+    "deploy/container/errors.py",
+    "deploy/container/fetch.py",
+    "deploy/container/handler.py",
+    "dogbreed/__init__.py",
+    "dogbreed/errors.py",
+    "dogbreed/model.py",
+    "dogbreed/runtime.py",
+    "dogbreed/transforms.py",
+)
+ENTRY_POINT = "deploy/container/inference.py"
+
+
+class PackageError(DogbreedError):
+    """The run cannot be packaged as given."""
+
+
+def download_run(uri: str, destination: Path) -> Path:
+    """Copies the files packaging reads from an s3:// run prefix into `destination`."""
+    import boto3  # only needed for s3:// runs
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    parts = urlsplit(uri)
+    prefix = parts.path.lstrip("/").rstrip("/") + "/"
+    client = boto3.client("s3")
+    wanted = (WEIGHTS_NAME, LABELS_NAME, CHECKPOINT_NAME, HYDRA_CONFIG.as_posix())
+    for name in wanted:
+        target = destination / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            client.download_file(parts.netloc, prefix + name, str(target))
+        except ClientError as err:
+            if err.response["Error"]["Code"] not in ("404", "NoSuchKey"):
+                raise PackageError(f"cannot read {uri.rstrip('/')}/{name}: {err}") from None
+            log.info("%s has no %s", uri, name)
+        except BotoCoreError as err:  # no credentials, no region, endpoint unreachable
+            raise PackageError(f"cannot read {uri}: {err}") from None
+    return destination
+
+
+def image_size_of(run_dir: Path, default: int) -> int:
+    """data.image_size from checkpoint.pt, else .hydra/config.yaml, else `default`."""
+    checkpoint = run_dir / CHECKPOINT_NAME
+    if checkpoint.is_file():
+        # mmap: the optimizer state in there can be hundreds of MB; only the config is read.
+        saved = torch.load(checkpoint, map_location="cpu", mmap=True, weights_only=True)
+        return int(saved["config"]["data"]["image_size"])
+    if (run_dir / HYDRA_CONFIG).is_file():
+        from omegaconf import OmegaConf  # training dependency, not needed in the container
+
+        return int(OmegaConf.load(run_dir / HYDRA_CONFIG).data.image_size)
+    log.info("%s has neither %s nor %s: image size %d", run_dir, CHECKPOINT_NAME, HYDRA_CONFIG, default)
+    return default
+
+
+def trained_versions(run_dir: Path) -> dict[str, str]:
+    checkpoint = run_dir / CHECKPOINT_NAME
+    if not checkpoint.is_file():
+        return {}
+    return dict(torch.load(checkpoint, map_location="cpu", mmap=True, weights_only=True).get("versions", {}))
+
+
+def serving_info(run_dir: Path, name: str, labels: list[str], image_size: int) -> dict[str, Any]:
+    """What the handler needs besides the weights, and what each response reports as `model`."""
+    weights = run_dir / WEIGHTS_NAME
+    model = load_weights(weights, labels)
+    with torch.inference_mode():  # a real forward pass: catches a head that loads but cannot run
+        model(torch.zeros(1, 3, image_size, image_size))
+    digest = hashlib.sha256(weights.read_bytes()).hexdigest()
+    spec = spec_from_state_dict(model.state_dict())
+    return {
+        "name": name,
+        "image_size": image_size,
+        "arch": spec.arch,
+        "head": spec.head,
+        "num_classes": len(labels),
+        "weights_sha256": digest,
+        "packaged_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "dogbreed": dogbreed.__version__,
+        "trained_with": trained_versions(run_dir),
+    }
+
+
+def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    member = tarfile.TarInfo(name)
+    member.size = len(data)
+    member.mtime = int(datetime.now(timezone.utc).timestamp())
+    tar.addfile(member, io.BytesIO(data))
+
+
+def write_tarball(run_dir: Path, info: dict[str, Any], output: Path) -> None:
+    """Writes next to `output` and renames, so a failure never leaves a half tarball that looks complete."""
+    source_root = Path(deploy.__file__).resolve().parents[1]
+    output.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{output.name}.", dir=output.parent)
+    os.close(handle)
+    try:
+        # fp32 weights compress by ~7% at best, for seconds of CPU per 100 MB: store them.
+        with tarfile.open(temporary, "w:gz", compresslevel=0) as tar:
+            tar.add(run_dir / WEIGHTS_NAME, WEIGHTS_NAME)
+            tar.add(run_dir / LABELS_NAME, LABELS_NAME)
+            _add_bytes(tar, SERVING_INFO_NAME, (json.dumps(info, indent=2) + "\n").encode())
+            tar.add(source_root / ENTRY_POINT, "code/inference.py")
+            for module in SHIPPED_MODULES:
+                tar.add(source_root / module, f"code/{module}")
+        os.replace(temporary, output)
+    finally:
+        Path(temporary).unlink(missing_ok=True)
+
+
+def package_run(run: str, output: Path | None = None, image_size: int | None = None) -> Path:
+    """Validates a run and writes its model.tar.gz.
+
+    Args:
+        run: a run directory, or the s3:// prefix of one.
+        output: the tarball path; default `<run dir>/model.tar.gz` (`./model.tar.gz` for s3://).
+        image_size: overrides the size found in the run (which otherwise defaults to 224).
+
+    Returns:
+        The path of the written tarball.
+
+    Raises:
+        PackageError: files are missing.
+        WeightsError: the weights do not load into the model labels.json describes.
+    """
+    with tempfile.TemporaryDirectory(prefix="dogbreed-package-") as scratch:
+        if run.startswith("s3://"):
+            run_dir = download_run(run, Path(scratch))
+            name = run.rstrip("/").rsplit("/", 1)[-1]
+            output = output or Path.cwd() / TARBALL_NAME
+        else:
+            run_dir = Path(run)
+            name = run_dir.resolve().name
+            output = output or run_dir / TARBALL_NAME
+        missing = [file for file in (WEIGHTS_NAME, LABELS_NAME) if not (run_dir / file).is_file()]
+        if missing:
+            raise PackageError(f"{run} is not a trained run: {' and '.join(missing)} missing")
+        try:
+            labels = read_labels(run_dir / LABELS_NAME)
+        except (ValueError, KeyError) as err:
+            raise PackageError(f"{run}/{LABELS_NAME} is not an index -> breed mapping ({err!r})") from None
+        size = image_size or image_size_of(run_dir, DEFAULT_IMAGE_SIZE)
+        info = serving_info(run_dir, name, labels, size)
+        write_tarball(run_dir, info, output)
+    log.info("packaged %s (%s, %d classes, %d px) -> %s", run, info["arch"], len(labels), size, output)
+    return output

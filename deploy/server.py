@@ -1,0 +1,188 @@
+"""A local endpoint: any SageMaker-style handler module behind the container's HTTP contract.
+
+Routes: `GET /ping` (200 once the model is loaded and warm), `POST /invocations`
+(the container contract: the handler's status codes as they are), and
+`POST /endpoints/<name>/invocations` (the sagemaker-runtime API path, so an
+unmodified boto3 client with `endpoint_url` gets real predictions; handler errors
+come back as SageMaker's `ModelError` with `OriginalStatusCode`, as the real
+service wraps them).
+
+Starlette on uvicorn: requests run concurrently (inference in a thread pool,
+where torch releases the GIL), SIGTERM drains in-flight requests before exit,
+and uvicorn writes one access-log line per request.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import os
+import tarfile
+import threading
+import time
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from deploy.container import handler as default_handler
+from deploy.container.errors import RequestError
+from deploy.package import package_run
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = default_handler.MAX_BODY_BYTES
+DRAIN_BYTES = 4 * MAX_BODY_BYTES  # beyond this, an oversized upload is cut off rather than read
+# How `python -m deploy serve --workers N` hands its choices to the worker processes it spawns.
+MODEL_DIR_ENV = "DOGBREED_MODEL_DIR"
+HANDLER_ENV = "DOGBREED_HANDLER"
+
+
+def error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"message": message}, status_code=status)
+
+
+def apply_query(data: Any, query: dict[str, str]) -> Any:
+    """`?topk=3&logits=true` on the local endpoint; the container only sees the body."""
+    if not isinstance(data, default_handler.Request):
+        return data
+    if "topk" in query:
+        if not query["topk"].isdigit() or int(query["topk"]) < 1:
+            raise RequestError(400, f"topk must be a positive integer, got {query['topk']!r}")
+        data.topk = int(query["topk"])
+    if "logits" in query:
+        data.logits = query["logits"].lower() in ("1", "true", "yes")
+    return data
+
+
+async def read_body(request: Request) -> bytes | None:
+    """The body, or None when it is over the limit.
+
+    Nothing past the limit is kept, but the rest is read and dropped (up to a bound):
+    a server that answers 413 and closes with unread data makes TCP reset the
+    connection, and most clients then see a reset instead of the 413.
+    """
+    body, size = bytearray(), 0
+    async for chunk in request.stream():  # counted as it arrives: chunked bodies have no length header
+        size += len(chunk)
+        if size <= MAX_BODY_BYTES:
+            body += chunk
+        elif size > DRAIN_BYTES:
+            break
+    return bytes(body) if size <= MAX_BODY_BYTES else None
+
+
+def create_app(handler: ModuleType, model: Any) -> Starlette:
+    """The endpoint for `model` as returned by `handler.model_fn`."""
+
+    def answer(body: bytes, content_type: str | None, accept: str | None, query: dict[str, str]) -> str | bytes:
+        data = apply_query(handler.input_fn(body, content_type), query)
+        return handler.output_fn(handler.predict_fn(data, model), accept or "application/json")
+
+    async def ping(request: Request) -> Response:
+        return Response(status_code=200)
+
+    async def invocations(request: Request) -> Response:
+        body = await read_body(request)
+        if body is None:
+            return error(413, f"the body is over the {MAX_BODY_BYTES:,}-byte limit")
+        headers = request.headers
+        try:
+            result = await run_in_threadpool(
+                answer, body, headers.get("content-type"), headers.get("accept"), dict(request.query_params)
+            )
+        except RequestError as err:
+            log.info("%s %s -> %d: %s", request.method, request.url.path, err.status, err.message)
+            return error(err.status, err.message)
+        except Exception:  # a bug must cost one request, not the server
+            log.exception("request failed")
+            return error(500, "internal error while answering; the server log has the details")
+        return Response(result, media_type="application/json")
+
+    async def runtime_invocations(request: Request) -> Response:
+        response = await invocations(request)
+        if response.status_code == 200:
+            return response
+        message = json.loads(response.body)["message"]
+        return JSONResponse(
+            {
+                "ErrorCode": "CLIENT_ERROR_FROM_MODEL" if response.status_code < 500 else "SERVER_ERROR_FROM_MODEL",
+                "OriginalStatusCode": response.status_code,
+                "OriginalMessage": json.dumps({"message": message}),
+                "message": f"Received error ({response.status_code}) from primary with message {message!r}",
+            },
+            status_code=424,
+            headers={"x-amzn-ErrorType": "ModelError"},
+        )
+
+    return Starlette(
+        routes=[
+            Route("/ping", ping, methods=["GET"]),
+            Route("/invocations", invocations, methods=["POST"]),
+            Route("/endpoints/{name}/invocations", runtime_invocations, methods=["POST"]),
+        ]
+    )
+
+
+def prepare_model_dir(source: str, workdir: Path) -> Path:
+    """A run dir, s3:// run or model.tar.gz -> an extracted model directory, as the container sees it."""
+    tarball = Path(source)
+    if not (source.endswith(".tar.gz") and tarball.is_file()):
+        tarball = package_run(source, workdir / "model.tar.gz")
+    model_dir = workdir / "model"
+    with tarfile.open(tarball) as tar:
+        tar.extractall(model_dir, filter="data")
+    return model_dir
+
+
+def load_handler(name: str | None) -> ModuleType:
+    return importlib.import_module(name) if name else default_handler
+
+
+def app_from_env() -> Starlette:
+    """uvicorn's factory in each `--workers` process: every worker loads (and warms) its own model."""
+    handler = load_handler(os.environ.get(HANDLER_ENV))
+    return create_app(handler, handler.model_fn(os.environ[MODEL_DIR_ENV]))
+
+
+def serve(model_dir: Path, host: str, port: int, workers: int = 1, handler_name: str | None = None) -> None:
+    """Serves until SIGTERM/SIGINT; in-flight requests finish first."""
+    config: dict[str, Any] = {"host": host, "port": port, "timeout_graceful_shutdown": 30}
+    if workers == 1:
+        handler = load_handler(handler_name)
+        app = create_app(handler, handler.model_fn(str(model_dir)))  # load errors surface here, plainly
+        uvicorn.Server(uvicorn.Config(app, **config)).run()
+        return
+    os.environ[MODEL_DIR_ENV] = str(model_dir)
+    if handler_name:
+        os.environ[HANDLER_ENV] = handler_name
+    uvicorn.run("deploy.server:app_from_env", factory=True, workers=workers, **config)
+
+
+class BackgroundServer:
+    """The endpoint on a thread of this process, for the demo and tests; `stop()` drains it."""
+
+    def __init__(self, app: Starlette, port: int, host: str = "127.0.0.1") -> None:
+        self.url = f"http://{host}:{port}"
+        self.server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def start(self, timeout: float = 30.0) -> BackgroundServer:
+        self.thread.start()
+        deadline = time.monotonic() + timeout
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"the local endpoint did not start on {self.url}")
+            time.sleep(0.02)
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
