@@ -125,7 +125,7 @@ def ensure_reserved_concurrency(lam: Any, name: str, reserved: int | None) -> bo
     except ClientError as err:
         if err.response["Error"]["Code"] in ("InvalidParameterValueException", "LimitExceededException"):
             raise DeployError(
-                f"Lambda refused reserved concurrency {reserved} for {name}: {err.response['Error']['Message']}. "
+                f"Lambda refused reserved concurrency {reserved} for {name}: {_message(err)}. "
                 "Lower deploy.lambda.reserved_concurrency (or set it to null), or ask AWS for a higher "
                 "account concurrency quota"
             ) from err
@@ -155,7 +155,7 @@ def ensure_provisioned_concurrency(lam: Any, name: str, provisioned: int) -> boo
         if err.response["Error"]["Code"] in ("InvalidParameterValueException", "LimitExceededException"):
             raise DeployError(
                 f"Lambda refused provisioned concurrency {provisioned} on {name}:{ALIAS}: "
-                f"{err.response['Error']['Message']}. Lower deploy.lambda.provisioned_concurrency (0 skips it)"
+                f"{_message(err)}. Lower deploy.lambda.provisioned_concurrency (0 skips it)"
             ) from err
         raise
     log.info("provisioned concurrency of %s:%s = %s", name, ALIAS, provisioned)
@@ -283,6 +283,10 @@ def _remove_permissions(lam: Any, name: str) -> None:
         except ClientError as err:
             if err.response["Error"]["Code"] != "ResourceNotFoundException":
                 raise
+
+
+def _message(err: ClientError) -> str:
+    return err.response["Error"]["Message"].rstrip(".")
 
 
 def _role_not_ready(err: ClientError) -> bool:
