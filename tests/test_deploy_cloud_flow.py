@@ -360,3 +360,54 @@ def test_cli_status_shows_each_resource_and_bad_overrides_fail_before_aws(
     assert bad.returncode == 1
     assert "deploy.autoscaling.min_capacity=4 is above max_capacity=3" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+def test_retrained_model_updates_in_place_keeping_the_scaled_count(
+    deploy_env: Callable[..., Any], clients: Clients, run_dir: Path
+) -> None:
+    pc = ProvisionedConcurrency(clients.lambda_, "dogbreed-invoke")
+    pc.absent()
+    pc.put(3)
+    cfg = deploy_env()
+    orchestrator.up(cfg, str(run_dir), clients, package)
+    sm = clients.sagemaker.real
+    (old_model,) = [m["ModelName"] for m in sm.list_models()["Models"]]
+
+    (run_dir / "model.pth").write_bytes(b"better weights" * 100)
+    pc.present(3)
+    clients.sagemaker.stubber.add_response(
+        "update_endpoint",
+        {"EndpointArn": f"arn:aws:sagemaker:us-east-1:{ACCOUNT}:endpoint/dogbreed"},
+        {"EndpointName": "dogbreed", "EndpointConfigName": ANY, "RetainAllVariantProperties": True},
+    )
+    changes = orchestrator.up(cfg, str(run_dir), clients, package)
+    clients.sagemaker.stubber.assert_no_pending_responses()
+
+    (new_model,) = [m["ModelName"] for m in sm.list_models()["Models"]]
+    assert new_model != old_model  # the old model went with its config
+    assert f"deleted model {old_model}" in changes
+    assert not any("scalable target" in change for change in changes)  # same instance type: scaling untouched
+    artifacts = [o["Key"] for o in clients.s3.list_objects_v2(Bucket=BUCKET, Prefix="deploys/dogbreed/")["Contents"]]
+    assert sum(key.endswith("model.tar.gz") for key in artifacts) == 2
+
+
+def test_public_url_is_only_made_when_asked_and_warns(
+    deploy_env: Callable[..., Any], clients: Clients, run_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    pc = ProvisionedConcurrency(clients.lambda_, "dogbreed-invoke")
+    pc.absent()
+    cfg = deploy_env("deploy.lambda.url_auth=NONE", "deploy.lambda.provisioned_concurrency=0")
+    with caplog.at_level("WARNING", logger="deploy.cloud.lambda_"):
+        orchestrator.up(cfg, str(run_dir), clients, package)
+    assert "takes unsigned requests from anyone (deploy.lambda.url_auth=NONE)" in caplog.text
+    lam = clients.lambda_.real
+    assert lam.get_function_url_config(FunctionName="dogbreed-invoke")["AuthType"] == "NONE"
+    policy = json.loads(lam.get_policy(FunctionName="dogbreed-invoke", Qualifier="live")["Policy"])
+    actions = sorted(s["Action"] for s in policy["Statement"])
+    assert actions == ["lambda:InvokeFunction", "lambda:InvokeFunctionUrl"]
+
+    pc.absent()
+    orchestrator.up(deploy_env("deploy.lambda.provisioned_concurrency=0"), str(run_dir), clients, package)
+    assert lam.get_function_url_config(FunctionName="dogbreed-invoke")["AuthType"] == "AWS_IAM"
+    with pytest.raises(lam.exceptions.ResourceNotFoundException):
+        lam.get_policy(FunctionName="dogbreed-invoke", Qualifier="live")
