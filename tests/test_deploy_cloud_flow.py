@@ -289,7 +289,7 @@ def test_changed_instance_type_updates_the_endpoint_in_place(
     assert state["endpoint_config"] == new_config
 
 
-def test_serverless_up_makes_a_serverless_config_and_no_scaling(
+def test_serverless_up_makes_no_scaling_target_and_down_can_drop_artifacts(
     deploy_env: Callable[..., Any], clients: Clients, run_dir: Path
 ) -> None:
     cfg = deploy_env("deploy.serverless.enabled=true", "deploy.lambda.provisioned_concurrency=0")
@@ -303,6 +303,10 @@ def test_serverless_up_makes_a_serverless_config_and_no_scaling(
     assert clients.autoscaling.describe_scalable_targets(ServiceNamespace="sagemaker")["ScalableTargets"] == []
     model = sm.describe_model(ModelName=variant["ModelName"])
     assert model["PrimaryContainer"]["Image"] == IMAGE
+
+    ProvisionedConcurrency(clients.lambda_, "dogbreed-invoke").absent()
+    orchestrator.down(deploy_env("deploy.serverless.enabled=true", "deploy.delete_artifacts=true"), clients)
+    assert clients.s3.list_objects_v2(Bucket=BUCKET).get("Contents", []) == []  # model and state both gone
 
 
 def test_lambda_handler_reaches_the_endpoint_with_the_deployed_environment(

@@ -179,3 +179,21 @@ def test_model_version_ignores_timestamps_and_follows_content(tmp_path: Path) ->
     assert a.read_bytes() != b.read_bytes()
     assert content_version(a) == content_version(b)
     assert content_version(pack("c.tar.gz", b"w2", 1000)) != content_version(a)
+
+
+def test_failed_endpoint_is_recreated_not_updated() -> None:
+    sm, stubber = client("sagemaker")
+    name = {"EndpointName": "dogbreed"}
+    stubber.add_response("describe_endpoint", {**endpoint("Failed"), "FailureReason": "bad image"}, name)
+    stubber.add_response("delete_endpoint", {}, name)
+    stubber.add_client_error("describe_endpoint", "ValidationException", "Could not find endpoint 'dogbreed'.", 400)
+    stubber.add_response("create_endpoint", {"EndpointArn": endpoint("Creating")["EndpointArn"]}, {
+        "EndpointName": "dogbreed", "EndpointConfigName": "dogbreed-new"})  # fmt: skip
+    assert sagemaker.deploy_endpoint(sm, "dogbreed", "dogbreed-new", retain=False) == "recreated"
+    stubber.assert_no_pending_responses()
+
+
+def test_interrupted_deploy_is_waited_for_not_redone() -> None:
+    sm, stubber = client("sagemaker")
+    stubber.add_response("describe_endpoint", endpoint("Creating"), {"EndpointName": "dogbreed"})
+    assert sagemaker.deploy_endpoint(sm, "dogbreed", "dogbreed-abc", retain=False) == "settling"

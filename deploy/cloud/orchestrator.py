@@ -192,11 +192,11 @@ def down(cfg: DictConfig, clients: Clients) -> list[str]:
     removed += [f"model {m}" for m in sorted(models) if sagemaker.delete_model(sm, m)]
     if not d.role_arn and iam.delete_role(clients.iam, names.sagemaker_role):
         removed.append(f"role {names.sagemaker_role}")
+    state.forget(clients.s3, bucket, key, record)
     if d.delete_artifacts:
-        count = s3_ops.delete_prefix(clients.s3, bucket, s3_ops.join_key(prefix, d.name))
-        removed.append(f"{count} objects under s3://{bucket}/{s3_ops.join_key(prefix, d.name)}/")
-    else:
-        state.forget(clients.s3, bucket, key, record)
+        deploy_prefix = s3_ops.join_key(prefix, d.name)
+        if count := s3_ops.delete_prefix(clients.s3, bucket, deploy_prefix):
+            removed.append(f"{count} objects under s3://{bucket}/{deploy_prefix}/")
     return removed
 
 
@@ -266,7 +266,8 @@ def _endpoint(cfg: DictConfig, clients: Clients, names: Names, config: str, vari
     if action == "unchanged":
         return changes
     sagemaker.wait_in_service(sm, names.endpoint, d.wait.timeout_s, d.wait.poll_s)
-    changes.append(f"{action} endpoint {names.endpoint} with {config}")
+    if action != "settling":
+        changes.append(f"{action} endpoint {names.endpoint} with {config}")
     if action == "updated" and previous:
         old_models = _models_of(sm, previous) - {variant["ModelName"]}
         if sagemaker.delete_endpoint_config(sm, previous):

@@ -78,15 +78,19 @@ def deploy_endpoint(sm: Any, name: str, config: str, retain: bool) -> str:
         retain: keep the instance count autoscaling chose (same instance type).
 
     Returns:
-        `created`, `updated` or `unchanged`.
+        `created`, `recreated` (a Failed endpoint cannot be updated), `updated`, `settling` (already on
+        `config` but not yet InService, e.g. after an interrupted `up`) or `unchanged`.
     """
     current = describe_endpoint(sm, name)
-    if current is None:
+    if current is not None and current["EndpointStatus"] == "Failed":
+        log.warning("endpoint %s is Failed (%s); recreating it", name, current.get("FailureReason"))
+        delete_endpoint(sm, name)
+    if current is None or current["EndpointStatus"] == "Failed":
         sm.create_endpoint(EndpointName=name, EndpointConfigName=config)
         log.info("creating endpoint %s with %s", name, config)
-        return "created"
-    if current["EndpointConfigName"] == config and current["EndpointStatus"] != "Failed":
-        return "unchanged"
+        return "created" if current is None else "recreated"
+    if current["EndpointConfigName"] == config:
+        return "unchanged" if current["EndpointStatus"] == "InService" else "settling"
     if current["EndpointStatus"] in TRANSITIONAL:
         raise DeployError(f"endpoint {name} is {current['EndpointStatus']}; run `up` again once it settles")
     sm.update_endpoint(EndpointName=name, EndpointConfigName=config, RetainAllVariantProperties=retain)
