@@ -353,6 +353,7 @@ def test_cli_status_shows_each_resource_and_bad_overrides_fail_before_aws(
     assert ["scalable", "target", "endpoint/dogbreed/variant/AllTraffic", "1..3"] in rows
     assert ["function", "dogbreed-invoke", "Active"] in rows
     assert ["role", "dogbreed-lambda", "present"] in rows
+    assert ["function", "URL", "dogbreed-invoke", "none"] in rows  # url_auth=null made none
 
     bad = subprocess.run(
         [*cli, "up", str(run_dir), *overrides, "deploy.autoscaling.min_capacity=4"],
@@ -431,3 +432,21 @@ def test_repackaging_a_trained_run_gives_the_same_model_version(make_cfg: Callab
     time.sleep(1.1)  # two real `up`s are at least seconds apart: second-resolution stamps must not matter
     second = package_run(str(cfg.paths.output_dir), tmp_path / "second" / "model.tar.gz")
     assert orchestrator.content_version(first) == orchestrator.content_version(second)
+
+
+def test_a_given_execution_role_is_used_and_never_deleted(
+    deploy_env: Callable[..., Any], clients: Clients, run_dir: Path
+) -> None:
+    trust = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
+             "Principal": {"Service": "sagemaker.amazonaws.com"}}]}  # fmt: skip
+    role = clients.iam.create_role(RoleName="team-sagemaker", AssumeRolePolicyDocument=json.dumps(trust))["Role"]
+    cfg = deploy_env(f"deploy.role_arn={role['Arn']}", "deploy.lambda.provisioned_concurrency=0")
+    ProvisionedConcurrency(clients.lambda_, "dogbreed-invoke").absent()
+    orchestrator.up(cfg, str(run_dir), clients, package)
+    (model,) = clients.sagemaker.real.list_models()["Models"]
+    assert clients.sagemaker.real.describe_model(ModelName=model["ModelName"])["ExecutionRoleArn"] == role["Arn"]
+    assert snapshot(clients)["roles"] == ["dogbreed-lambda"]  # no execution role of our own
+
+    ProvisionedConcurrency(clients.lambda_, "dogbreed-invoke").absent()
+    orchestrator.down(deploy_env("deploy.lambda.provisioned_concurrency=0"), clients)  # role_arn forgotten here
+    assert clients.iam.get_role(RoleName="team-sagemaker")["Role"]["Arn"] == role["Arn"]

@@ -246,6 +246,12 @@ def function_state(lam: Any, name: str) -> str:
         raise
 
 
+def function_url(lam: Any, name: str) -> str | None:
+    """The `live` alias's function URL, or None, for `status`."""
+    config = _url_config(lam, name)
+    return config["FunctionUrl"] if config else None
+
+
 def _url_config(lam: Any, name: str) -> dict[str, Any] | None:
     try:
         return lam.get_function_url_config(FunctionName=name, Qualifier=ALIAS)

@@ -190,8 +190,10 @@ def down(cfg: DictConfig, clients: Clients) -> list[str]:
         removed.append(f"endpoint {names.endpoint}")
     removed += [f"endpoint config {c}" for c in sorted(configs) if sagemaker.delete_endpoint_config(sm, c)]
     removed += [f"model {m}" for m in sorted(models) if sagemaker.delete_model(sm, m)]
-    if not d.role_arn and iam.delete_role(clients.iam, names.sagemaker_role):
-        removed.append(f"role {names.sagemaker_role}")
+    # Only a role `up` created; without a record, the config says whether it would have.
+    own_role = record["sagemaker_role"] if record else (None if d.role_arn else names.sagemaker_role)
+    if own_role and iam.delete_role(clients.iam, own_role):
+        removed.append(f"role {own_role}")
     state.forget(clients.s3, bucket, key, record)
     if d.delete_artifacts:
         deploy_prefix = s3_ops.join_key(prefix, d.name)
@@ -221,7 +223,7 @@ def status(cfg: DictConfig, clients: Clients) -> list[tuple[str, str, str]]:
     policy = autoscaling.describe_policy(clients.autoscaling, resource, names.scaling_policy)
     rows.append(("scaling policy", names.scaling_policy, "present" if policy else "absent"))
     rows.append(("function", names.function, lambda_.function_state(clients.lambda_, names.function)))
-    rows.append(("function URL", names.function, record.get("function_url") or "none"))
+    rows.append(("function URL", names.function, lambda_.function_url(clients.lambda_, names.function) or "none"))
     for role in (names.lambda_role, record.get("sagemaker_role")):
         if role:
             rows.append(("role", role, iam.role_state(clients.iam, role)))
@@ -238,7 +240,9 @@ def content_version(tarball: Path) -> str:
         for member in sorted(tar.getmembers(), key=lambda m: m.name):
             digest.update(member.name.encode() + b"\0")
             if member.isfile():
-                digest.update(tar.extractfile(member).read())  # type: ignore[union-attr]
+                data = tar.extractfile(member)
+                while chunk := data.read(s3_ops.CHUNK_BYTES):  # type: ignore[union-attr]
+                    digest.update(chunk)
     return digest.hexdigest()[:12]
 
 
