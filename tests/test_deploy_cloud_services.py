@@ -197,3 +197,25 @@ def test_interrupted_deploy_is_waited_for_not_redone() -> None:
     sm, stubber = client("sagemaker")
     stubber.add_response("describe_endpoint", endpoint("Creating"), {"EndpointName": "dogbreed"})
     assert sagemaker.deploy_endpoint(sm, "dogbreed", "dogbreed-abc", retain=False) == "settling"
+
+
+def test_live_alias_catches_up_after_an_interrupted_publish(aws: str, tmp_path: Path) -> None:
+    lam, iam_client = boto3.client("lambda"), boto3.client("iam")
+    policy = iam.lambda_policy("aws", "us-east-1", "123456789012", "dogbreed", "dogbreed-invoke")
+    role, _ = iam.ensure_role(iam_client, "dogbreed-lambda", "lambda.amazonaws.com", policy, "test")
+    folder = tmp_path / "handler"
+    folder.mkdir()
+    (folder / "lambda_function.py").write_text("def lambda_handler(event, context):\n    return 1\n")
+    settings = {"Timeout": 30, "MemorySize": 256, "Environment": {"Variables": {"ENDPOINT_NAME": "dogbreed"}}}
+    lambda_.ensure_function(lam, "dogbreed-invoke", role, lambda_.zip_folder(folder), settings)
+    assert lambda_.ensure_alias(lam, "dogbreed-invoke")
+    assert not lambda_.ensure_alias(lam, "dogbreed-invoke")
+
+    # A previous `up` updated the code, then stopped before publishing.
+    (folder / "lambda_function.py").write_text("def lambda_handler(event, context):\n    return 2\n")
+    assert lambda_.ensure_function(lam, "dogbreed-invoke", role, lambda_.zip_folder(folder), settings)
+    assert lambda_.ensure_alias(lam, "dogbreed-invoke")
+    live = lam.get_alias(FunctionName="dogbreed-invoke", Name="live")["FunctionVersion"]
+    assert live == "2"
+    latest = lam.get_function_configuration(FunctionName="dogbreed-invoke")["CodeSha256"]
+    assert lam.get_function_configuration(FunctionName="dogbreed-invoke", Qualifier=live)["CodeSha256"] == latest

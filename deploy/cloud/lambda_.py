@@ -23,6 +23,8 @@ HANDLER = "lambda_function.lambda_handler"
 HANDLER_FILE = "lambda_function.py"
 # A fixed timestamp keeps the zip, and so CodeSha256, identical for identical sources.
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)
+# What a published version freezes and `live` must match.
+VERSIONED = ("CodeSha256", "Role", "Handler", "Runtime", "Timeout", "MemorySize", "Environment")
 PC_NOT_FOUND = ("ProvisionedConcurrencyConfigNotFoundException", "ResourceNotFoundException")
 PUBLIC_URL_STATEMENTS = ("public-url-invoke-url", "public-url-invoke-function")
 
@@ -88,22 +90,28 @@ def ensure_function(lam: Any, name: str, role_arn: str, zip_bytes: bytes, settin
     return changed
 
 
-def ensure_alias(lam: Any, name: str, function_changed: bool) -> bool:
-    """Publishes a version when the function changed (or none is live yet) and points `live` at it."""
+def ensure_alias(lam: Any, name: str) -> bool:
+    """Points `live` at a version holding the current code and settings, publishing one if needed.
+
+    Compares with what `live` runs rather than trusting this run's own changes, so an `up`
+    interrupted between updating the function and publishing is finished by the next one.
+    """
+    latest = lam.get_function_configuration(FunctionName=name)
     try:
-        lam.get_alias(FunctionName=name, Name=ALIAS)
-        exists = True
+        alias = lam.get_alias(FunctionName=name, Name=ALIAS)
     except ClientError as err:
         if err.response["Error"]["Code"] != "ResourceNotFoundException":
             raise
-        exists = False
-    if exists and not function_changed:
-        return False
-    version = lam.publish_version(FunctionName=name)["Version"]
-    if exists:
-        lam.update_alias(FunctionName=name, Name=ALIAS, FunctionVersion=version)
-    else:
+        alias = None
+    if alias is not None:
+        live = lam.get_function_configuration(FunctionName=name, Qualifier=alias["FunctionVersion"])
+        if all(live.get(key) == latest.get(key) for key in VERSIONED):
+            return False
+    version = lam.publish_version(FunctionName=name, CodeSha256=latest["CodeSha256"])["Version"]
+    if alias is None:
         lam.create_alias(FunctionName=name, Name=ALIAS, FunctionVersion=version)
+    else:
+        lam.update_alias(FunctionName=name, Name=ALIAS, FunctionVersion=version)
     log.info("alias %s of %s -> version %s", ALIAS, name, version)
     return True
 

@@ -298,10 +298,9 @@ def _front_door(
         "Environment": {"Variables": {"ENDPOINT_NAME": names.endpoint}},
     }
     lam = clients.lambda_
-    function_changed = lambda_.ensure_function(lam, names.function, role_arn, lambda_.zip_folder(source), settings)
-    if function_changed:
+    if lambda_.ensure_function(lam, names.function, role_arn, lambda_.zip_folder(source), settings):
         changes.append(f"function {names.function}")
-    if lambda_.ensure_alias(lam, names.function, function_changed):
+    if lambda_.ensure_alias(lam, names.function):
         changes.append(f"alias {names.function}:{lambda_.ALIAS} on a new version")
     if lambda_.ensure_reserved_concurrency(lam, names.function, lam_cfg.reserved_concurrency):
         changes.append(f"reserved concurrency {lam_cfg.reserved_concurrency}")
