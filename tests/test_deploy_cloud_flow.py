@@ -236,6 +236,16 @@ def test_second_up_changes_nothing_and_down_leaves_nothing(
     assert snapshot(clients) == before
     assert (run_dir / "deploy-state.json").read_text() == state_before
 
+    # Left by an interrupted update (config made, never cleaned), and another deploy's model that must survive.
+    sm = clients.sagemaker.real
+    container = {"Image": IMAGE, "ModelDataUrl": f"s3://{BUCKET}/x/model.tar.gz"}
+    role = f"arn:aws:iam::{ACCOUNT}:role/dogbreed-sagemaker"
+    for model in ("dogbreed-00000000aa", "dogbreed-dev-00000000aa"):
+        sm.create_model(ModelName=model, PrimaryContainer=container, ExecutionRoleArn=role)
+    variant = {"VariantName": "AllTraffic", "ModelName": "dogbreed-00000000aa", "InstanceType": "ml.m5.large",
+               "InitialInstanceCount": 1}  # fmt: skip
+    sm.create_endpoint_config(EndpointConfigName="dogbreed-00000000bb", ProductionVariants=[variant])
+
     pc.present(3)
     pc.delete()
     removed = orchestrator.down(cfg, clients)
@@ -243,7 +253,7 @@ def test_second_up_changes_nothing_and_down_leaves_nothing(
     clients.lambda_.stubber.assert_no_pending_responses()
     after = snapshot(clients)
     assert after == {
-        "models": [], "configs": [], "endpoints": [], "targets": [], "policies": [],
+        "models": ["dogbreed-dev-00000000aa"], "configs": [], "endpoints": [], "targets": [], "policies": [],
         "functions": {}, "versions": {}, "roles": [],
     }  # fmt: skip
     keys = [o["Key"] for o in clients.s3.list_objects_v2(Bucket=BUCKET).get("Contents", [])]

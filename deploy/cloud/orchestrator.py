@@ -179,11 +179,11 @@ def down(cfg: DictConfig, clients: Clients) -> list[str]:
     removed += autoscaling.remove_scaling(clients.autoscaling, resource, names.scaling_policy)
 
     sm = clients.sagemaker
-    configs = {record.get("endpoint_config")} - {None}
+    configs = sagemaker.named_like(sm, "endpoint_config", d.name)
     endpoint = sagemaker.describe_endpoint(sm, names.endpoint)
     if endpoint is not None:
         configs.add(endpoint["EndpointConfigName"])
-    models = {record.get("model")} - {None}
+    models = sagemaker.named_like(sm, "model", d.name)
     for config in configs:
         models |= _models_of(sm, config)
     if sagemaker.delete_endpoint(sm, names.endpoint):

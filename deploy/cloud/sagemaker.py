@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import time
 from typing import Any
 
@@ -146,6 +147,21 @@ def delete_endpoint_config(sm: Any, name: str) -> bool:
 def delete_model(sm: Any, name: str) -> bool:
     """Deletes a model; False when there was none."""
     return _deleted(sm.delete_model, ModelName=name)
+
+
+def named_like(sm: Any, kind: str, base: str) -> set[str]:
+    """Models or endpoint configs named `<base>-<10 hex digits>`: what `up` makes, including any an
+    interrupted `up` left behind. The exact pattern keeps `dogbreed-dev-...` out of `dogbreed`'s set.
+    """
+    pattern = re.compile(rf"^{re.escape(base)}-[0-9a-f]{{10}}$")
+    operation, key, field = {
+        "model": ("list_models", "Models", "ModelName"),
+        "endpoint_config": ("list_endpoint_configs", "EndpointConfigs", "EndpointConfigName"),
+    }[kind]
+    found = set()
+    for page in sm.get_paginator(operation).paginate(NameContains=base):
+        found |= {item[field] for item in page[key] if pattern.match(item[field])}
+    return found
 
 
 def resource_state(sm: Any, kind: str, name: str) -> str:
