@@ -1,0 +1,95 @@
+"""The deploy config: composed from conf/deploy with Hydra, validated before any AWS call."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, OmegaConf
+
+from deploy.cloud.errors import DeployError
+
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf" / "deploy"
+# Lambda and IAM allow 64 characters; the longest derived name adds 10 ("-sagemaker").
+NAME_PATTERN = re.compile(r"^[a-zA-Z0-9](-?[a-zA-Z0-9]){0,39}$")
+URL_AUTH = ("AWS_IAM", "NONE", None)
+
+
+def load_config(overrides: list[str] | None = None) -> DictConfig:
+    """Composes `conf/deploy/deploy.yaml` with `key=value` overrides and validates it.
+
+    Raises:
+        DeployError: a value is missing or out of range; nothing has been called on AWS yet.
+    """
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            cfg = compose(config_name="deploy", overrides=overrides or [])
+    except Exception as err:  # Hydra's override and composition errors have several unrelated types
+        raise DeployError(f"bad deploy override: {err}") from err
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: DictConfig) -> None:
+    """Checks what AWS would accept late or not at all, naming the key to fix.
+
+    Raises:
+        DeployError: the first problem found.
+    """
+    d = cfg.deploy
+    if not NAME_PATTERN.match(str(d.name)):
+        raise DeployError(f"deploy.name={d.name!r}: use 1-40 letters, digits and single hyphens")
+    if OmegaConf.is_missing(d, "s3_uri") or not str(d.s3_uri).startswith("s3://") or len(str(d.s3_uri)) < 6:
+        raise DeployError("deploy.s3_uri must be set to an s3://bucket/prefix for the model and the state file")
+    if d.instance_count < 1:
+        raise DeployError(f"deploy.instance_count={d.instance_count}: needs at least 1")
+    if d.serverless.enabled:
+        _serverless(d.serverless)
+    else:
+        autoscaling(d.autoscaling)
+    _lambda(d["lambda"])
+
+
+def autoscaling(a: Any) -> None:
+    """Application Auto Scaling stores min > max or a zero target without complaint; refuse them here."""
+    if a.min_capacity < 1:
+        raise DeployError(f"deploy.autoscaling.min_capacity={a.min_capacity}: a real-time endpoint needs 1")
+    if a.min_capacity > a.max_capacity:
+        raise DeployError(f"deploy.autoscaling.min_capacity={a.min_capacity} is above max_capacity={a.max_capacity}")
+    if a.target_invocations <= 0:
+        raise DeployError(f"deploy.autoscaling.target_invocations={a.target_invocations}: must be above 0")
+    for key in ("scale_in_cooldown", "scale_out_cooldown"):
+        if a[key] < 0:
+            raise DeployError(f"deploy.autoscaling.{key}={a[key]}: seconds, 0 or more")
+
+
+def _serverless(s: Any) -> None:
+    # SageMaker serverless memory: 1024-6144 MB in 1 GB steps; concurrency 1-200.
+    if s.memory_mb not in range(1024, 6145, 1024):
+        raise DeployError(f"deploy.serverless.memory_mb={s.memory_mb}: one of 1024, 2048, ..., 6144")
+    if not 1 <= s.max_concurrency <= 200:
+        raise DeployError(f"deploy.serverless.max_concurrency={s.max_concurrency}: 1 to 200")
+    if not 0 <= s.provisioned_concurrency <= s.max_concurrency:
+        raise DeployError(
+            f"deploy.serverless.provisioned_concurrency={s.provisioned_concurrency}: 0 to max_concurrency"
+        )
+
+
+def _lambda(lam: Any) -> None:
+    if lam.url_auth not in URL_AUTH:
+        raise DeployError(f"deploy.lambda.url_auth={lam.url_auth!r}: AWS_IAM, NONE or null (no URL)")
+    if not 1 <= lam.timeout_s <= 900:
+        raise DeployError(f"deploy.lambda.timeout_s={lam.timeout_s}: 1 to 900 seconds")
+    if not 128 <= lam.memory_mb <= 10240:
+        raise DeployError(f"deploy.lambda.memory_mb={lam.memory_mb}: 128 to 10240")
+    if lam.reserved_concurrency is not None and lam.reserved_concurrency < 1:
+        raise DeployError("deploy.lambda.reserved_concurrency: 1 or more, or null for the shared pool")
+    if lam.provisioned_concurrency < 0:
+        raise DeployError("deploy.lambda.provisioned_concurrency: 0 (off) or more")
+    if lam.reserved_concurrency is not None and lam.provisioned_concurrency > lam.reserved_concurrency:
+        raise DeployError(
+            f"deploy.lambda.provisioned_concurrency={lam.provisioned_concurrency} is above "
+            f"deploy.lambda.reserved_concurrency={lam.reserved_concurrency}: Lambda refuses that"
+        )

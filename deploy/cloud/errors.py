@@ -1,0 +1,9 @@
+"""The one error type of the AWS deploy: its message names the setting or resource to look at."""
+
+from __future__ import annotations
+
+from dogbreed.errors import DogbreedError
+
+
+class DeployError(DogbreedError):
+    """A deploy step cannot go on; the message says which `deploy.*` key or AWS resource to change."""

@@ -1,0 +1,382 @@
+"""`up`, `down` and `status`: the service wrappers composed in order, every name derived from `deploy.name`."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import tarfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import boto3
+from botocore.exceptions import ClientError
+from omegaconf import DictConfig, OmegaConf
+
+from deploy.cloud import autoscaling, iam, images, lambda_, sagemaker, state
+from deploy.cloud import s3 as s3_ops
+from deploy.cloud.errors import DeployError
+
+log = logging.getLogger(__name__)
+
+Package = Callable[[str], Path]
+DEFAULT_LAMBDA_SOURCE = Path(__file__).resolve().parents[1] / "lambda_function"
+
+
+@dataclass
+class Clients:
+    """The boto3 clients a deploy uses, injected so callers choose session, region and endpoint."""
+
+    s3: Any
+    sts: Any
+    iam: Any
+    sagemaker: Any
+    autoscaling: Any
+    lambda_: Any
+    region: str
+
+    @classmethod
+    def create(cls, region: str | None = None) -> Clients:
+        """Clients from boto3's default session (which honours AWS_PROFILE, AWS_ENDPOINT_URL, ...)."""
+        session = boto3.Session(region_name=region)
+        if session.region_name is None:
+            raise DeployError("no AWS region: set deploy.region or AWS_DEFAULT_REGION")
+        make = session.client
+        return cls(
+            make("s3"), make("sts"), make("iam"), make("sagemaker"), make("application-autoscaling"), make("lambda"),
+            session.region_name,
+        )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Names:
+    """Every AWS name of one deploy, from `deploy.name`."""
+
+    base: str
+
+    @property
+    def endpoint(self) -> str:
+        return self.base
+
+    @property
+    def sagemaker_role(self) -> str:
+        return f"{self.base}-sagemaker"
+
+    @property
+    def lambda_role(self) -> str:
+        return f"{self.base}-lambda"
+
+    @property
+    def function(self) -> str:
+        return f"{self.base}-invoke"
+
+    @property
+    def scaling_policy(self) -> str:
+        return f"{self.base}-invocations"
+
+
+def up(cfg: DictConfig, run: str, clients: Clients, package: Package | None = None) -> list[str]:
+    """Takes a trained run to a scaled endpoint behind a Lambda; returns the changes made ([] when up to date).
+
+    Args:
+        cfg: the validated deploy config.
+        run: a run dir or `s3://` prefix holding model.pth and labels.json.
+        clients: boto3 clients.
+        package: builds model.tar.gz from `run`; defaults to `deploy.package.package_run`.
+    """
+    d = cfg.deploy
+    names = Names(d.name)
+    changes: list[str] = []
+    account, partition = _identity(clients.sts)
+    bucket, prefix = s3_ops.split_uri(d.s3_uri)
+    deploy_prefix = s3_ops.join_key(prefix, d.name)
+
+    tarball = (package or _default_package)(run)
+    version = content_version(tarball)
+    model_key = s3_ops.join_key(deploy_prefix, version, "model.tar.gz")
+    # The key is content-addressed: an object there already holds this model.
+    model_sha256 = s3_ops.remote_sha256(clients.s3, bucket, model_key)
+    if model_sha256 is None:
+        model_sha256 = s3_ops.upload_verified(clients.s3, tarball, bucket, model_key)
+        changes.append(f"uploaded s3://{bucket}/{model_key}")
+
+    image = _image(d, clients.region)
+    role_arn = d.role_arn or _sagemaker_role(clients, names, account, partition, bucket, deploy_prefix, image, changes)
+    env = {"SAGEMAKER_PROGRAM": "inference.py", "SAGEMAKER_SUBMIT_DIRECTORY": "/opt/ml/model/code"}
+    model_data = f"s3://{bucket}/{model_key}"
+    model = f"{d.name}-{short_hash([image, model_data, role_arn, env])}"
+    created = iam.retry_while_role_propagates(
+        lambda: sagemaker.ensure_model(clients.sagemaker, model, image, model_data, role_arn, env), _role_not_ready
+    )
+    if created:
+        changes.append(f"created model {model}")
+
+    variant = _variant(d, model)
+    config = f"{d.name}-{short_hash(variant)}"
+    if sagemaker.ensure_endpoint_config(clients.sagemaker, config, variant):
+        changes.append(f"created endpoint config {config}")
+    changes += _endpoint(cfg, clients, names, config, variant)
+
+    resource = autoscaling.resource_id(names.endpoint, sagemaker.VARIANT)
+    if d.serverless.enabled:
+        changes += autoscaling.remove_scaling(clients.autoscaling, resource, names.scaling_policy)
+    else:
+        a = d.autoscaling
+        policy = autoscaling.policy_config(a.target_invocations, a.scale_in_cooldown, a.scale_out_cooldown)
+        if autoscaling.ensure_scaling(
+            clients.autoscaling, resource, a.min_capacity, a.max_capacity, names.scaling_policy, policy
+        ):
+            changes.append(f"scaling {resource}: {a.min_capacity}..{a.max_capacity}, {a.target_invocations}/min")
+
+    url = _front_door(cfg, clients, names, account, partition, changes)
+    record = {
+        "name": d.name,
+        "region": clients.region,
+        "run": run,
+        "run_dir": str(Path(run).resolve()) if Path(run).is_dir() else None,
+        "model_data": model_data,
+        "model_sha256": model_sha256,
+        "image": image,
+        "model": model,
+        "endpoint_config": config,
+        "endpoint": names.endpoint,
+        "sagemaker_role": None if d.role_arn else names.sagemaker_role,
+        "execution_role_arn": role_arn,
+        "scaling": None if d.serverless.enabled else {"resource": resource, "policy": names.scaling_policy},
+        "lambda_role": names.lambda_role,
+        "function": names.function,
+        "alias": lambda_.ALIAS,
+        "function_url": url,
+        "config": OmegaConf.to_container(d, resolve=True),
+    }
+    key = state.state_key(prefix, d.name)
+    state_dir = Path(run) if Path(run).is_dir() else None
+    if state.save(clients.s3, bucket, key, record, state_dir) and changes:
+        changes.append(f"recorded state at s3://{bucket}/{key}")
+    return changes
+
+
+def down(cfg: DictConfig, clients: Clients) -> list[str]:
+    """Deletes everything `up` made, in reverse order; resources already gone are skipped."""
+    d = cfg.deploy
+    names = Names(d.name)
+    bucket, prefix = s3_ops.split_uri(d.s3_uri)
+    key = state.state_key(prefix, d.name)
+    record = state.load(clients.s3, bucket, key) or {}
+    removed: list[str] = []
+    lam = clients.lambda_
+    for what, done in (
+        ("function URL", lambda_.delete_url(lam, names.function)),
+        ("alias live", lambda_.delete_alias(lam, names.function)),
+        (f"function {names.function}", lambda_.delete_function(lam, names.function)),
+        (f"role {names.lambda_role}", iam.delete_role(clients.iam, names.lambda_role)),
+    ):
+        if done:
+            removed.append(what)
+    resource = autoscaling.resource_id(names.endpoint, sagemaker.VARIANT)
+    removed += autoscaling.remove_scaling(clients.autoscaling, resource, names.scaling_policy)
+
+    sm = clients.sagemaker
+    configs = sagemaker.named_like(sm, "endpoint_config", d.name)
+    endpoint = sagemaker.describe_endpoint(sm, names.endpoint)
+    if endpoint is not None:
+        configs.add(endpoint["EndpointConfigName"])
+    models = sagemaker.named_like(sm, "model", d.name)
+    for config in configs:
+        models |= _models_of(sm, config)
+    if sagemaker.delete_endpoint(sm, names.endpoint):
+        removed.append(f"endpoint {names.endpoint}")
+    removed += [f"endpoint config {c}" for c in sorted(configs) if sagemaker.delete_endpoint_config(sm, c)]
+    removed += [f"model {m}" for m in sorted(models) if sagemaker.delete_model(sm, m)]
+    # Only a role `up` created; without a record, the config says whether it would have.
+    own_role = record["sagemaker_role"] if record else (None if d.role_arn else names.sagemaker_role)
+    if own_role and iam.delete_role(clients.iam, own_role):
+        removed.append(f"role {own_role}")
+    state.forget(clients.s3, bucket, key, record)
+    if d.delete_artifacts:
+        deploy_prefix = s3_ops.join_key(prefix, d.name)
+        if count := s3_ops.delete_prefix(clients.s3, bucket, deploy_prefix):
+            removed.append(f"{count} objects under s3://{bucket}/{deploy_prefix}/")
+    return removed
+
+
+def status(cfg: DictConfig, clients: Clients) -> list[tuple[str, str, str]]:
+    """(kind, name, state) for every resource of this deploy."""
+    d = cfg.deploy
+    names = Names(d.name)
+    bucket, prefix = s3_ops.split_uri(d.s3_uri)
+    record = state.load(clients.s3, bucket, state.state_key(prefix, d.name)) or {}
+    sm = clients.sagemaker
+    rows = []
+    if record.get("model"):
+        rows.append(("model", record["model"], sagemaker.resource_state(sm, "model", record["model"])))
+    if record.get("endpoint_config"):
+        config = record["endpoint_config"]
+        rows.append(("endpoint config", config, sagemaker.resource_state(sm, "endpoint_config", config)))
+    rows.append(("endpoint", names.endpoint, sagemaker.resource_state(sm, "endpoint", names.endpoint)))
+    resource = autoscaling.resource_id(names.endpoint, sagemaker.VARIANT)
+    target = autoscaling.describe_target(clients.autoscaling, resource)
+    capacity = f"{target['MinCapacity']}..{target['MaxCapacity']}" if target else "absent"
+    rows.append(("scalable target", resource, capacity))
+    policy = autoscaling.describe_policy(clients.autoscaling, resource, names.scaling_policy)
+    rows.append(("scaling policy", names.scaling_policy, "present" if policy else "absent"))
+    rows.append(("function", names.function, lambda_.function_state(clients.lambda_, names.function)))
+    rows.append(("function URL", names.function, lambda_.function_url(clients.lambda_, names.function) or "none"))
+    for role in (names.lambda_role, record.get("sagemaker_role")):
+        if role:
+            rows.append(("role", role, iam.role_state(clients.iam, role)))
+    return rows
+
+
+def content_version(tarball: Path) -> str:
+    """A version id from the tarball's member names and bytes, not its timestamps.
+
+    Repackaging the same run gives the same version, so a second `up` uploads nothing.
+    """
+    digest = hashlib.sha256()
+    with tarfile.open(tarball, "r:*") as tar:
+        for member in sorted(tar.getmembers(), key=lambda m: m.name):
+            digest.update(member.name.encode() + b"\0")
+            if member.isfile():
+                data = tar.extractfile(member)
+                while chunk := data.read(s3_ops.CHUNK_BYTES):  # type: ignore[union-attr]
+                    digest.update(chunk)
+    return digest.hexdigest()[:12]
+
+
+def short_hash(value: Any) -> str:
+    """Ten hex digits identifying a JSON-able value: names that change exactly when the content does."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def _endpoint(cfg: DictConfig, clients: Clients, names: Names, config: str, variant: dict[str, Any]) -> list[str]:
+    """Creates or updates the endpoint, waits for it, then drops the config (and model) it left."""
+    d = cfg.deploy
+    sm = clients.sagemaker
+    current = sagemaker.describe_endpoint(sm, names.endpoint)
+    previous = current["EndpointConfigName"] if current else None
+    old_variant = _variant_of(sm, previous) if previous and previous != config else None
+    same_type = old_variant is not None and old_variant.get("InstanceType") == variant.get("InstanceType")
+    changes = []
+    if old_variant is not None and not same_type:
+        # UpdateEndpoint fails while a scaling target is on a variant whose instance type changes.
+        resource = autoscaling.resource_id(names.endpoint, sagemaker.VARIANT)
+        changes += autoscaling.remove_scaling(clients.autoscaling, resource, names.scaling_policy)
+    # Keep the instance count autoscaling chose when only the model changes.
+    retain = same_type and "InstanceType" in variant
+    action = sagemaker.deploy_endpoint(sm, names.endpoint, config, retain=retain)
+    if action == "unchanged":
+        return changes
+    sagemaker.wait_in_service(sm, names.endpoint, d.wait.timeout_s, d.wait.poll_s)
+    if action != "settling":
+        changes.append(f"{action} endpoint {names.endpoint} with {config}")
+    if action == "updated" and previous:
+        old_models = _models_of(sm, previous) - {variant["ModelName"]}
+        if sagemaker.delete_endpoint_config(sm, previous):
+            changes.append(f"deleted endpoint config {previous}")
+        changes += [f"deleted model {m}" for m in sorted(old_models) if sagemaker.delete_model(sm, m)]
+    return changes
+
+
+def _front_door(
+    cfg: DictConfig, clients: Clients, names: Names, account: str, partition: str, changes: list[str]
+) -> str | None:
+    """The Lambda, its role, alias, concurrency and URL; appends what changed and returns the URL."""
+    lam_cfg = cfg.deploy["lambda"]
+    policy = iam.lambda_policy(partition, clients.region, account, names.endpoint, names.function)
+    role_arn, role_changed = iam.ensure_role(
+        clients.iam, names.lambda_role, "lambda.amazonaws.com", policy, f"Lambda front door of {names.endpoint}"
+    )
+    if role_changed:
+        changes.append(f"role {names.lambda_role} with InvokeEndpoint on {names.endpoint} only")
+    source = Path(lam_cfg.source_dir) if lam_cfg.source_dir else DEFAULT_LAMBDA_SOURCE
+    settings = {
+        "Timeout": lam_cfg.timeout_s,
+        "MemorySize": lam_cfg.memory_mb,
+        "Environment": {"Variables": {"ENDPOINT_NAME": names.endpoint}},
+    }
+    lam = clients.lambda_
+    if lambda_.ensure_function(lam, names.function, role_arn, lambda_.zip_folder(source), settings):
+        changes.append(f"function {names.function}")
+    if lambda_.ensure_alias(lam, names.function):
+        changes.append(f"alias {names.function}:{lambda_.ALIAS} on a new version")
+    if lambda_.ensure_reserved_concurrency(lam, names.function, lam_cfg.reserved_concurrency):
+        changes.append(f"reserved concurrency {lam_cfg.reserved_concurrency}")
+    if lambda_.ensure_provisioned_concurrency(lam, names.function, lam_cfg.provisioned_concurrency):
+        changes.append(f"provisioned concurrency {lam_cfg.provisioned_concurrency} on {lambda_.ALIAS}")
+    url, url_changed = lambda_.ensure_url(lam, names.function, lam_cfg.url_auth)
+    if url_changed:
+        changes.append(f"function URL ({lam_cfg.url_auth}): {url}")
+    return url
+
+
+def _sagemaker_role(
+    clients: Clients,
+    names: Names,
+    account: str,
+    partition: str,
+    bucket: str,
+    deploy_prefix: str,
+    image: str,
+    changes: list[str],
+) -> str:
+    try:
+        repository = images.repository_arn(image, partition)
+    except ValueError as err:
+        raise DeployError(f"{err}; or give an existing role with deploy.role_arn") from err
+    policy = iam.sagemaker_execution_policy(
+        partition, clients.region, account, bucket, deploy_prefix, repository, names.endpoint
+    )
+    arn, changed = iam.ensure_role(
+        clients.iam, names.sagemaker_role, "sagemaker.amazonaws.com", policy, f"Execution role of {names.endpoint}"
+    )
+    if changed:
+        changes.append(f"role {names.sagemaker_role} scoped to s3://{bucket}/{deploy_prefix}/")
+    return arn
+
+
+def _image(d: DictConfig, region: str) -> str:
+    try:
+        return images.image_uri(region, d.image, d.instance_type, d.serverless.enabled)
+    except ValueError as err:
+        raise DeployError(str(err)) from err
+
+
+def _variant(d: DictConfig, model: str) -> dict[str, Any]:
+    if d.serverless.enabled:
+        s = d.serverless
+        return sagemaker.serverless_variant(model, s.memory_mb, s.max_concurrency, s.provisioned_concurrency)
+    return sagemaker.realtime_variant(model, d.instance_type, d.instance_count)
+
+
+def _variant_of(sm: Any, config: str) -> dict[str, Any] | None:
+    try:
+        return sm.describe_endpoint_config(EndpointConfigName=config)["ProductionVariants"][0]
+    except ClientError as err:
+        if err.response["Error"]["Code"] == "ValidationException":
+            return None
+        raise
+
+
+def _models_of(sm: Any, config: str) -> set[str]:
+    variant = _variant_of(sm, config)
+    return {variant["ModelName"]} if variant else set()
+
+
+def _identity(sts: Any) -> tuple[str, str]:
+    arn = sts.get_caller_identity()["Arn"]
+    return arn.split(":")[4], arn.split(":")[1]
+
+
+def _role_not_ready(err: ClientError) -> bool:
+    error = err.response["Error"]
+    return error["Code"] == "ValidationException" and "assume" in error["Message"]
+
+
+def _default_package(run: str) -> Path:
+    # Imported late: the packaging module pulls in torch, which `down` and `status` never need.
+    from deploy.package import package_run
+
+    return package_run(run)

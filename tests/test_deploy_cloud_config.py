@@ -1,0 +1,98 @@
+"""The deploy config contract and the DLC image URI: defaults, typed overrides, refusals before any AWS call."""
+
+from __future__ import annotations
+
+import pytest
+
+from deploy.cloud import images
+from deploy.cloud.config import load_config
+from deploy.cloud.errors import DeployError
+
+S3 = "deploy.s3_uri=s3://bkt/deploys"
+IMAGE = {
+    "uri": None,
+    "repository": "pytorch-inference",
+    "framework_version": "2.6.0",
+    "py_version": "py312",
+    "processor": "auto",
+    "cuda": "cu124",
+}
+
+
+def test_defaults_are_the_documented_numbers() -> None:
+    d = load_config([S3]).deploy
+    assert (d.name, d.instance_type, d.instance_count, d.serverless.enabled) == ("dogbreed", "ml.m5.large", 1, False)
+    a = d.autoscaling
+    assert (a.min_capacity, a.max_capacity, a.target_invocations, a.scale_in_cooldown, a.scale_out_cooldown) == (
+        1, 3, 25, 300, 30,
+    )  # fmt: skip
+    lam = d["lambda"]
+    assert (lam.reserved_concurrency, lam.provisioned_concurrency, lam.timeout_s, lam.memory_mb, lam.url_auth) == (
+        5, 3, 30, 256, "AWS_IAM",
+    )  # fmt: skip
+
+
+def test_overrides_are_typed() -> None:
+    d = load_config([S3, "deploy.instance_count=2", "deploy.serverless.enabled=true", "deploy.lambda.url_auth=null"])
+    assert d.deploy.instance_count == 2 and d.deploy.serverless.enabled is True and d.deploy["lambda"].url_auth is None
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ([], "deploy.s3_uri must be set"),
+        (["deploy.s3_uri=bkt/deploys"], "deploy.s3_uri must be set"),
+        ([S3, "deploy.name=dog_breed"], "deploy.name='dog_breed'"),
+        ([S3, "deploy.autoscaling.min_capacity=4"], "deploy.autoscaling.min_capacity=4 is above max_capacity=3"),
+        ([S3, "deploy.autoscaling.min_capacity=0"], "deploy.autoscaling.min_capacity=0"),
+        ([S3, "deploy.autoscaling.target_invocations=0"], "deploy.autoscaling.target_invocations=0"),
+        ([S3, "deploy.autoscaling.scale_in_cooldown=-1"], "deploy.autoscaling.scale_in_cooldown=-1"),
+        ([S3, "deploy.lambda.url_auth=PUBLIC"], "deploy.lambda.url_auth='PUBLIC'"),
+        ([S3, "deploy.lambda.timeout_s=0"], "deploy.lambda.timeout_s=0"),
+        ([S3, "deploy.lambda.provisioned_concurrency=6"], "provisioned_concurrency=6 is above"),
+        ([S3, "deploy.serverless.enabled=true", "deploy.serverless.memory_mb=3000"], "deploy.serverless.memory_mb"),
+        ([S3, "deploy.instance_tpye=ml.c5.large"], "bad deploy override"),
+    ],
+)
+def test_bad_config_is_refused_with_the_key_to_fix(overrides: list[str], message: str) -> None:
+    with pytest.raises(DeployError, match=message.replace("[", r"\[").replace("(", r"\(")):
+        load_config(overrides)
+
+
+def test_serverless_skips_the_autoscaling_checks() -> None:
+    # Serverless endpoints have no scaling target, so its numbers cannot block a serverless deploy.
+    cfg = load_config([S3, "deploy.serverless.enabled=true", "deploy.autoscaling.min_capacity=9"])
+    assert cfg.deploy.serverless.enabled
+
+
+R = "pytorch-inference"
+
+
+@pytest.mark.parametrize(
+    ("region", "instance_type", "serverless", "expected"),
+    [
+        ("us-east-1", "ml.m5.large", False, f"763104351884.dkr.ecr.us-east-1.amazonaws.com/{R}:2.6.0-cpu-py312"),
+        ("eu-west-1", "ml.g5.xlarge", False, f"763104351884.dkr.ecr.eu-west-1.amazonaws.com/{R}:2.6.0-gpu-py312-cu124"),
+        ("eu-west-1", "ml.g5.xlarge", True, f"763104351884.dkr.ecr.eu-west-1.amazonaws.com/{R}:2.6.0-cpu-py312"),
+        ("af-south-1", "ml.m5.large", False, f"626614931356.dkr.ecr.af-south-1.amazonaws.com/{R}:2.6.0-cpu-py312"),
+        ("cn-north-1", "ml.m5.large", False, f"727897471807.dkr.ecr.cn-north-1.amazonaws.com.cn/{R}:2.6.0-cpu-py312"),
+    ],
+)  # fmt: skip
+def test_image_uri_follows_region_and_instance(
+    region: str, instance_type: str, serverless: bool, expected: str
+) -> None:
+    assert images.image_uri(region, IMAGE, instance_type, serverless) == expected
+
+
+def test_image_uri_override_wins_and_unknown_regions_are_refused() -> None:
+    custom = "111122223333.dkr.ecr.us-east-1.amazonaws.com/mine:1"
+    assert images.image_uri("mars-north-1", {**IMAGE, "uri": custom}, "ml.m5.large", False) == custom
+    with pytest.raises(ValueError, match=r"mars-north-1; set deploy.image.uri"):
+        images.image_uri("mars-north-1", IMAGE, "ml.m5.large", False)
+
+
+def test_repository_arn_scopes_the_execution_role_to_one_repository() -> None:
+    uri = "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-inference:2.6.0-cpu-py312"
+    assert images.repository_arn(uri, "aws") == "arn:aws:ecr:us-east-1:763104351884:repository/pytorch-inference"
+    with pytest.raises(ValueError, match="not an ECR image"):
+        images.repository_arn("docker.io/library/python:3.12", "aws")

@@ -1,0 +1,462 @@
+"""`up` / `down` / `status` end to end against the moto server (../shared/AWS_LOCAL.md).
+
+Moto lacks `sagemaker.update_endpoint` and Lambda provisioned concurrency; only those
+operations go to a botocore Stubber, which also checks the parameters sent.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import json
+import subprocess
+import sys
+import tarfile
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from botocore.stub import ANY, Stubber
+
+from deploy.cloud import orchestrator
+from deploy.cloud.config import load_config
+from deploy.cloud.orchestrator import Clients
+
+REPO = Path(__file__).resolve().parents[1]
+BUCKET = "dogbreed-deploy-test"
+ACCOUNT = "123456789012"  # moto's default account
+IMAGE = "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-inference:2.6.0-cpu-py312"
+COURSE_EVENT = {"url": "https://s3.amazonaws.com/cdn-origin-etl-tool/BlogImages/2019/06/13/dog.jpg"}
+PC_OPS = (
+    "get_provisioned_concurrency_config",
+    "put_provisioned_concurrency_config",
+    "delete_provisioned_concurrency_config",
+)
+
+# A boto3-only handler with the contract of deploy/lambda_function (used until that folder exists here).
+HANDLER = """
+import json
+import os
+
+import boto3
+
+runtime = boto3.client("sagemaker-runtime")
+
+
+def lambda_handler(event, context):
+    reply = runtime.invoke_endpoint(
+        EndpointName=os.environ["ENDPOINT_NAME"], ContentType="application/json", Body=json.dumps(event)
+    )
+    return {"statusCode": 200, "headers": {"Content-Type": "application/json"}, "body": reply["Body"].read().decode()}
+"""
+
+
+class Routed:
+    """A boto3 client whose named operations go to a Stubber-backed twin, everything else to moto."""
+
+    def __init__(self, real: Any, operations: tuple[str, ...]) -> None:
+        self.real = real
+        self.twin = boto3.client(real.meta.service_model.service_name, region_name=real.meta.region_name)
+        self.stubber = Stubber(self.twin)
+        self.stubber.activate()
+        self.operations = operations
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.twin if name in self.operations else self.real, name)
+
+
+class ProvisionedConcurrency:
+    """Queues the replies Lambda gives for provisioned concurrency on the `live` alias."""
+
+    def __init__(self, routed: Routed, function: str) -> None:
+        self.stubber = routed.stubber
+        self.key = {"FunctionName": function, "Qualifier": "live"}
+
+    def absent(self) -> None:
+        self.stubber.add_client_error(
+            "get_provisioned_concurrency_config", "ProvisionedConcurrencyConfigNotFoundException", http_status_code=404
+        )
+
+    def present(self, count: int) -> None:
+        reply = {"RequestedProvisionedConcurrentExecutions": count, "Status": "READY"}
+        self.stubber.add_response("get_provisioned_concurrency_config", reply, self.key)
+
+    def put(self, count: int) -> None:
+        reply = {"RequestedProvisionedConcurrentExecutions": count, "Status": "IN_PROGRESS"}
+        self.stubber.add_response(
+            "put_provisioned_concurrency_config", reply, {**self.key, "ProvisionedConcurrentExecutions": count}
+        )
+
+    def delete(self) -> None:
+        self.stubber.add_response("delete_provisioned_concurrency_config", {}, self.key)
+
+
+@pytest.fixture
+def handler_dir(tmp_path: Path) -> Path:
+    real = REPO / "deploy" / "lambda_function"
+    if (real / "lambda_function.py").is_file():
+        return real
+    folder = tmp_path / "lambda_function"
+    folder.mkdir()
+    (folder / "lambda_function.py").write_text(HANDLER)
+    return folder
+
+
+@pytest.fixture
+def run_dir(tmp_path: Path) -> Path:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "model.pth").write_bytes(b"weights" * 100)
+    (run / "labels.json").write_text(json.dumps({"0": "Affenpinscher", "1": "Afghan_hound"}))
+    return run
+
+
+def package(run: str) -> Path:
+    """model.tar.gz like deploy.package makes; fresh timestamps each call, as a real repackage has."""
+    out = Path(run) / "model.tar.gz"
+    with tarfile.open(out, "w:gz") as tar:
+        members = [("model.pth", None), ("labels.json", None), ("code/inference.py", b"def model_fn(d):\n    pass\n")]
+        for name, data in members:
+            data = data if data is not None else (Path(run) / name).read_bytes()
+            info = tarfile.TarInfo(name)
+            info.size, info.mtime = len(data), time.time()
+            tar.addfile(info, io.BytesIO(data))
+    return out
+
+
+@pytest.fixture
+def deploy_env(aws: str, handler_dir: Path) -> Callable[..., Any]:
+    boto3.client("s3").create_bucket(Bucket=BUCKET)
+
+    def make(*overrides: str) -> Any:
+        base = [f"deploy.s3_uri=s3://{BUCKET}/deploys", f"deploy.lambda.source_dir={handler_dir}"]
+        base.append("deploy.wait.poll_s=0")
+        return load_config([*base, *overrides])
+
+    return make
+
+
+@pytest.fixture
+def clients(aws: str) -> Clients:
+    made = Clients.create()
+    made.lambda_ = Routed(made.lambda_, PC_OPS)
+    made.sagemaker = Routed(made.sagemaker, ("update_endpoint",))
+    return made
+
+
+def snapshot(c: Clients) -> dict[str, Any]:
+    """Everything a deploy can create, as AWS describes it."""
+    sm, lam, aas = c.sagemaker.real, c.lambda_.real, c.autoscaling
+    functions = [f["FunctionName"] for f in lam.list_functions()["Functions"]]
+    return {
+        "models": [m["ModelName"] for m in sm.list_models()["Models"]],
+        "configs": [e["EndpointConfigName"] for e in sm.list_endpoint_configs()["EndpointConfigs"]],
+        "endpoints": [(e["EndpointName"], e["EndpointStatus"]) for e in sm.list_endpoints()["Endpoints"]],
+        "targets": aas.describe_scalable_targets(ServiceNamespace="sagemaker")["ScalableTargets"],
+        "policies": aas.describe_scaling_policies(ServiceNamespace="sagemaker")["ScalingPolicies"],
+        "functions": {f: lam.get_function(FunctionName=f)["Configuration"]["CodeSha256"] for f in functions},
+        "versions": {f: len(lam.list_versions_by_function(FunctionName=f)["Versions"]) for f in functions},
+        "roles": sorted(r["RoleName"] for r in c.iam.list_roles()["Roles"] if r["RoleName"].startswith("dogbreed")),
+    }
+
+
+def test_up_creates_every_resource_with_the_configured_numbers(
+    deploy_env: Callable[..., Any], clients: Clients, run_dir: Path
+) -> None:
+    cfg = deploy_env()
+    pc = ProvisionedConcurrency(clients.lambda_, "dogbreed-invoke")
+    pc.absent()
+    pc.put(3)
+    orchestrator.up(cfg, str(run_dir), clients, package)
+    sm, lam, aas = clients.sagemaker.real, clients.lambda_.real, clients.autoscaling
+
+    endpoint = sm.describe_endpoint(EndpointName="dogbreed")
+    assert endpoint["EndpointStatus"] == "InService"
+    variant = sm.describe_endpoint_config(EndpointConfigName=endpoint["EndpointConfigName"])["ProductionVariants"][0]
+    assert (variant["InstanceType"], variant["InitialInstanceCount"]) == ("ml.m5.large", 1)
+    model = sm.describe_model(ModelName=variant["ModelName"])
+    assert model["PrimaryContainer"]["Image"] == IMAGE
+    assert model["ExecutionRoleArn"] == f"arn:aws:iam::{ACCOUNT}:role/dogbreed-sagemaker"
+    model_url = model["PrimaryContainer"]["ModelDataUrl"]
+    assert model_url.startswith(f"s3://{BUCKET}/deploys/dogbreed/") and model_url.endswith("/model.tar.gz")
+
+    target = aas.describe_scalable_targets(ServiceNamespace="sagemaker")["ScalableTargets"]
+    assert [(t["ResourceId"], t["MinCapacity"], t["MaxCapacity"]) for t in target] == [
+        ("endpoint/dogbreed/variant/AllTraffic", 1, 3)
+    ]
+    (policy,) = aas.describe_scaling_policies(ServiceNamespace="sagemaker")["ScalingPolicies"]
+    tracking = policy["TargetTrackingScalingPolicyConfiguration"]
+    assert tracking["TargetValue"] == 25.0
+    assert tracking["PredefinedMetricSpecification"]["PredefinedMetricType"] == "SageMakerVariantInvocationsPerInstance"
+    assert (tracking["ScaleInCooldown"], tracking["ScaleOutCooldown"]) == (300, 30)
+
+    function = lam.get_function(FunctionName="dogbreed-invoke")
+    conf = function["Configuration"]
+    assert (conf["Timeout"], conf["MemorySize"], conf["Runtime"]) == (30, 256, "python3.12")
+    assert conf["Handler"] == "lambda_function.lambda_handler"
+    assert conf["Environment"]["Variables"] == {"ENDPOINT_NAME": "dogbreed"}
+    assert function["Concurrency"]["ReservedConcurrentExecutions"] == 5
+    assert lam.get_alias(FunctionName="dogbreed-invoke", Name="live")["FunctionVersion"] == "1"
+    assert lam.get_function_url_config(FunctionName="dogbreed-invoke")["AuthType"] == "AWS_IAM"
+    clients.lambda_.stubber.assert_no_pending_responses()  # provisioned concurrency 3 was put on `live`
+
+    role_policy = clients.iam.get_role_policy(RoleName="dogbreed-lambda", PolicyName="dogbreed-lambda")
+    invoke = role_policy["PolicyDocument"]["Statement"][0]
+    assert invoke["Action"] == "sagemaker:InvokeEndpoint"
+    assert invoke["Resource"] == f"arn:aws:sagemaker:us-east-1:{ACCOUNT}:endpoint/dogbreed"
+    assert clients.iam.list_attached_role_policies(RoleName="dogbreed-lambda")["AttachedPolicies"] == []
+
+    key = model_url.removeprefix(f"s3://{BUCKET}/")
+    head = clients.s3.head_object(Bucket=BUCKET, Key=key, ChecksumMode="ENABLED")
+    assert "ChecksumSHA256" in head
+    remote_state = json.loads(
+        clients.s3.get_object(Bucket=BUCKET, Key="deploys/dogbreed/deploy-state.json")["Body"].read()
+    )
+    assert remote_state == json.loads((run_dir / "deploy-state.json").read_text())
+    assert remote_state["endpoint_config"] == endpoint["EndpointConfigName"]
+
+
+def test_second_up_changes_nothing_and_down_leaves_nothing(
+    deploy_env: Callable[..., Any], clients: Clients, run_dir: Path
+) -> None:
+    cfg = deploy_env()
+    pc = ProvisionedConcurrency(clients.lambda_, "dogbreed-invoke")
+    pc.absent()
+    pc.put(3)
+    assert orchestrator.up(cfg, str(run_dir), clients, package)
+    before = snapshot(clients)
+    state_before = (run_dir / "deploy-state.json").read_text()
+
+    pc.present(3)
+    assert orchestrator.up(cfg, str(run_dir), clients, package) == []
+    assert snapshot(clients) == before
+    assert (run_dir / "deploy-state.json").read_text() == state_before
+
+    # Left by an interrupted update (config made, never cleaned), and another deploy's model that must survive.
+    sm = clients.sagemaker.real
+    container = {"Image": IMAGE, "ModelDataUrl": f"s3://{BUCKET}/x/model.tar.gz"}
+    role = f"arn:aws:iam::{ACCOUNT}:role/dogbreed-sagemaker"
+    for model in ("dogbreed-00000000aa", "dogbreed-dev-00000000aa"):
+        sm.create_model(ModelName=model, PrimaryContainer=container, ExecutionRoleArn=role)
+    variant = {"VariantName": "AllTraffic", "ModelName": "dogbreed-00000000aa", "InstanceType": "ml.m5.large",
+               "InitialInstanceCount": 1}  # fmt: skip
+    sm.create_endpoint_config(EndpointConfigName="dogbreed-00000000bb", ProductionVariants=[variant])
+
+    pc.present(3)
+    pc.delete()
+    removed = orchestrator.down(cfg, clients)
+    assert "endpoint dogbreed" in removed and "function dogbreed-invoke" in removed
+    clients.lambda_.stubber.assert_no_pending_responses()
+    after = snapshot(clients)
+    assert after == {
+        "models": ["dogbreed-dev-00000000aa"], "configs": [], "endpoints": [], "targets": [], "policies": [],
+        "functions": {}, "versions": {}, "roles": [],
+    }  # fmt: skip
+    keys = [o["Key"] for o in clients.s3.list_objects_v2(Bucket=BUCKET).get("Contents", [])]
+    assert len(keys) == 1 and keys[0].endswith("/model.tar.gz")  # artifacts stay unless asked; state is gone
+    assert not (run_dir / "deploy-state.json").exists()
+
+    pc.absent()
+    assert orchestrator.down(cfg, clients) == []  # already gone is fine
+
+
+def test_changed_instance_type_updates_the_endpoint_in_place(
+    deploy_env: Callable[..., Any], clients: Clients, run_dir: Path
+) -> None:
+    pc = ProvisionedConcurrency(clients.lambda_, "dogbreed-invoke")
+    pc.absent()
+    pc.put(3)
+    orchestrator.up(deploy_env(), str(run_dir), clients, package)
+    sm = clients.sagemaker.real
+    old_config = sm.describe_endpoint(EndpointName="dogbreed")["EndpointConfigName"]
+
+    cfg = deploy_env("deploy.instance_type=ml.c5.xlarge")
+    pc.present(3)
+    clients.sagemaker.stubber.add_response(
+        "update_endpoint",
+        {"EndpointArn": f"arn:aws:sagemaker:us-east-1:{ACCOUNT}:endpoint/dogbreed"},
+        {"EndpointName": "dogbreed", "EndpointConfigName": ANY, "RetainAllVariantProperties": False},
+    )
+    changes = orchestrator.up(cfg, str(run_dir), clients, package)
+    clients.sagemaker.stubber.assert_no_pending_responses()
+
+    configs = [e["EndpointConfigName"] for e in sm.list_endpoint_configs()["EndpointConfigs"]]
+    assert old_config not in configs and len(configs) == 1  # the old config is deleted after the update
+    (new_config,) = configs
+    variant = sm.describe_endpoint_config(EndpointConfigName=new_config)["ProductionVariants"][0]
+    assert variant["InstanceType"] == "ml.c5.xlarge"
+    assert f"updated endpoint dogbreed with {new_config}" in changes
+    assert len(sm.list_models()["Models"]) == 1  # same model, still used by the new config
+    # The scaling target was lifted for the instance-type change and put back afterwards.
+    assert any(change.startswith("scalable target") for change in changes)
+    targets = clients.autoscaling.describe_scalable_targets(ServiceNamespace="sagemaker")["ScalableTargets"]
+    assert [(t["MinCapacity"], t["MaxCapacity"]) for t in targets] == [(1, 3)]
+    state = json.loads((run_dir / "deploy-state.json").read_text())
+    assert state["endpoint_config"] == new_config
+
+
+def test_serverless_up_makes_no_scaling_target_and_down_can_drop_artifacts(
+    deploy_env: Callable[..., Any], clients: Clients, run_dir: Path
+) -> None:
+    cfg = deploy_env("deploy.serverless.enabled=true", "deploy.lambda.provisioned_concurrency=0")
+    ProvisionedConcurrency(clients.lambda_, "dogbreed-invoke").absent()
+    orchestrator.up(cfg, str(run_dir), clients, package)
+    sm = clients.sagemaker.real
+    config = sm.describe_endpoint(EndpointName="dogbreed")["EndpointConfigName"]
+    variant = sm.describe_endpoint_config(EndpointConfigName=config)["ProductionVariants"][0]
+    assert variant["ServerlessConfig"] == {"MemorySizeInMB": 3072, "MaxConcurrency": 5}
+    assert "InstanceType" not in variant
+    assert clients.autoscaling.describe_scalable_targets(ServiceNamespace="sagemaker")["ScalableTargets"] == []
+    model = sm.describe_model(ModelName=variant["ModelName"])
+    assert model["PrimaryContainer"]["Image"] == IMAGE
+
+    ProvisionedConcurrency(clients.lambda_, "dogbreed-invoke").absent()
+    orchestrator.down(deploy_env("deploy.serverless.enabled=true", "deploy.delete_artifacts=true"), clients)
+    assert clients.s3.list_objects_v2(Bucket=BUCKET).get("Contents", []) == []  # model and state both gone
+
+
+def test_lambda_handler_reaches_the_endpoint_with_the_deployed_environment(
+    deploy_env: Callable[..., Any],
+    clients: Clients,
+    run_dir: Path,
+    handler_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ProvisionedConcurrency(clients.lambda_, "dogbreed-invoke").absent()
+    orchestrator.up(deploy_env("deploy.lambda.provisioned_concurrency=0"), str(run_dir), clients, package)
+    env = clients.lambda_.real.get_function_configuration(FunctionName="dogbreed-invoke")["Environment"]["Variables"]
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    reply = {"predictions": [{"breed": "Afghan_hound", "index": 1, "probability": 0.9}]}
+    queue = {"results": [{"Body": json.dumps(reply), "ContentType": "application/json"}]}
+    request = urllib.request.Request(
+        f"{clients.s3.meta.endpoint_url}/moto-api/static/sagemaker/endpoint-results",
+        data=json.dumps(queue).encode(),
+        method="POST",
+    )
+    urllib.request.urlopen(request, timeout=10).close()
+
+    spec = importlib.util.spec_from_file_location("deployed_handler", handler_dir / "lambda_function.py")
+    handler = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(handler)
+    response = handler.lambda_handler(COURSE_EVENT, None)
+    assert response["statusCode"] == 200
+    assert json.loads(response["body"])["predictions"][0]["breed"] == "Afghan_hound"
+
+
+def test_cli_status_shows_each_resource_and_bad_overrides_fail_before_aws(
+    deploy_env: Callable[..., Any], clients: Clients, run_dir: Path, handler_dir: Path
+) -> None:
+    ProvisionedConcurrency(clients.lambda_, "dogbreed-invoke").absent()
+    cfg = deploy_env("deploy.lambda.provisioned_concurrency=0", "deploy.lambda.url_auth=null")
+    orchestrator.up(cfg, str(run_dir), clients, package)
+    overrides = [f"deploy.s3_uri=s3://{BUCKET}/deploys", "deploy.lambda.provisioned_concurrency=0"]
+    cli = [sys.executable, "-m", "deploy.cloud.cli"]
+    status = subprocess.run([*cli, "status", *overrides], capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert status.returncode == 0, status.stderr
+    rows = [line.split() for line in status.stdout.splitlines()]
+    assert ["endpoint", "dogbreed", "InService"] in rows
+    assert ["scalable", "target", "endpoint/dogbreed/variant/AllTraffic", "1..3"] in rows
+    assert ["function", "dogbreed-invoke", "Active"] in rows
+    assert ["role", "dogbreed-lambda", "present"] in rows
+    assert ["function", "URL", "dogbreed-invoke", "none"] in rows  # url_auth=null made none
+
+    bad = subprocess.run(
+        [*cli, "up", str(run_dir), *overrides, "deploy.autoscaling.min_capacity=4"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+    )
+    assert bad.returncode == 1
+    assert "deploy.autoscaling.min_capacity=4 is above max_capacity=3" in bad.stderr
+    assert "Traceback" not in bad.stderr
+
+
+def test_retrained_model_updates_in_place_keeping_the_scaled_count(
+    deploy_env: Callable[..., Any], clients: Clients, run_dir: Path
+) -> None:
+    pc = ProvisionedConcurrency(clients.lambda_, "dogbreed-invoke")
+    pc.absent()
+    pc.put(3)
+    cfg = deploy_env()
+    orchestrator.up(cfg, str(run_dir), clients, package)
+    sm = clients.sagemaker.real
+    (old_model,) = [m["ModelName"] for m in sm.list_models()["Models"]]
+
+    (run_dir / "model.pth").write_bytes(b"better weights" * 100)
+    pc.present(3)
+    clients.sagemaker.stubber.add_response(
+        "update_endpoint",
+        {"EndpointArn": f"arn:aws:sagemaker:us-east-1:{ACCOUNT}:endpoint/dogbreed"},
+        {"EndpointName": "dogbreed", "EndpointConfigName": ANY, "RetainAllVariantProperties": True},
+    )
+    changes = orchestrator.up(cfg, str(run_dir), clients, package)
+    clients.sagemaker.stubber.assert_no_pending_responses()
+
+    (new_model,) = [m["ModelName"] for m in sm.list_models()["Models"]]
+    assert new_model != old_model  # the old model went with its config
+    assert f"deleted model {old_model}" in changes
+    assert not any("scalable target" in change for change in changes)  # same instance type: scaling untouched
+    artifacts = [o["Key"] for o in clients.s3.list_objects_v2(Bucket=BUCKET, Prefix="deploys/dogbreed/")["Contents"]]
+    assert sum(key.endswith("model.tar.gz") for key in artifacts) == 2
+
+
+def test_public_url_is_only_made_when_asked_and_warns(
+    deploy_env: Callable[..., Any], clients: Clients, run_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    pc = ProvisionedConcurrency(clients.lambda_, "dogbreed-invoke")
+    pc.absent()
+    cfg = deploy_env("deploy.lambda.url_auth=NONE", "deploy.lambda.provisioned_concurrency=0")
+    with caplog.at_level("WARNING", logger="deploy.cloud.lambda_"):
+        orchestrator.up(cfg, str(run_dir), clients, package)
+    assert "takes unsigned requests from anyone (deploy.lambda.url_auth=NONE)" in caplog.text
+    lam = clients.lambda_.real
+    assert lam.get_function_url_config(FunctionName="dogbreed-invoke")["AuthType"] == "NONE"
+    policy = json.loads(lam.get_policy(FunctionName="dogbreed-invoke", Qualifier="live")["Policy"])
+    actions = sorted(s["Action"] for s in policy["Statement"])
+    assert actions == ["lambda:InvokeFunction", "lambda:InvokeFunctionUrl"]
+
+    pc.absent()
+    orchestrator.up(deploy_env("deploy.lambda.provisioned_concurrency=0"), str(run_dir), clients, package)
+    assert lam.get_function_url_config(FunctionName="dogbreed-invoke")["AuthType"] == "AWS_IAM"
+    with pytest.raises(lam.exceptions.ResourceNotFoundException):
+        lam.get_policy(FunctionName="dogbreed-invoke", Qualifier="live")
+
+
+def test_repackaging_a_trained_run_gives_the_same_model_version(make_cfg: Callable[..., Any], tmp_path: Path) -> None:
+    """`up` is a no-op only if packaging the same run twice yields the same content (timestamps aside)."""
+    if importlib.util.find_spec("deploy.package") is None:
+        pytest.skip("deploy.package (the serving issue) is not in this tree yet")
+    from deploy.package import package_run
+
+    from dogbreed.training import train
+
+    cfg = make_cfg(["trainer.epochs=1"])
+    train(cfg)
+    first = package_run(str(cfg.paths.output_dir), tmp_path / "first" / "model.tar.gz")
+    time.sleep(1.1)  # two real `up`s are at least seconds apart: second-resolution stamps must not matter
+    second = package_run(str(cfg.paths.output_dir), tmp_path / "second" / "model.tar.gz")
+    assert orchestrator.content_version(first) == orchestrator.content_version(second)
+
+
+def test_a_given_execution_role_is_used_and_never_deleted(
+    deploy_env: Callable[..., Any], clients: Clients, run_dir: Path
+) -> None:
+    trust = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
+             "Principal": {"Service": "sagemaker.amazonaws.com"}}]}  # fmt: skip
+    role = clients.iam.create_role(RoleName="team-sagemaker", AssumeRolePolicyDocument=json.dumps(trust))["Role"]
+    cfg = deploy_env(f"deploy.role_arn={role['Arn']}", "deploy.lambda.provisioned_concurrency=0")
+    ProvisionedConcurrency(clients.lambda_, "dogbreed-invoke").absent()
+    orchestrator.up(cfg, str(run_dir), clients, package)
+    (model,) = clients.sagemaker.real.list_models()["Models"]
+    assert clients.sagemaker.real.describe_model(ModelName=model["ModelName"])["ExecutionRoleArn"] == role["Arn"]
+    assert snapshot(clients)["roles"] == ["dogbreed-lambda"]  # no execution role of our own
+
+    ProvisionedConcurrency(clients.lambda_, "dogbreed-invoke").absent()
+    orchestrator.down(deploy_env("deploy.lambda.provisioned_concurrency=0"), clients)  # role_arn forgotten here
+    assert clients.iam.get_role(RoleName="team-sagemaker")["Role"]["Arn"] == role["Arn"]

@@ -1,0 +1,221 @@
+"""Service wrappers on their own: verified uploads, AWS refusals turned into messages, waits, reproducible zips."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import os
+import tarfile
+import zipfile
+from pathlib import Path
+
+import boto3
+import pytest
+from botocore.exceptions import ClientError
+from botocore.stub import ANY, Stubber
+
+from deploy.cloud import iam, lambda_, sagemaker
+from deploy.cloud import s3 as s3_ops
+from deploy.cloud.errors import DeployError
+from deploy.cloud.orchestrator import content_version
+
+REGION = "us-east-1"
+
+
+def client(service: str) -> tuple[object, Stubber]:
+    made = boto3.client(service, region_name=REGION, aws_access_key_id="x", aws_secret_access_key="x")
+    stubber = Stubber(made)
+    stubber.activate()
+    return made, stubber
+
+
+def test_upload_is_checked_by_s3_and_reads_back_the_same_digest(aws: str, tmp_path: Path) -> None:
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket="artifacts")
+    path = tmp_path / "model.tar.gz"
+    path.write_bytes(os.urandom(3000))
+    digest = s3_ops.upload_verified(s3, path, "artifacts", "m/v1/model.tar.gz")
+    assert digest == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert s3_ops.remote_sha256(s3, "artifacts", "m/v1/model.tar.gz") == digest
+    assert s3.get_object(Bucket="artifacts", Key="m/v1/model.tar.gz")["Body"].read() == path.read_bytes()
+    assert s3_ops.remote_sha256(s3, "artifacts", "m/v2/model.tar.gz") is None
+
+
+def test_upload_to_a_missing_bucket_says_where_it_failed(aws: str, tmp_path: Path) -> None:
+    path = tmp_path / "model.tar.gz"
+    path.write_bytes(b"x")
+    with pytest.raises(DeployError, match=r"s3://no-such-bucket/k failed"):
+        s3_ops.upload_verified(boto3.client("s3"), path, "no-such-bucket", "k")
+
+
+def test_upload_that_reads_back_different_is_removed(tmp_path: Path) -> None:
+    path = tmp_path / "model.tar.gz"
+    path.write_bytes(b"weights")
+    s3, stubber = client("s3")
+    other = base64.b64encode(hashlib.sha256(b"something else").digest()).decode()
+    stubber.add_response("put_object", {}, {"Bucket": "b", "Key": "k", "Body": ANY, "ChecksumAlgorithm": "SHA256",
+                                            "ChecksumSHA256": ANY, "Metadata": ANY})  # fmt: skip
+    stubber.add_response(
+        "head_object", {"ChecksumSHA256": other}, {"Bucket": "b", "Key": "k", "ChecksumMode": "ENABLED"}
+    )
+    stubber.add_response("delete_object", {}, {"Bucket": "b", "Key": "k"})
+    with pytest.raises(DeployError, match="upload removed"):
+        s3_ops.upload_verified(s3, path, "b", "k")
+    stubber.assert_no_pending_responses()
+
+
+def test_reserved_concurrency_above_the_account_pool_names_the_setting() -> None:
+    lam, stubber = client("lambda")
+    stubber.add_response("get_function_concurrency", {}, {"FunctionName": "dogbreed-invoke"})
+    message = (
+        "Specified ReservedConcurrentExecutions for function decreases account's UnreservedConcurrentExecution "
+        "below its minimum value of [100]."
+    )
+    stubber.add_client_error("put_function_concurrency", "InvalidParameterValueException", message, 400)
+    with pytest.raises(DeployError, match=r"minimum value of \[100\]\. Lower deploy\.lambda\.reserved_concurrency"):
+        lambda_.ensure_reserved_concurrency(lam, "dogbreed-invoke", 5)
+
+
+def test_refused_provisioned_concurrency_names_the_setting() -> None:
+    lam, stubber = client("lambda")
+    stubber.add_client_error(
+        "get_provisioned_concurrency_config", "ProvisionedConcurrencyConfigNotFoundException", http_status_code=404
+    )
+    stubber.add_client_error(
+        "put_provisioned_concurrency_config",
+        "InvalidParameterValueException",
+        "ProvisionedConcurrentExecutions exceeds the reserved concurrency of the function",
+        400,
+    )
+    with pytest.raises(DeployError, match=r"deploy\.lambda\.provisioned_concurrency \(0 skips it\)"):
+        lambda_.ensure_provisioned_concurrency(lam, "dogbreed-invoke", 3)
+
+
+def test_failed_endpoint_reports_its_reason_and_log_group() -> None:
+    sm, stubber = client("sagemaker")
+    stubber.add_response("describe_endpoint", endpoint("Creating"), {"EndpointName": "dogbreed"})
+    reason = "The primary container for production variant AllTraffic did not pass the ping health check."
+    failed = {**endpoint("Failed"), "FailureReason": reason}
+    stubber.add_response("describe_endpoint", failed, {"EndpointName": "dogbreed"})
+    with pytest.raises(DeployError) as caught:
+        sagemaker.wait_in_service(sm, "dogbreed", timeout_s=60, poll_s=0)
+    assert "did not pass the ping health check" in str(caught.value)
+    assert "/aws/sagemaker/Endpoints/dogbreed" in str(caught.value)
+
+
+def test_slow_endpoint_times_out_naming_the_setting() -> None:
+    sm, stubber = client("sagemaker")
+    stubber.add_response("describe_endpoint", endpoint("Creating"), {"EndpointName": "dogbreed"})
+    with pytest.raises(DeployError, match=r"still Creating .*deploy\.wait\.timeout_s"):
+        sagemaker.wait_in_service(sm, "dogbreed", timeout_s=0, poll_s=0)
+
+
+def endpoint(status: str) -> dict[str, object]:
+    return {
+        "EndpointName": "dogbreed",
+        "EndpointArn": "arn:aws:sagemaker:us-east-1:123456789012:endpoint/dogbreed",
+        "EndpointConfigName": "dogbreed-abc",
+        "EndpointStatus": status,
+        "CreationTime": "2026-11-24T00:00:00Z",
+        "LastModifiedTime": "2026-11-24T00:00:00Z",
+    }
+
+
+def test_role_propagation_is_retried_and_other_errors_are_not(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(iam, "PROPAGATION_DELAY_S", 0)
+    not_ready = ClientError(
+        {
+            "Error": {
+                "Code": "InvalidParameterValueException",
+                "Message": "The role defined for the function cannot be assumed by Lambda.",
+            }
+        },
+        "CreateFunction",
+    )
+    calls = []
+
+    def create() -> str:
+        calls.append(1)
+        if len(calls) < 3:
+            raise not_ready
+        return "created"
+
+    assert iam.retry_while_role_propagates(create, lambda_._role_not_ready) == "created"
+    assert len(calls) == 3
+    denied = ClientError({"Error": {"Code": "AccessDenied", "Message": "no"}}, "CreateFunction")
+    with pytest.raises(ClientError, match="AccessDenied"):
+        iam.retry_while_role_propagates(lambda: (_ for _ in ()).throw(denied), lambda_._role_not_ready)
+
+
+def test_handler_zip_is_reproducible_and_leaves_bytecode_out(tmp_path: Path) -> None:
+    folder = tmp_path / "handler"
+    (folder / "__pycache__").mkdir(parents=True)
+    (folder / "lambda_function.py").write_text("def lambda_handler(event, context):\n    return event\n")
+    (folder / "__pycache__" / "lambda_function.cpython-312.pyc").write_bytes(b"\0")
+    first = lambda_.zip_folder(folder)
+    os.utime(folder / "lambda_function.py", (1, 1))  # a fresh checkout has other mtimes
+    assert lambda_.zip_folder(folder) == first
+    assert zipfile.ZipFile(io.BytesIO(first)).namelist() == ["lambda_function.py"]
+    assert lambda_.code_sha256(first) == base64.b64encode(hashlib.sha256(first).digest()).decode()
+
+
+def test_handler_folder_without_handler_names_the_setting(tmp_path: Path) -> None:
+    with pytest.raises(DeployError, match=r"lambda_function\.py not found; set deploy\.lambda\.source_dir"):
+        lambda_.zip_folder(tmp_path)
+
+
+def test_model_version_ignores_timestamps_and_follows_content(tmp_path: Path) -> None:
+    def pack(name: str, weights: bytes, mtime: float) -> Path:
+        out = tmp_path / name
+        with tarfile.open(out, "w:gz") as tar:
+            for member, data in (("model.pth", weights), ("labels.json", b"{}")):
+                info = tarfile.TarInfo(member)
+                info.size, info.mtime = len(data), mtime
+                tar.addfile(info, io.BytesIO(data))
+        return out
+
+    a, b = pack("a.tar.gz", b"w1", 1000), pack("b.tar.gz", b"w1", 2000)
+    assert a.read_bytes() != b.read_bytes()
+    assert content_version(a) == content_version(b)
+    assert content_version(pack("c.tar.gz", b"w2", 1000)) != content_version(a)
+
+
+def test_failed_endpoint_is_recreated_not_updated() -> None:
+    sm, stubber = client("sagemaker")
+    name = {"EndpointName": "dogbreed"}
+    stubber.add_response("describe_endpoint", {**endpoint("Failed"), "FailureReason": "bad image"}, name)
+    stubber.add_response("delete_endpoint", {}, name)
+    stubber.add_client_error("describe_endpoint", "ValidationException", "Could not find endpoint 'dogbreed'.", 400)
+    stubber.add_response("create_endpoint", {"EndpointArn": endpoint("Creating")["EndpointArn"]}, {
+        "EndpointName": "dogbreed", "EndpointConfigName": "dogbreed-new"})  # fmt: skip
+    assert sagemaker.deploy_endpoint(sm, "dogbreed", "dogbreed-new", retain=False) == "recreated"
+    stubber.assert_no_pending_responses()
+
+
+def test_interrupted_deploy_is_waited_for_not_redone() -> None:
+    sm, stubber = client("sagemaker")
+    stubber.add_response("describe_endpoint", endpoint("Creating"), {"EndpointName": "dogbreed"})
+    assert sagemaker.deploy_endpoint(sm, "dogbreed", "dogbreed-abc", retain=False) == "settling"
+
+
+def test_live_alias_catches_up_after_an_interrupted_publish(aws: str, tmp_path: Path) -> None:
+    lam, iam_client = boto3.client("lambda"), boto3.client("iam")
+    policy = iam.lambda_policy("aws", "us-east-1", "123456789012", "dogbreed", "dogbreed-invoke")
+    role, _ = iam.ensure_role(iam_client, "dogbreed-lambda", "lambda.amazonaws.com", policy, "test")
+    folder = tmp_path / "handler"
+    folder.mkdir()
+    (folder / "lambda_function.py").write_text("def lambda_handler(event, context):\n    return 1\n")
+    settings = {"Timeout": 30, "MemorySize": 256, "Environment": {"Variables": {"ENDPOINT_NAME": "dogbreed"}}}
+    lambda_.ensure_function(lam, "dogbreed-invoke", role, lambda_.zip_folder(folder), settings)
+    assert lambda_.ensure_alias(lam, "dogbreed-invoke")
+    assert not lambda_.ensure_alias(lam, "dogbreed-invoke")
+
+    # A previous `up` updated the code, then stopped before publishing.
+    (folder / "lambda_function.py").write_text("def lambda_handler(event, context):\n    return 2\n")
+    assert lambda_.ensure_function(lam, "dogbreed-invoke", role, lambda_.zip_folder(folder), settings)
+    assert lambda_.ensure_alias(lam, "dogbreed-invoke")
+    live = lam.get_alias(FunctionName="dogbreed-invoke", Name="live")["FunctionVersion"]
+    assert live == "2"
+    latest = lam.get_function_configuration(FunctionName="dogbreed-invoke")["CodeSha256"]
+    assert lam.get_function_configuration(FunctionName="dogbreed-invoke", Qualifier=live)["CodeSha256"] == latest
