@@ -1,4 +1,4 @@
-"""python -m deploy {package,serve,invoke,demo}: from a trained run to predictions, on one machine."""
+"""python -m deploy: package, serve, invoke and demo a trained run locally; up, down, status on AWS."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from deploy.cloud.cli import add_commands as add_cloud_commands
 from dogbreed.errors import DogbreedError
 
 log = logging.getLogger("deploy")
@@ -94,6 +95,7 @@ def demo_command(args: argparse.Namespace) -> None:
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="python -m deploy", description=__doc__)
     commands = root.add_subparsers(dest="command", required=True)
+    add_cloud_commands(commands)  # up, down, status: the AWS side (deploy/cloud/)
 
     package = commands.add_parser("package", help="write model.tar.gz for the SageMaker PyTorch container")
     package.add_argument("run", help="run directory or s3:// prefix of one")

@@ -116,7 +116,6 @@ def serving_info(run_dir: Path, name: str, labels: list[str], image_size: int) -
         "head": spec.head,
         "num_classes": len(labels),
         "weights_sha256": digest,
-        "packaged_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "dogbreed": dogbreed.__version__,
         "trained_with": trained_versions(run_dir),
     }

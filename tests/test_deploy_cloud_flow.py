@@ -433,7 +433,6 @@ def test_repackaging_a_trained_run_gives_the_same_model_version(make_cfg: Callab
     if importlib.util.find_spec("deploy.package") is None:
         pytest.skip("deploy.package (the serving issue) is not in this tree yet")
     from deploy.package import package_run
-
     from dogbreed.training import train
 
     cfg = make_cfg(["trainer.epochs=1"])
