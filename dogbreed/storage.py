@@ -371,12 +371,15 @@ def head_or_none(client: Any, location: S3Location) -> dict[str, Any] | None:
         raise
 
 
-def unfinished_checkpoint(client: Any, run: S3Location, checkpoint_name: str) -> tuple[S3Location, datetime] | None:
-    """The run's checkpoint in S3 and its upload time, unless the run finished (has metrics.json)."""
-    found = head_or_none(client, run.child(checkpoint_name))
+def unfinished_checkpoint(
+    client: Any, run: S3Location, checkpoint_name: str
+) -> tuple[S3Location, dict[str, Any]] | None:
+    """The run's checkpoint in S3 and its `head_object`, unless the run finished (has metrics.json)."""
+    location = run.child(checkpoint_name)
+    found = head_or_none(client, location)
     if found is None or head_or_none(client, run.child("metrics.json")) is not None:
         return None
-    return run.child(checkpoint_name), found["LastModified"]
+    return location, found
 
 
 def download_verified(client: Any, source: S3Location, dest: Path) -> Path:
