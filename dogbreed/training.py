@@ -28,6 +28,7 @@ from dogbreed.data import (
     scan_split,
     write_skipped_report,
 )
+from dogbreed.datasync import sync_to_cache
 from dogbreed.download import fetch_dogimages
 from dogbreed.engine import EvalResult, evaluate, train_one_epoch
 from dogbreed.errors import DataError
@@ -60,7 +61,7 @@ def prepare_data_root(data_cfg: DictConfig) -> Path:
     """Makes sure `data.root` holds the splits: generate, download, or use what is there."""
     root = Path(data_cfg.root)
     if str(data_cfg.root).startswith("s3://"):  # [s3] mirrored into a local cache, then read from there
-        return storage.sync_to_cache(str(data_cfg.root), Path(data_cfg.s3_cache))
+        return sync_to_cache(str(data_cfg.root), Path(data_cfg.s3_cache))
     if data_cfg.synthetic is not None:
         return generate(root, SyntheticSpec(**data_cfg.synthetic))
     if root.exists():
@@ -323,12 +324,12 @@ def run_training(cfg: DictConfig, stop: StopRequest) -> float:
         save_training_checkpoint(checkpoint_path, model, optimizer, scheduler, scaler, state, cfg, class_names)
         if uploads is not None:  # [s3]
             uploads.checkpoint(checkpoint_path)
-        if stop.requested:  # [spot] the stop came during evaluation or the upload: the epoch is complete
-            raise interrupted(stop, f"after epoch {epoch}", checkpoint_path, output_dir, uploads)
         patience = trainer.early_stopping_patience
         if patience and state.bad_epochs >= patience:
             log.info("early stop: validation loss has not improved for %d epochs", patience)
             break
+        if stop.requested:  # [spot] it came during evaluation or the upload: the epoch is complete
+            raise interrupted(stop, f"after epoch {epoch}", checkpoint_path, output_dir, uploads)
 
     if state.best_model is None:
         raise RuntimeError("training finished without a single evaluated epoch (trainer.epochs must be >= 1)")

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from dogbreed import training
 from dogbreed.interrupt import StopRequest
@@ -162,3 +163,23 @@ def test_spot_notice_during_training_stops_after_one_step_with_a_resumable_check
     saved = torch.load(run / "checkpoint.pt", weights_only=True)
     assert (saved["epoch"], saved["step"]) == (0, 1)
     assert not (run / "metrics.json").exists()
+
+
+def test_checkpoint_written_for_a_stop_keeps_the_best_weights(tmp_path: Path) -> None:
+    # Mid-epoch, the current weights are no longer those of the best epoch: they must be saved apart.
+    state = training.TrainingState(epoch=1, best_epoch=1, step=3, best_model={"w": torch.ones(1)})
+    model = torch.nn.Linear(1, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, 1)
+    training.save_training_checkpoint(
+        tmp_path / "c.pt",
+        model,
+        optimizer,
+        scheduler,
+        torch.amp.GradScaler("cpu", enabled=False),
+        state,
+        OmegaConf.create({}),
+        ["a"],
+    )
+    saved = torch.load(tmp_path / "c.pt", weights_only=True)
+    assert saved["step"] == 3 and torch.equal(saved["best_model"]["w"], torch.ones(1))

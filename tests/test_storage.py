@@ -9,10 +9,8 @@ from pathlib import Path
 
 import boto3
 import pytest
-import torch
-from omegaconf import OmegaConf
 
-from dogbreed import storage, training
+from dogbreed import datasync, storage, training
 from dogbreed.errors import DogbreedError
 from dogbreed.resume import resolve_resume
 from dogbreed.storage import S3Location, S3Uploader, UploadSettings, VerificationError
@@ -112,7 +110,7 @@ def test_training_from_s3_data_syncs_once(s3, make_cfg, tiny_dataset: Path, tmp_
     changed, gone = sorted(tiny_dataset.rglob("*.jpg"))[:2]
     s3.put_object(Bucket=BUCKET, Key=f"dogImages/{changed.relative_to(tiny_dataset).as_posix()}", Body=b"new bytes")
     s3.delete_object(Bucket=BUCKET, Key=f"dogImages/{gone.relative_to(tiny_dataset).as_posix()}")
-    result = storage.sync_prefix(s3, S3Location(BUCKET, "dogImages"), synced, progress=False)
+    result = datasync.sync_prefix(s3, S3Location(BUCKET, "dogImages"), synced, progress=False)
     assert (result.downloaded, result.removed) == (1, 1)
     assert (synced / changed.relative_to(tiny_dataset)).read_bytes() == b"new bytes"
     assert not (synced / gone.relative_to(tiny_dataset)).exists()
@@ -120,7 +118,7 @@ def test_training_from_s3_data_syncs_once(s3, make_cfg, tiny_dataset: Path, tmp_
 
 def test_sync_of_an_empty_prefix_says_what_was_expected(s3, tmp_path: Path) -> None:
     with pytest.raises(DogbreedError, match="holds no objects"):
-        storage.sync_prefix(s3, S3Location(BUCKET, "nothing/"), tmp_path, progress=False)
+        datasync.sync_prefix(s3, S3Location(BUCKET, "nothing/"), tmp_path, progress=False)
 
 
 def put_checkpoint(client: object, key: str, data: bytes) -> None:
@@ -172,23 +170,3 @@ def test_storage_s3_without_a_bucket_is_a_clear_error(make_cfg, monkeypatch: pyt
     cfg = make_cfg(["storage=s3"])
     with pytest.raises(DogbreedError, match=r"storage=s3 needs storage\.s3_uri"):
         training.train(cfg)
-
-
-def test_checkpoint_written_for_a_stop_keeps_the_best_weights(tmp_path: Path) -> None:
-    # Mid-epoch, the current weights are no longer those of the best epoch: they must be saved apart.
-    state = training.TrainingState(epoch=1, best_epoch=1, step=3, best_model={"w": torch.ones(1)})
-    model = torch.nn.Linear(1, 1)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, 1)
-    training.save_training_checkpoint(
-        tmp_path / "c.pt",
-        model,
-        optimizer,
-        scheduler,
-        torch.amp.GradScaler("cpu", enabled=False),
-        state,
-        OmegaConf.create({}),
-        ["a"],
-    )
-    saved = torch.load(tmp_path / "c.pt", weights_only=True)
-    assert saved["step"] == 3 and torch.equal(saved["best_model"]["w"], torch.ones(1))
