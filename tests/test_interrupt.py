@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -183,3 +184,39 @@ def test_checkpoint_written_for_a_stop_keeps_the_best_weights(tmp_path: Path) ->
     )
     saved = torch.load(tmp_path / "c.pt", weights_only=True)
     assert saved["step"] == 3 and torch.equal(saved["best_model"]["w"], torch.ones(1))
+
+
+class SignalOnLog(logging.Handler):
+    """Sends this process SIGTERM when a log message contains `text`: a stop at a known point."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.text in record.getMessage():
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+def test_mid_epoch_resume_is_exact_with_loader_workers(make_cfg, caplog: pytest.LogCaptureFixture) -> None:
+    # Skipped batches are fetched again on resume, so each worker's augmentation RNG advances as before.
+    common = ["data.num_workers=2", "data.batch_size=4", "trainer.epochs=2", "trainer.early_stopping_patience=null"]
+    common.append("trainer.interrupt.spot_notice=false")
+    stopper = SignalOnLog("epoch 2/2: started")
+    caplog.set_level(logging.INFO, logger="dogbreed.resume")
+    logging.getLogger("dogbreed.resume").addHandler(stopper)
+    try:
+        with pytest.raises(TrainingInterrupted):
+            training.train(make_cfg(common, run="stopped"))
+    finally:
+        logging.getLogger("dogbreed.resume").removeHandler(stopper)
+    stopped = make_cfg(common, run="stopped")
+    path = Path(stopped.paths.output_dir) / "checkpoint.pt"
+    assert torch.load(path, weights_only=True)["step"] >= 1
+    training.train(make_cfg([*common, f"trainer.resume={path}"], run="stopped"))
+    reference = make_cfg(common, run="reference")
+    training.train(reference)
+
+    final = torch.load(path, weights_only=True)["model"]
+    expected = torch.load(Path(reference.paths.output_dir) / "checkpoint.pt", weights_only=True)["model"]
+    assert all(torch.equal(final[key], value) for key, value in expected.items())

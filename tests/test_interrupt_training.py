@@ -20,10 +20,13 @@ BUCKET = "dogbreed-spot"
 
 
 def cli_args(tmp_path: Path, run: str) -> list[str]:
-    """Three classes of 16 small training images: 12 steps of 4 per epoch, a few seconds per run."""
+    """Three classes of 16 small training images: 12 steps of 4 per epoch, a few seconds per run.
+
+    Each run generates its own copy of the (deterministic) data, so two can run at once.
+    """
     return [
         "data=synthetic",
-        f"data.root={tmp_path / 'synthetic'}",
+        f"data.root={tmp_path / 'synthetic' / run}",
         "data.synthetic.classes=3",
         "data.synthetic.train_per_class=16",
         "data.synthetic.valid_per_class=2",
@@ -52,10 +55,20 @@ def cli_env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
 
 
-def run_cli(args: list[str]) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "train.py", *args], cwd=REPO, env=cli_env(), capture_output=True, text=True, timeout=300
+def start_cli(args: list[str]) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "train.py", *args],
+        cwd=REPO,
+        env=cli_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
+
+
+def finish(process: subprocess.Popen) -> tuple[int, str]:
+    output, _ = process.communicate(timeout=300)
+    return process.returncode, output
 
 
 def sha256(data: bytes) -> str:
@@ -64,14 +77,7 @@ def sha256(data: bytes) -> str:
 
 def interrupt_mid_epoch(args: list[str]) -> tuple[int, str]:
     """Starts train.py, sends SIGTERM as soon as epoch 1 has started, returns (exit code, output)."""
-    process = subprocess.Popen(
-        [sys.executable, "train.py", *args],
-        cwd=REPO,
-        env=cli_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    process = start_cli(args)
     watchdog = threading.Timer(300, process.kill)
     watchdog.start()
     lines = []
@@ -97,6 +103,7 @@ def test_sigterm_mid_epoch_checkpoints_uploads_and_resumes_to_identical_weights(
     s3 = boto3.client("s3")
     s3.create_bucket(Bucket=BUCKET)
     storage = ["storage=s3", f"storage.s3_uri=s3://{BUCKET}/runs"]
+    reference = start_cli(cli_args(tmp_path, "reference"))  # the uninterrupted run, alongside
 
     code, output = interrupt_mid_epoch([*cli_args(tmp_path, "spot"), *storage])
 
@@ -112,10 +119,10 @@ def test_sigterm_mid_epoch_checkpoints_uploads_and_resumes_to_identical_weights(
     assert f"s3://{BUCKET}/runs/spot/checkpoint.pt" in output
     assert not (run / "metrics.json").exists()
 
-    resumed = run_cli(resume_command(output))
-    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-    reference = run_cli(cli_args(tmp_path, "reference"))
-    assert reference.returncode == 0, reference.stdout + reference.stderr
+    resumed_code, resumed_output = finish(start_cli(resume_command(output)))
+    assert resumed_code == 0, resumed_output
+    reference_code, reference_output = finish(reference)
+    assert reference_code == 0, reference_output
 
     expected = tmp_path / "outputs" / "reference"
     final = torch.load(run / "checkpoint.pt", weights_only=True)
