@@ -249,13 +249,20 @@ def push_command(run_dir: Path, dest: S3Location) -> str:
 
 
 def push(uploader: S3Uploader, run_dir: Path, dest: S3Location) -> list[Path]:
-    """Uploads every artifact of `run_dir` under `dest`; returns the files that could not be uploaded."""
+    """Uploads every artifact of `run_dir` under `dest`; returns the files that could not be uploaded.
+
+    Once a file fails because S3 cannot be reached at all, the rest are not tried: with
+    timeouts, each would take minutes to fail the same way.
+    """
+    files = run_files(run_dir)
     failed = []
-    for relative in run_files(run_dir):
+    for index, relative in enumerate(files):
         try:
             uploader.upload(run_dir / relative, dest.child(relative.as_posix()))
         except (*TRANSIENT, VerificationError) as err:
             log.error("could not upload %s: %s", relative, err)
+            if isinstance(err, BotoCoreError):
+                return [*failed, *files[index:]]
             failed.append(relative)
     return failed
 
