@@ -22,7 +22,8 @@ def main(cfg: DictConfig) -> float:
     except DogbreedError as err:
         # A message that says what to do, instead of a traceback wall.
         log.error("%s", err)
-        raise SystemExit(1) from None
+        # An interrupted run exits 128 + signal, as if the signal had ended it; other errors exit 1.
+        raise SystemExit(getattr(err, "exit_code", 1)) from None
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.utils.data import DataLoader
 
-from dogbreed import checkpoint, reports
+from dogbreed import checkpoint, reports, storage
 from dogbreed.data import (
     SPLITS,
     ImageFolderDataset,
@@ -28,12 +28,15 @@ from dogbreed.data import (
     scan_split,
     write_skipped_report,
 )
+from dogbreed.datasync import sync_to_cache
 from dogbreed.download import fetch_dogimages
 from dogbreed.engine import EvalResult, evaluate, train_one_epoch
 from dogbreed.errors import DataError
 from dogbreed.features import ExtractionSettings, FeatureCache, FeatureViews, backbone_of, module_digest
 from dogbreed.gpu_decode import DeviceBatchTransform, DeviceDecodingLoader, EncodedImages, collate_encoded
+from dogbreed.interrupt import StopRequest
 from dogbreed.model import ModelSpec, apply_freeze, build_model
+from dogbreed.resume import EpochBatches, interrupted, merge_partial, partial_record, resolve_resume
 from dogbreed.runtime import Runtime
 from dogbreed.synthetic import SyntheticSpec, generate
 from dogbreed.transforms import EvalPreset, TrainPreset, resize_size_for
@@ -59,10 +62,8 @@ def worker_count(setting: int | str) -> int:
 def prepare_data_root(data_cfg: DictConfig) -> Path:
     """Makes sure `data.root` holds the splits: generate, download, or use what is there."""
     root = Path(data_cfg.root)
-    if str(data_cfg.root).startswith("s3://"):
-        raise DataError(
-            f"data.root={data_cfg.root}: reading data from S3 is not supported yet; sync it to a local folder"
-        )
+    if str(data_cfg.root).startswith("s3://"):  # mirrored into a local cache, then read from there
+        return sync_to_cache(str(data_cfg.root), Path(data_cfg.s3_cache))
     if data_cfg.synthetic is not None:
         return generate(root, SyntheticSpec(**data_cfg.synthetic))
     if root.exists():
@@ -178,6 +179,9 @@ class TrainingState:
     bad_epochs: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
     best_model: dict[str, torch.Tensor] | None = None
+    # An interrupted epoch: batches of epoch `epoch + 1` already trained, and their loss/accuracy sums.
+    step: int = 0
+    partial: dict[str, float] | None = None
 
 
 def save_training_checkpoint(
@@ -194,6 +198,8 @@ def save_training_checkpoint(
         {
             "format": 1,
             "epoch": state.epoch,
+            "step": state.step,
+            "partial_epoch": state.partial,
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
@@ -206,7 +212,7 @@ def save_training_checkpoint(
                 "bad_epochs": state.bad_epochs,
             },
             # Omitted when the current weights are the best, to keep checkpoints small.
-            "best_model": None if state.best_epoch == state.epoch else state.best_model,
+            "best_model": None if state.best_epoch == state.epoch and not state.step else state.best_model,
             "history": state.history,
             "config": OmegaConf.to_container(cfg, resolve=True),
             "class_names": class_names,
@@ -237,7 +243,7 @@ def restore_training_checkpoint(
     checkpoint.restore_rng_state(saved["rng"])
     stopping = saved["early_stopping"]
     best_model = saved["best_model"] if saved["best_model"] is not None else copy.deepcopy(saved["model"])
-    log.info("resumed from %s after epoch %d", path, saved["epoch"])
+    log.info("resumed from %s after epoch %d, batch %d", path, saved["epoch"], saved.get("step", 0))
     return TrainingState(
         epoch=saved["epoch"],
         best_loss=stopping["best_loss"],
@@ -246,18 +252,9 @@ def restore_training_checkpoint(
         bad_epochs=stopping["bad_epochs"],
         history=saved["history"],
         best_model=best_model,
+        step=saved.get("step", 0),
+        partial=saved.get("partial_epoch"),
     )
-
-
-def resolve_resume(setting: str | None, output_root: Path) -> Path | None:
-    if not setting:
-        return None
-    if setting == "auto":
-        found = checkpoint.find_resumable(output_root)
-        if found is None:
-            log.info("trainer.resume=auto: no unfinished run under %s; starting fresh", output_root)
-        return found
-    return Path(setting)
 
 
 def compile_for_training(model: nn.Module, setting: Any, runtime: Runtime) -> nn.Module:
@@ -279,10 +276,20 @@ def cpu_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def train(cfg: DictConfig) -> float:
-    """Runs one training job and returns the best validation top-1 accuracy."""
+    """Runs one training job and returns the best validation top-1 accuracy.
+
+    SIGTERM, SIGINT or an EC2 spot notice stop it after the current step with a checkpoint
+    (`TrainingInterrupted`); with storage=s3 a failed upload ends it with `UploadError`.
+    """
+    with StopRequest.from_config(cfg.trainer) as stop:
+        return run_training(cfg, stop)
+
+
+def run_training(cfg: DictConfig, stop: StopRequest) -> float:
     started = time.perf_counter()
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
+    uploads = storage.RunUploads.from_config(cfg, output_dir)  # None with storage=local
     trainer = cfg.trainer
     seed_everything(trainer.seed)
     runtime = Runtime.from_names(trainer.device, trainer.precision, trainer.channels_last)
@@ -328,7 +335,7 @@ def train(cfg: DictConfig) -> float:
     criterion = nn.CrossEntropyLoss(label_smoothing=trainer.label_smoothing)
 
     state = TrainingState()
-    resume_from = resolve_resume(trainer.resume, Path(cfg.paths.output_root))
+    resume_from = resolve_resume(cfg, output_dir)  # a path, s3://..., or auto (local and S3)
     if resume_from is not None:
         state = restore_training_checkpoint(resume_from, model, optimizer, scheduler, scaler, class_names)
 
@@ -340,17 +347,26 @@ def train(cfg: DictConfig) -> float:
         epoch = state.epoch + 1
         start_epoch(loaders["train"], trainer.seed, epoch)
         lr = optimizer.param_groups[0]["lr"]
+        # Starts after the batches an interrupted run already trained; ends early on a stop request.
+        batches = EpochBatches(loaders["train"], state.step, limit, stop, f"epoch {epoch}/{trainer.epochs}")
         fit = train_one_epoch(
             trained,
-            loaders["train"],
+            batches,
             criterion,
             optimizer,
             scaler,
             runtime,
             f"epoch {epoch}/{trainer.epochs}",
-            limit,
+            None,
             progress,
         )
+        fit = merge_partial(state.partial, fit)
+        if batches.stopped:  # mid-epoch: checkpoint this step, upload it, say how to resume
+            state.step, state.partial = batches.done, partial_record(fit)
+            save_training_checkpoint(checkpoint_path, model, optimizer, scheduler, scaler, state, cfg, class_names)
+            where = f"epoch {epoch}, after batch {batches.done} of {batches.total}"
+            raise interrupted(stop, where, checkpoint_path, output_dir, uploads)
+        state.step, state.partial = 0, None
         valid = evaluate(trained, loaders["valid"], criterion, runtime, len(class_names), "valid", limit, progress)
         scheduler.step()
         state.epoch = epoch
@@ -386,10 +402,14 @@ def train(cfg: DictConfig) -> float:
         else:
             state.bad_epochs += 1
         save_training_checkpoint(checkpoint_path, model, optimizer, scheduler, scaler, state, cfg, class_names)
+        if uploads is not None:
+            uploads.checkpoint(checkpoint_path)
         patience = trainer.early_stopping_patience
         if patience and state.bad_epochs >= patience:
             log.info("early stop: validation loss has not improved for %d epochs", patience)
             break
+        if stop.requested:  # it came during evaluation or the upload: the epoch is complete
+            raise interrupted(stop, f"after epoch {epoch}", checkpoint_path, output_dir, uploads)
 
     if state.best_model is None:
         raise RuntimeError("training finished without a single evaluated epoch (trainer.epochs must be >= 1)")
@@ -409,6 +429,8 @@ def train(cfg: DictConfig) -> float:
         final["test"].top5,
     )
     log.info("weights: %s", weights_path.resolve())
+    if uploads is not None:  # raises UploadError (non-zero exit) naming what stayed local
+        uploads.finish()
     return final["valid"].top1
 
 

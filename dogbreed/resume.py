@@ -1,0 +1,175 @@
+"""Stopping and resuming a run exactly: mid-epoch batch replay, where the checkpoint comes from,
+and the command that picks the run up again.
+
+Exactness rests on three facts: the train loader's order is a function of (seed, epoch)
+only; the RNG states at the stop are in the checkpoint; and on resume the batches
+already trained are fetched again but not trained on, so data-loader workers, whose
+seeds also derive from (seed, epoch), draw the same augmentations as before. That costs
+decoding part of one epoch once, and holds for any fixed `data.num_workers`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import shlex
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from torch.utils.data import DataLoader
+
+from dogbreed import checkpoint, storage
+from dogbreed.engine import EpochResult
+from dogbreed.errors import DogbreedError
+from dogbreed.interrupt import StopRequest
+
+log = logging.getLogger(__name__)
+
+RESUME_DOWNLOADS = ".s3-resume"
+
+
+class TrainingInterrupted(DogbreedError):
+    """The run stopped early on request, after writing a checkpoint; the message says how to resume."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class EpochBatches:
+    """The train loader from batch `start` of an epoch, ending after the step in which a stop was requested."""
+
+    def __init__(self, loader: DataLoader, start: int, limit: int | None, stop: StopRequest, desc: str) -> None:
+        self.loader = loader
+        self.total = min(len(loader), limit) if limit else len(loader)
+        self.start = start
+        self.stop = stop
+        self.desc = desc
+        self.done = start
+        self.stopped = False
+
+    def __len__(self) -> int:
+        return self.total - self.start
+
+    def __iter__(self) -> Iterator[Any]:
+        batches = iter(self.loader)
+        if self.start:
+            log.info("%s: resuming at batch %d of %d", self.desc, self.start + 1, self.total)
+            # Fetching draws augmentation randomness; the checkpoint's RNG state is what the next step saw.
+            state = checkpoint.rng_state()
+            for _ in range(self.start):
+                next(batches)
+            checkpoint.restore_rng_state(state)
+        else:
+            log.info("%s: started (%d batches)", self.desc, self.total)
+        for batch in itertools.islice(batches, len(self)):
+            yield batch
+            self.done += 1
+            if self.stop.requested and self.done < self.total:
+                self.stopped = True
+                return
+
+
+def merge_partial(partial: dict[str, float] | None, fit: EpochResult) -> EpochResult:
+    """The whole epoch's numbers from the part before an interruption and the part after."""
+    if not partial:
+        return fit
+    images = int(partial["images"]) + fit.images
+    return EpochResult(
+        (partial["loss_sum"] + fit.loss * fit.images) / images,
+        (partial["correct"] + fit.accuracy * fit.images) / images,
+        images,
+        partial["seconds"] + fit.seconds,
+    )
+
+
+def partial_record(fit: EpochResult) -> dict[str, float]:
+    return {
+        "loss_sum": fit.loss * fit.images,
+        "correct": fit.accuracy * fit.images,
+        "images": fit.images,
+        "seconds": fit.seconds,
+    }
+
+
+def resolve_resume(cfg: Any, output_dir: Path) -> Path | None:
+    """The checkpoint `trainer.resume` names: a path, an s3:// URI, or `auto`.
+
+    `auto` takes the newest unfinished local run under paths.output_root and, with
+    storage=s3, this run name's checkpoint in S3, whichever is newer.
+    """
+    setting = cfg.trainer.resume
+    if not setting:
+        return None
+    downloads = Path(cfg.paths.output_root) / RESUME_DOWNLOADS
+    uses_s3 = cfg.storage.backend == "s3"
+    if str(setting).startswith("s3://"):
+        source = storage.S3Location.parse(str(setting))
+        client = storage.make_client(cfg.storage if uses_s3 else None)
+        return storage.download_verified(client, source, downloads / download_name(source))
+    if setting != "auto":
+        return Path(setting)
+    local = checkpoint.find_resumable(Path(cfg.paths.output_root))
+    remote = None
+    if uses_s3:
+        client = storage.make_client(cfg.storage)
+        try:
+            remote = storage.unfinished_checkpoint(
+                client, storage.run_location(cfg, output_dir), checkpoint.CHECKPOINT_NAME
+            )
+        except storage.TRANSIENT as err:
+            log.warning("trainer.resume=auto: cannot look in S3 (%s); local runs only", err)
+    if remote is None:
+        if local is None:
+            log.info("trainer.resume=auto: no unfinished run found; starting fresh")
+        return local
+    location, head = remote
+    if local is not None and (
+        local.stat().st_mtime >= head["LastModified"].timestamp()
+        or storage.sha256_of(local) == head.get("Metadata", {}).get("sha256")
+    ):
+        return local
+    return storage.download_verified(client, location, downloads / download_name(location))
+
+
+def download_name(source: storage.S3Location) -> str:
+    # Flat, so `find_resumable`'s **/checkpoint.pt never mistakes a download for a run.
+    return f"{source.bucket}_{source.key.replace('/', '_')}"
+
+
+def resume_command(checkpoint_ref: str, extra: list[str]) -> str:
+    """`python train.py` with this run's overrides, resuming from `checkpoint_ref`."""
+    overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+    replaced = ("trainer.resume=", "hydra.run.dir=", "storage.run_name=")
+    kept = [item for item in overrides if not item.startswith(replaced)]
+    return shlex.join(["python", "train.py", *kept, f"trainer.resume={checkpoint_ref}", *extra])
+
+
+def interrupted(
+    stop: StopRequest,
+    where: str,
+    checkpoint_path: Path,
+    output_dir: Path,
+    uploads: storage.RunUploads | None,
+) -> TrainingInterrupted:
+    """Uploads the checkpoint just written and says how to resume, here or on another machine."""
+    lines = [
+        f"stopped: {stop.reason}, {where}.",
+        f"Checkpoint: {checkpoint_path}",
+        "Resume here with:",
+        "  " + resume_command(str(checkpoint_path.resolve()), [f"hydra.run.dir={output_dir.resolve()}"]),
+    ]
+    if uploads is not None:
+        remote = uploads.dest.child(checkpoint.CHECKPOINT_NAME)
+        if uploads.checkpoint(checkpoint_path, always=True):
+            lines += [
+                f"Uploaded to {remote.uri}; resume on another machine with:",
+                "  " + resume_command(remote.uri, [f"storage.run_name={uploads.name}"]),
+            ]
+        else:
+            lines.append(
+                f"The checkpoint is NOT in S3; upload the run with: {storage.push_command(output_dir, uploads.dest)}"
+            )
+    return TrainingInterrupted("\n".join(lines), stop.exit_code)
