@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo test test-full lint format bench clean
+.PHONY: help setup demo test test-full test-deploy test-s3 integ-deploy lint format bench clean
 
 help: ## Show this help
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-10s %s\n", $$1, $$2}'
@@ -19,8 +19,9 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP) ## Create .venv and install the project with its dev extras
 
-demo: $(STAMP) ## Train on a generated sample dataset and print where the weights are
-	$(PY) train.py experiment=demo
+demo: $(STAMP) ## Train on generated images, then package, serve locally and query through the Lambda handler
+	$(PY) train.py experiment=demo hydra.run.dir=outputs/demo
+	$(PY) -m deploy demo outputs/demo
 
 test: $(STAMP) ## Run the default (fast) test suite
 	$(PY) -m pytest
@@ -28,13 +29,24 @@ test: $(STAMP) ## Run the default (fast) test suite
 test-full: $(STAMP) ## Run every test that can run here, slow ones included
 	$(PY) -m pytest -m "not gpu and not integ"
 
-bench: $(STAMP) ## Speed benchmarks against the course recipe on generated dogImages-sized data (~30 min)
+test-deploy: $(STAMP) ## AWS deploy tests against a local moto server (no AWS account needed)
+	$(PY) -m pytest tests/test_deploy_cloud_config.py tests/test_deploy_cloud_policies.py tests/test_deploy_cloud_services.py tests/test_deploy_cloud_flow.py
+
+test-s3: $(STAMP) ## S3 storage and spot-interruption tests (moto server on loopback)
+	$(PY) -m pytest tests/test_storage.py tests/test_storage_failure.py tests/test_interrupt.py tests/test_interrupt_training.py
+
+integ-deploy: $(STAMP) ## Deploy flow on real AWS (costs money): DOGBREED_INTEG_S3_URI=s3://bucket/prefix
+	DOGBREED_INTEG=1 $(PY) -m pytest -m integ tests/test_deploy_integ.py
+
+bench: $(STAMP) ## Speed benchmarks against the course recipe on generated dogImages-sized data (~20 min)
 	$(PY) -m benchmarks.training_speed
 	$(PY) -m benchmarks.extraction
+	$(PY) -m benchmarks.serving_latency
 
 lint: $(STAMP) ## ruff check + format check
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/shellcheck ami/bootstrap.sh
 
 format: $(STAMP) ## Apply ruff's fixes and formatting
 	$(VENV)/bin/ruff check --fix .
