@@ -27,7 +27,15 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
+    import os
+    import sys
+
     from dogbreed.allocator import reexec_with_tuned_malloc
+    from dogbreed.launch import hydra_args
 
     reexec_with_tuned_malloc()  # before torch allocates anything; see dogbreed/allocator.py
+    try:  # SageMaker hyperparameters, torchrun ranks: see dogbreed/launch.py
+        sys.argv = [sys.argv[0], *hydra_args(sys.argv[1:], os.environ)]
+    except DogbreedError as err:
+        sys.exit(f"error: {err}")
     main()

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from dogbreed.distributed import all_reduce_sum
 from dogbreed.metrics import ConfusionMatrix, accuracy
 from dogbreed.model import train_mode
 from dogbreed.runtime import Runtime
@@ -96,9 +97,11 @@ def train_one_epoch(
             )
     bar.close()
     seconds = time.perf_counter() - start
+    # Under DDP each rank saw its own shard: the epoch's numbers are the sums over ranks.
+    loss_total, correct_total, images = all_reduce_sum([loss_sum.item(), correct.item(), images]).tolist()
     if images == 0:
         raise RuntimeError("the training loader produced no batches")
-    return EpochResult(loss_sum.item() / images, correct.item() / images, images, seconds)
+    return EpochResult(loss_total / images, correct_total / images, int(images), seconds)
 
 
 @torch.inference_mode()
@@ -140,6 +143,9 @@ def evaluate(
         images += batch
         confusion.update(outputs.argmax(dim=1), targets)
     bar.close()
+    # Each rank evaluated a disjoint shard: summing gives exactly the single-process result.
+    loss_sum, top1_hits, top5_hits, images = all_reduce_sum([loss_sum, top1_hits, top5_hits, images]).tolist()
+    confusion.counts = all_reduce_sum(confusion.counts).round().long()
     if images == 0:
         raise RuntimeError("the evaluation loader produced no batches")
-    return EvalResult(loss_sum / images, top1_hits / images, top5_hits / images, images, confusion)
+    return EvalResult(loss_sum / images, top1_hits / images, top5_hits / images, int(images), confusion)

@@ -86,6 +86,7 @@ class DeviceDecodingLoader:
         self.loader = loader
         self.transform = transform
         self.dataset = loader.dataset
+        self.sampler = loader.sampler
         self.generator = loader.generator
 
     def __len__(self) -> int:

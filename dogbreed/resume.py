@@ -20,7 +20,7 @@ from typing import Any
 from hydra.core.hydra_config import HydraConfig
 from torch.utils.data import DataLoader
 
-from dogbreed import checkpoint, storage
+from dogbreed import checkpoint, distributed, storage
 from dogbreed.engine import EpochResult
 from dogbreed.errors import DogbreedError
 from dogbreed.interrupt import StopRequest
@@ -36,6 +36,19 @@ class TrainingInterrupted(DogbreedError):
     def __init__(self, message: str, exit_code: int) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+
+
+def stop_agreed(stop: StopRequest) -> bool:
+    """Whether to stop now, decided by all ranks together under torchrun.
+
+    Ranks that stopped at different steps would wait forever for each other's gradients,
+    so a request on any rank stops every rank after the same step.
+    """
+    if not distributed.any_rank(stop.requested):
+        return False
+    if not stop.requested:
+        stop.request("another rank was asked to stop", 143)
+    return True
 
 
 class EpochBatches:
@@ -67,7 +80,7 @@ class EpochBatches:
         for batch in itertools.islice(batches, len(self)):
             yield batch
             self.done += 1
-            if self.stop.requested and self.done < self.total:
+            if stop_agreed(self.stop) and self.done < self.total:
                 self.stopped = True
                 return
 

@@ -6,6 +6,7 @@ import copy
 import logging
 import os
 import random
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,9 +17,10 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler
 
-from dogbreed import checkpoint, reports, storage
+from dogbreed import checkpoint, distributed, reports, storage
 from dogbreed.data import (
     SPLITS,
     ImageFolderDataset,
@@ -36,8 +38,8 @@ from dogbreed.features import ExtractionSettings, FeatureCache, FeatureViews, ba
 from dogbreed.gpu_decode import DeviceBatchTransform, DeviceDecodingLoader, EncodedImages, collate_encoded
 from dogbreed.interrupt import StopRequest
 from dogbreed.model import ModelSpec, apply_freeze, build_model
-from dogbreed.resume import EpochBatches, interrupted, merge_partial, partial_record, resolve_resume
-from dogbreed.runtime import Runtime
+from dogbreed.resume import EpochBatches, interrupted, merge_partial, partial_record, resolve_resume, stop_agreed
+from dogbreed.runtime import Runtime, resolve_device
 from dogbreed.synthetic import SyntheticSpec, generate
 from dogbreed.transforms import EvalPreset, TrainPreset, resize_size_for
 
@@ -88,7 +90,19 @@ def scan_dataset(root: Path, scan_workers: int) -> tuple[list[str], dict[str, Sp
     return [breed_name(folder) for folder in folders], splits
 
 
-def make_loaders(cfg: DictConfig, splits: dict[str, Split], runtime: Runtime) -> dict[str, Any]:
+def sampling(dataset: Any, is_train: bool, context: distributed.Context, seed: int) -> dict[str, Any]:
+    """DataLoader sampling arguments: each rank its own shard under torchrun, else plain shuffling."""
+    if not context.enabled:
+        return {"shuffle": is_train}
+    if is_train:  # reshuffled per epoch by set_epoch in start_epoch
+        sampler = DistributedSampler(dataset, context.world_size, context.rank, shuffle=True, seed=seed)
+        return {"sampler": sampler}
+    return {"sampler": distributed.ShardSampler(len(dataset), context)}
+
+
+def make_loaders(
+    cfg: DictConfig, splits: dict[str, Split], runtime: Runtime, context: distributed.Context
+) -> dict[str, Any]:
     workers = worker_count(cfg.data.num_workers)
     common = {
         "num_workers": workers,
@@ -110,10 +124,10 @@ def make_loaders(cfg: DictConfig, splits: dict[str, Split], runtime: Runtime) ->
         loader = DataLoader(
             dataset,
             batch_size=cfg.data.batch_size if is_train else cfg.data.eval_batch_size,
-            shuffle=is_train,
             # A last batch of one sample breaks BatchNorm in training mode.
-            drop_last=is_train and len(dataset) > cfg.data.batch_size,
+            drop_last=is_train and len(dataset) > cfg.data.batch_size * context.world_size,
             generator=torch.Generator() if is_train else None,
+            **sampling(dataset, is_train, context, cfg.trainer.seed),
             **common,
         )
         if cfg.data.decode_on_device:
@@ -133,7 +147,11 @@ def use_feature_cache(cfg: DictConfig) -> bool:
 
 
 def make_feature_loaders(
-    cfg: DictConfig, model: nn.Module, splits: dict[str, Split], runtime: Runtime
+    cfg: DictConfig,
+    model: nn.Module,
+    splits: dict[str, Split],
+    runtime: Runtime,
+    context: distributed.Context = distributed.SINGLE_PROCESS,
 ) -> dict[str, DataLoader]:
     """Loaders over cached backbone features; the model's `fc` head is what trains on them."""
     settings = ExtractionSettings(
@@ -149,14 +167,14 @@ def make_feature_loaders(
     loaders = {}
     for name, split in splits.items():
         views = cfg.trainer.feature_cache_views if name == "train" else 1
-        dataset = cache.features(model, name, split.samples, views, runtime, settings, digest)
+        dataset = cache.features(model, name, split.samples, views, runtime, settings, digest, context)
         is_train = name == "train"
         loaders[name] = DataLoader(
             dataset,
             batch_size=cfg.data.batch_size if is_train else cfg.data.eval_batch_size,
-            shuffle=is_train,
-            drop_last=is_train and len(dataset) > cfg.data.batch_size,
+            drop_last=is_train and len(dataset) > cfg.data.batch_size * context.world_size,
             generator=torch.Generator() if is_train else None,
+            **sampling(dataset, is_train, context, cfg.trainer.seed),
         )
     return loaders
 
@@ -164,6 +182,8 @@ def make_feature_loaders(
 def start_epoch(loader: DataLoader | DeviceDecodingLoader, seed: int, epoch: int) -> None:
     """The data order (and cached view) depends only on (seed, epoch): resumed runs see the same batches."""
     loader.generator.manual_seed(seed + epoch)
+    if isinstance(loader.sampler, DistributedSampler):
+        loader.sampler.set_epoch(epoch)
     if isinstance(loader.dataset, FeatureViews):
         loader.dataset.set_epoch(epoch)
 
@@ -271,6 +291,14 @@ def compile_for_training(model: nn.Module, setting: Any, runtime: Runtime) -> nn
     return model
 
 
+def check_identical_weights(model: nn.Module, context: distributed.Context) -> None:
+    """DDP keeps replicas in step; a mismatch would mean silently wrong results, so fail loudly."""
+    digests = distributed.gather_objects(module_digest(model))
+    if len(set(digests)) != 1:
+        raise RuntimeError(f"the {context.world_size} ranks ended with different weights: {digests}")
+    log.info("weights identical on all %d ranks (sha256 %s...)", context.world_size, digests[0][:12])
+
+
 def cpu_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     return {key: value.detach().to("cpu", copy=True) for key, value in model.state_dict().items()}
 
@@ -281,18 +309,59 @@ def train(cfg: DictConfig) -> float:
     SIGTERM, SIGINT or an EC2 spot notice stop it after the current step with a checkpoint
     (`TrainingInterrupted`); with storage=s3 a failed upload ends it with `UploadError`.
     """
-    with StopRequest.from_config(cfg.trainer) as stop:
-        return run_training(cfg, stop)
+    context = distributed.init(resolve_device(cfg.trainer.device))  # a single process unless torchrun
+    try:
+        with StopRequest.from_config(cfg.trainer) as stop:
+            return run_training(cfg, stop, context)
+    finally:
+        distributed.shutdown()
 
 
-def run_training(cfg: DictConfig, stop: StopRequest) -> float:
+def build_optimizer(optim_cfg: DictConfig, params: list[nn.Parameter], world_size: int) -> torch.optim.Optimizer:
+    """Instantiates `optim`; with `scale_lr_with_batch` the lr grows with the global batch (linear rule)."""
+    settings = OmegaConf.to_container(optim_cfg, resolve=True)
+    scale = settings.pop("scale_lr_with_batch", False)
+    if world_size > 1:
+        if scale:
+            log.info("optim.scale_lr_with_batch: lr %g x %d ranks = %g", settings["lr"], world_size,
+                     settings["lr"] * world_size)  # fmt: skip
+            settings["lr"] *= world_size
+        else:
+            log.info("%d ranks: global batch = %d x data.batch_size; lr unchanged (optim.scale_lr_with_batch=false)",
+                     world_size, world_size)  # fmt: skip
+    return instantiate(settings)(params=params)
+
+
+def export_for_sagemaker(output_dir: Path, model_dir: Path) -> None:
+    """model.pth + labels.json into SM_MODEL_DIR: SageMaker tars it into a deployable model.tar.gz."""
+    model_dir.mkdir(parents=True, exist_ok=True)
+    for name in (checkpoint.WEIGHTS_NAME, reports.LABELS_NAME):
+        shutil.copy2(output_dir / name, model_dir / name)
+    log.info("copied %s and %s to %s", checkpoint.WEIGHTS_NAME, reports.LABELS_NAME, model_dir)
+
+
+def prepare_and_scan(cfg: DictConfig, context: distributed.Context) -> tuple[list[str], dict[str, Split]]:
+    """One process per machine fetches/generates the data, then rank 0's scan is shared by all."""
+    if context.local_rank == 0:
+        root = prepare_data_root(cfg.data)
+    distributed.barrier()
+    if context.local_rank != 0:
+        root = prepare_data_root(cfg.data)  # already there: returns at once
+    scanned = scan_dataset(root, worker_count(cfg.data.scan_workers)) if context.is_main else None
+    return distributed.broadcast_object(scanned)
+
+
+def run_training(cfg: DictConfig, stop: StopRequest, context: distributed.Context) -> float:
     started = time.perf_counter()
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    uploads = storage.RunUploads.from_config(cfg, output_dir)  # None with storage=local
     trainer = cfg.trainer
     seed_everything(trainer.seed)
     runtime = Runtime.from_names(trainer.device, trainer.precision, trainer.channels_last)
+    is_main = context.is_main
+    if not is_main:  # rank 0 logs and draws progress bars for everyone
+        logging.getLogger().setLevel(logging.WARNING)
+    uploads = storage.RunUploads.from_config(cfg, output_dir) if is_main else None  # None with storage=local
     log.info(
         "device %s, precision %s, malloc %s, output %s",
         runtime.device,
@@ -301,12 +370,12 @@ def run_training(cfg: DictConfig, stop: StopRequest) -> float:
         output_dir,
     )
 
-    root = prepare_data_root(cfg.data)
-    class_names, splits = scan_dataset(root, worker_count(cfg.data.scan_workers))
-    reported = write_skipped_report(splits.values(), output_dir / SKIPPED_NAME)
-    if reported:
-        log.warning("%d problem file(s) listed in %s", reported, output_dir / SKIPPED_NAME)
-    reports.write_labels(class_names, output_dir / reports.LABELS_NAME)
+    class_names, splits = prepare_and_scan(cfg, context)
+    if is_main:
+        reported = write_skipped_report(splits.values(), output_dir / SKIPPED_NAME)
+        if reported:
+            log.warning("%d problem file(s) listed in %s", reported, output_dir / SKIPPED_NAME)
+        reports.write_labels(class_names, output_dir / reports.LABELS_NAME)
 
     spec = ModelSpec(cfg.model.arch, len(class_names), cfg.model.head, cfg.model.mlp_hidden)
     model = build_model(spec, pretrained=cfg.model.pretrained)
@@ -314,12 +383,19 @@ def run_training(cfg: DictConfig, stop: StopRequest) -> float:
     model.to(runtime.device, memory_format=runtime.memory_format)
     if runtime.device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input shapes: pick the fastest kernels once
-    if use_feature_cache(cfg):
-        loaders = make_feature_loaders(cfg, model, splits, runtime)
+    cached = use_feature_cache(cfg)
+    if cached:
+        loaders = make_feature_loaders(cfg, model, splits, runtime, context)
         trained = model.fc  # the head trains on features; model.pth still holds the whole model
     else:
-        loaders = make_loaders(cfg, splits, runtime)
-        trained = compile_for_training(model, cfg.trainer.compile, runtime)
+        loaders = make_loaders(cfg, splits, runtime, context)
+        trained = model
+    if context.enabled:  # gradients averaged over ranks; `model` keeps the plain state_dict keys
+        trained = DistributedDataParallel(
+            trained, device_ids=[context.local_rank] if runtime.device.type == "cuda" else None
+        )
+    if not cached:
+        trained = compile_for_training(trained, cfg.trainer.compile, runtime)
     trainable = [p for p in model.parameters() if p.requires_grad]
     log.info(
         "%s (%s head, freeze=%s): %d of %d parameters train",
@@ -329,20 +405,23 @@ def run_training(cfg: DictConfig, stop: StopRequest) -> float:
         sum(p.numel() for p in trainable),
         sum(p.numel() for p in model.parameters()),
     )
-    optimizer = instantiate(cfg.optim)(params=trainable)
+    optimizer = build_optimizer(cfg.optim, trainable, context.world_size)
     scheduler = instantiate(cfg.sched)(optimizer=optimizer)
     scaler = runtime.grad_scaler()
     criterion = nn.CrossEntropyLoss(label_smoothing=trainer.label_smoothing)
 
     state = TrainingState()
-    resume_from = resolve_resume(cfg, output_dir)  # a path, s3://..., or auto (local and S3)
+    # Rank 0 finds the checkpoint; every rank loads it (a shared path or s3:// across machines).
+    resume_from = distributed.broadcast_object(
+        resolve_resume(cfg, output_dir) if is_main else None
+    )  # a path, s3://..., or auto (local and S3)
     if resume_from is not None:
         state = restore_training_checkpoint(resume_from, model, optimizer, scheduler, scaler, class_names)
 
     weights_path = output_dir / checkpoint.WEIGHTS_NAME
     checkpoint_path = output_dir / checkpoint.CHECKPOINT_NAME
     limit = trainer.limit_batches
-    progress = trainer.progress_bar
+    progress = trainer.progress_bar and is_main
     while state.epoch < trainer.epochs:
         epoch = state.epoch + 1
         start_epoch(loaders["train"], trainer.seed, epoch)
@@ -363,7 +442,8 @@ def run_training(cfg: DictConfig, stop: StopRequest) -> float:
         fit = merge_partial(state.partial, fit)
         if batches.stopped:  # mid-epoch: checkpoint this step, upload it, say how to resume
             state.step, state.partial = batches.done, partial_record(fit)
-            save_training_checkpoint(checkpoint_path, model, optimizer, scheduler, scaler, state, cfg, class_names)
+            if is_main:
+                save_training_checkpoint(checkpoint_path, model, optimizer, scheduler, scaler, state, cfg, class_names)
             where = f"epoch {epoch}, after batch {batches.done} of {batches.total}"
             raise interrupted(stop, where, checkpoint_path, output_dir, uploads)
         state.step, state.partial = 0, None
@@ -398,29 +478,37 @@ def run_training(cfg: DictConfig, stop: StopRequest) -> float:
         if valid.loss < state.best_loss:
             state.best_loss, state.best_epoch, state.best_top1, state.bad_epochs = valid.loss, epoch, valid.top1, 0
             state.best_model = cpu_state_dict(model)
-            checkpoint.atomic_torch_save(state.best_model, weights_path)
+            if is_main:
+                checkpoint.atomic_torch_save(state.best_model, weights_path)
         else:
             state.bad_epochs += 1
-        save_training_checkpoint(checkpoint_path, model, optimizer, scheduler, scaler, state, cfg, class_names)
+        if is_main:
+            save_training_checkpoint(checkpoint_path, model, optimizer, scheduler, scaler, state, cfg, class_names)
         if uploads is not None:
             uploads.checkpoint(checkpoint_path)
         patience = trainer.early_stopping_patience
         if patience and state.bad_epochs >= patience:
             log.info("early stop: validation loss has not improved for %d epochs", patience)
             break
-        if stop.requested:  # it came during evaluation or the upload: the epoch is complete
+        if stop_agreed(stop):  # it came during evaluation or the upload: the epoch is complete
             raise interrupted(stop, f"after epoch {epoch}", checkpoint_path, output_dir, uploads)
 
     if state.best_model is None:
         raise RuntimeError("training finished without a single evaluated epoch (trainer.epochs must be >= 1)")
-    if not weights_path.exists():  # resumed in a new run dir: the best weights came from the checkpoint
+    if is_main and not weights_path.exists():  # resumed in a new run dir: best weights from the checkpoint
         checkpoint.atomic_torch_save(state.best_model, weights_path)
     model.load_state_dict(state.best_model)
     final = {
         name: evaluate(trained, loaders[name], criterion, runtime, len(class_names), name, limit, progress)
         for name in ("valid", "test")
     }
+    if context.enabled:
+        check_identical_weights(model, context)
+    if not is_main:
+        return final["valid"].top1
     write_final_reports(output_dir, state, final, class_names, time.perf_counter() - started, runtime)
+    if cfg.paths.get("model_dir"):
+        export_for_sagemaker(output_dir, Path(cfg.paths.model_dir))
     log.info(
         "best epoch %d: valid top1 %.3f | test top1 %.3f top5 %.3f",
         state.best_epoch,

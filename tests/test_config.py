@@ -11,6 +11,7 @@ import torch
 import yaml
 from hydra.utils import instantiate
 
+from dogbreed.training import build_optimizer
 from tests.conftest import CONF_DIR, REPO, compose_config
 
 EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
@@ -61,7 +62,7 @@ def test_data_root_follows_the_sagemaker_channel(monkeypatch: pytest.MonkeyPatch
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_every_experiment_composes_and_builds_its_optimizer(experiment: str) -> None:
     cfg = compose_config([f"experiment={experiment}", "debug=fast"])
-    optimizer = instantiate(cfg.optim)(params=[torch.nn.Parameter(torch.zeros(2))])
+    optimizer = build_optimizer(cfg.optim, [torch.nn.Parameter(torch.zeros(2))], world_size=1)
     scheduler = instantiate(cfg.sched)(optimizer=optimizer)
     assert optimizer.param_groups[0]["lr"] == pytest.approx(cfg.optim.lr)
     assert scheduler.optimizer is optimizer
@@ -79,7 +80,7 @@ def test_udacity_baseline_is_the_course_recipe() -> None:
 @pytest.mark.parametrize("sched", ["cosine", "step", "none"])
 def test_optimizers_and_schedules_combine(optim: str, sched: str) -> None:
     cfg = compose_config([f"optim={optim}", f"sched={sched}", "optim.lr=0.5"])
-    optimizer = instantiate(cfg.optim)(params=[torch.nn.Parameter(torch.zeros(2))])
+    optimizer = build_optimizer(cfg.optim, [torch.nn.Parameter(torch.zeros(2))], world_size=1)
     scheduler = instantiate(cfg.sched)(optimizer=optimizer)
     assert optimizer.param_groups[0]["lr"] == 0.5
     optimizer.step()

@@ -355,7 +355,7 @@ def test_cli_status_shows_each_resource_and_bad_overrides_fail_before_aws(
     cfg = deploy_env("deploy.lambda.provisioned_concurrency=0", "deploy.lambda.url_auth=null")
     orchestrator.up(cfg, str(run_dir), clients, package)
     overrides = [f"deploy.s3_uri=s3://{BUCKET}/deploys", "deploy.lambda.provisioned_concurrency=0"]
-    cli = [sys.executable, "-m", "deploy.cloud.cli"]
+    cli = [sys.executable, "-m", "deploy"]
     status = subprocess.run([*cli, "status", *overrides], capture_output=True, text=True, cwd=REPO, timeout=60)
     assert status.returncode == 0, status.stderr
     rows = [line.split() for line in status.stdout.splitlines()]

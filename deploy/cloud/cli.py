@@ -1,19 +1,16 @@
 """`up`, `down` and `status` subcommands: `python -m deploy up RUN key=value ...`.
 
-`add_commands` plugs them into `python -m deploy`; `main` runs them on their own.
+`add_commands` plugs them into `python -m deploy`.
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
-import sys
 
 from omegaconf import DictConfig
 
 from deploy.cloud import orchestrator
 from deploy.cloud.config import load_config
-from dogbreed.errors import DogbreedError
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
@@ -28,20 +25,6 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     status = subparsers.add_parser("status", help="show each deployed resource and its state")
     status.add_argument("overrides", nargs="*", help="deploy config overrides, e.g. deploy.name=dogbreed-dev")
     status.set_defaults(func=status_command)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m deploy.cloud.cli up|down|status ...`; a DogbreedError prints without a traceback (exit 1)."""
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    parser = argparse.ArgumentParser(prog="python -m deploy.cloud.cli", description=__doc__)
-    add_commands(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    try:
-        args.func(args)
-    except DogbreedError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    return 0
 
 
 def up_command(args: argparse.Namespace) -> None:
@@ -70,7 +53,3 @@ def status_command(args: argparse.Namespace) -> None:
 def _setup(args: argparse.Namespace) -> tuple[DictConfig, orchestrator.Clients]:
     cfg = load_config(args.overrides)
     return cfg, orchestrator.Clients.create(cfg.deploy.region)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
