@@ -30,6 +30,8 @@ def main() -> None:
     parser.add_argument("--limit-train", type=int, default=0, help="use the first N training images (0 = all)")
     parser.add_argument("--limit-valid", type=int, default=0)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--arch", default="resnet50")
+    parser.add_argument("--weights", help="backbone weights (a run's model.pth) instead of random init")
     args = parser.parse_args()
     torch.manual_seed(0)
 
@@ -47,10 +49,13 @@ def main() -> None:
     valid_loader = DataLoader(valid_set, batch_size=32, num_workers=args.workers)
 
     classes = len(datasets.ImageFolder(f"{args.data}/train").classes)
-    model = torchvision.models.resnet50(weights=None)  # ImageNet weights are the same compute
+    model = torchvision.models.get_model(args.arch, weights=None)  # ImageNet weights are the same compute
+    if args.weights:
+        state = torch.load(args.weights, weights_only=True)
+        model.load_state_dict({k: v for k, v in state.items() if not k.startswith("fc.")}, strict=False)
     for parameter in model.parameters():
         parameter.requires_grad = False
-    model.fc = nn.Sequential(nn.Linear(2048, 128), nn.ReLU(), nn.Linear(128, classes))
+    model.fc = nn.Sequential(nn.Linear(model.fc.in_features, 128), nn.ReLU(), nn.Linear(128, classes))
     optimizer = torch.optim.Adam(model.fc.parameters(), lr=1e-4)
     criterion = nn.CrossEntropyLoss()
 

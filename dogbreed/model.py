@@ -82,6 +82,29 @@ def imagenet_state_dict(arch: str) -> dict[str, torch.Tensor]:
         ) from None
 
 
+def load_backbone(model: nn.Module, path: Path) -> None:
+    """Starts the backbone from an earlier run's weights (`model.pth`); the head stays new.
+
+    The head is left out so the weights of a run on other classes fit; any other key that
+    does not match is an error, so a wrong file never half-loads silently.
+    """
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError) as err:
+        raise WeightsError(f"model.init_weights={path}: not a readable state_dict ({err})") from None
+    backbone = {key: value for key, value in state.items() if not key.startswith("fc.")}
+    try:
+        missing, unexpected = model.load_state_dict(backbone, strict=False)
+    except RuntimeError as err:  # shape mismatches
+        raise WeightsError(f"model.init_weights={path} does not fit model.arch: {err}") from None
+    missing = [key for key in missing if not key.startswith("fc.")]
+    if missing or unexpected:
+        raise WeightsError(
+            f"model.init_weights={path} does not fit the model: missing {missing[:5]}, unexpected {unexpected[:5]}"
+        )
+    log.info("backbone initialised from %s", path)
+
+
 def apply_freeze(model: nn.Module, policy: str) -> None:
     """Sets requires_grad by policy: `backbone`, `layer4` or `none`."""
     if policy not in FREEZE_POLICIES:

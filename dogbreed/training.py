@@ -37,7 +37,7 @@ from dogbreed.errors import DataError
 from dogbreed.features import ExtractionSettings, FeatureCache, FeatureViews, backbone_of, module_digest
 from dogbreed.gpu_decode import DeviceBatchTransform, DeviceDecodingLoader, EncodedImages, collate_encoded
 from dogbreed.interrupt import StopRequest
-from dogbreed.model import ModelSpec, apply_freeze, build_model
+from dogbreed.model import ModelSpec, apply_freeze, build_model, load_backbone
 from dogbreed.resume import EpochBatches, interrupted, merge_partial, partial_record, resolve_resume, stop_agreed
 from dogbreed.runtime import Runtime, resolve_device
 from dogbreed.synthetic import SyntheticSpec, generate
@@ -378,7 +378,9 @@ def run_training(cfg: DictConfig, stop: StopRequest, context: distributed.Contex
         reports.write_labels(class_names, output_dir / reports.LABELS_NAME)
 
     spec = ModelSpec(cfg.model.arch, len(class_names), cfg.model.head, cfg.model.mlp_hidden)
-    model = build_model(spec, pretrained=cfg.model.pretrained)
+    model = build_model(spec, pretrained=cfg.model.pretrained and not cfg.model.get("init_weights"))
+    if cfg.model.get("init_weights"):
+        load_backbone(model, Path(cfg.model.init_weights))
     apply_freeze(model, cfg.model.freeze)
     model.to(runtime.device, memory_format=runtime.memory_format)
     if runtime.device.type == "cuda":

@@ -8,7 +8,15 @@ import pytest
 import torch
 
 from dogbreed.errors import WeightsError
-from dogbreed.model import ModelSpec, apply_freeze, build_model, imagenet_state_dict, spec_from_state_dict, train_mode
+from dogbreed.model import (
+    ModelSpec,
+    apply_freeze,
+    build_model,
+    imagenet_state_dict,
+    load_backbone,
+    spec_from_state_dict,
+    train_mode,
+)
 
 
 @pytest.mark.parametrize(
@@ -67,3 +75,19 @@ def test_missing_imagenet_weights_say_where_to_put_them(
     message = str(raised.value)
     assert str(tmp_path / "hub" / "checkpoints" / "resnet50-11ad3fa6.pth") in message
     assert "model.pretrained=false" in message
+
+
+def test_backbone_starts_from_an_earlier_run_with_a_new_head(tmp_path: Path) -> None:
+    earlier = build_model(ModelSpec("resnet18", 4))
+    torch.save(earlier.state_dict(), tmp_path / "model.pth")
+    model = build_model(ModelSpec("resnet18", 7, head="mlp"))
+    load_backbone(model, tmp_path / "model.pth")
+    assert torch.equal(model.layer4[1].conv2.weight, earlier.layer4[1].conv2.weight)
+    assert torch.equal(model.bn1.running_var, earlier.bn1.running_var)
+    assert model.fc[2].out_features == 7
+
+
+def test_backbone_weights_of_another_arch_are_refused(tmp_path: Path) -> None:
+    torch.save(build_model(ModelSpec("resnet18", 4)).state_dict(), tmp_path / "model.pth")
+    with pytest.raises(WeightsError, match="does not fit"):
+        load_backbone(build_model(ModelSpec("resnet34", 4)), tmp_path / "model.pth")
