@@ -37,23 +37,6 @@ PC_OPS = (
     "delete_provisioned_concurrency_config",
 )
 
-# A boto3-only handler with the contract of deploy/lambda_function (used until that folder exists here).
-HANDLER = """
-import json
-import os
-
-import boto3
-
-runtime = boto3.client("sagemaker-runtime")
-
-
-def lambda_handler(event, context):
-    reply = runtime.invoke_endpoint(
-        EndpointName=os.environ["ENDPOINT_NAME"], ContentType="application/json", Body=json.dumps(event)
-    )
-    return {"statusCode": 200, "headers": {"Content-Type": "application/json"}, "body": reply["Body"].read().decode()}
-"""
-
 
 class Routed:
     """A boto3 client whose named operations go to a Stubber-backed twin, everything else to moto."""
@@ -96,14 +79,9 @@ class ProvisionedConcurrency:
 
 
 @pytest.fixture
-def handler_dir(tmp_path: Path) -> Path:
-    real = REPO / "deploy" / "lambda_function"
-    if (real / "lambda_function.py").is_file():
-        return real
-    folder = tmp_path / "lambda_function"
-    folder.mkdir()
-    (folder / "lambda_function.py").write_text(HANDLER)
-    return folder
+def handler_dir() -> Path:
+    """The real Lambda function code, as `up` zips it."""
+    return REPO / "deploy" / "lambda_function"
 
 
 @pytest.fixture
@@ -430,8 +408,6 @@ def test_public_url_is_only_made_when_asked_and_warns(
 
 def test_repackaging_a_trained_run_gives_the_same_model_version(make_cfg: Callable[..., Any], tmp_path: Path) -> None:
     """`up` is a no-op only if packaging the same run twice yields the same content (timestamps aside)."""
-    if importlib.util.find_spec("deploy.package") is None:
-        pytest.skip("deploy.package (the serving issue) is not in this tree yet")
     from deploy.package import package_run
     from dogbreed.training import train
 
