@@ -19,7 +19,6 @@ import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import torch
 
@@ -57,25 +56,26 @@ class PackageError(DogbreedError):
 
 
 def download_run(uri: str, destination: Path) -> Path:
-    """Copies the files packaging reads from an s3:// run prefix into `destination`."""
-    import boto3  # only needed for s3:// runs
+    """Copies the files packaging reads from an s3:// run prefix into `destination`.
+
+    Goes through `dogbreed.storage`, so files uploaded by a training run are checked
+    against the SHA-256 recorded at upload; optional files that are absent are skipped.
+    """
     from botocore.exceptions import BotoCoreError, ClientError
 
-    parts = urlsplit(uri)
-    prefix = parts.path.lstrip("/").rstrip("/") + "/"
-    client = boto3.client("s3")
-    wanted = (WEIGHTS_NAME, LABELS_NAME, CHECKPOINT_NAME, HYDRA_CONFIG.as_posix())
-    for name in wanted:
-        target = destination / name
-        target.parent.mkdir(parents=True, exist_ok=True)
+    from dogbreed import storage  # boto3 is only needed for s3:// runs
+
+    prefix = storage.S3Location.parse(uri).as_prefix()
+    client = storage.make_client()
+    for name in (WEIGHTS_NAME, LABELS_NAME, CHECKPOINT_NAME, HYDRA_CONFIG.as_posix()):
+        source = prefix.child(name)
         try:
-            client.download_file(parts.netloc, prefix + name, str(target))
-        except ClientError as err:
-            if err.response["Error"]["Code"] not in ("404", "NoSuchKey"):
-                raise PackageError(f"cannot read {uri.rstrip('/')}/{name}: {err}") from None
-            log.info("%s has no %s", uri, name)
-        except BotoCoreError as err:  # no credentials, no region, endpoint unreachable
-            raise PackageError(f"cannot read {uri}: {err}") from None
+            if storage.head_or_none(client, source) is None:
+                log.info("%s has no %s", uri, name)
+                continue
+            storage.download_verified(client, source, destination / name)
+        except (ClientError, BotoCoreError) as err:  # no credentials, no region, endpoint unreachable
+            raise PackageError(f"cannot read {source.uri}: {err}") from None
     return destination
 
 
