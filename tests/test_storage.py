@@ -14,19 +14,11 @@ from dogbreed import datasync, storage, training
 from dogbreed.errors import DogbreedError
 from dogbreed.resume import resolve_resume
 from dogbreed.storage import S3Location, S3Uploader, UploadSettings, VerificationError
+from tests.test_training import ARTIFACTS
 
 BUCKET = "dogbreed-artifacts"
-EXPECTED = {
-    "model.pth",
-    "labels.json",
-    "checkpoint.pt",
-    "metrics.json",
-    "metrics.csv",
-    "curves.png",
-    "confusion.png",
-    "config.yaml",
-    "skipped_files.txt",
-}
+# Every artifact of a local run, plus the resolved config that storage=s3 runs write.
+EXPECTED = {*ARTIFACTS, "config.yaml"}
 # Small parts, so the checkpoint and weights of the test model go up as multipart uploads.
 MULTIPART = ["storage.multipart_threshold_mb=8", "storage.multipart_chunk_mb=5"]
 
