@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 from torchvision import transforms
 
-from dogbreed.model import build_model, spec_from_state_dict
+from dogbreed.serving.architecture import build_model, spec_from_state_dict
 
 
 def model_fn(model_dir: str) -> torch.nn.Module:

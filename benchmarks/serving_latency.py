@@ -32,7 +32,7 @@ import torch
 
 from deploy.__main__ import wait_for_ping
 from deploy.package import package_run
-from dogbreed.model import ModelSpec, build_model
+from dogbreed.serving.architecture import ModelSpec, build_model
 from dogbreed.synthetic import SyntheticSpec, render
 
 REPO = Path(__file__).resolve().parents[1]

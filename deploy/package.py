@@ -27,8 +27,8 @@ import dogbreed
 from deploy.container.handler import SERVING_INFO_NAME, load_weights
 from dogbreed.checkpoint import CHECKPOINT_NAME, WEIGHTS_NAME
 from dogbreed.errors import DogbreedError
-from dogbreed.model import spec_from_state_dict
 from dogbreed.reports import LABELS_NAME, read_labels
+from dogbreed.serving.architecture import spec_from_state_dict
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +43,11 @@ SHIPPED_MODULES = (
     "deploy/container/fetch.py",
     "deploy/container/handler.py",
     "dogbreed/__init__.py",
-    "dogbreed/errors.py",
-    "dogbreed/model.py",
-    "dogbreed/runtime.py",
-    "dogbreed/transforms.py",
+    "dogbreed/serving/__init__.py",
+    "dogbreed/serving/architecture.py",
+    "dogbreed/serving/errors.py",
+    "dogbreed/serving/hardware.py",
+    "dogbreed/serving/preprocess.py",
 )
 ENTRY_POINT = "deploy/container/inference.py"
 

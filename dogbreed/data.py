@@ -19,7 +19,7 @@ from PIL import Image, ImageFile, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from dogbreed.errors import DataError
-from dogbreed.transforms import decode_image
+from dogbreed.serving.preprocess import decode_image
 
 log = logging.getLogger(__name__)
 

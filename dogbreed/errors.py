@@ -1,13 +1,10 @@
 """Errors whose message tells the user what to do; the CLI prints them without a traceback."""
 
+# Defined in the shipped serving package, which must raise them without importing outside itself.
+from dogbreed.serving.errors import DogbreedError, WeightsError
 
-class DogbreedError(Exception):
-    """Base class: the message is complete and actionable on its own."""
+__all__ = ["DataError", "DogbreedError", "WeightsError"]
 
 
 class DataError(DogbreedError):
     """The dataset is missing, malformed or cannot be fetched."""
-
-
-class WeightsError(DogbreedError):
-    """Pretrained weights or a checkpoint cannot be obtained or do not fit the model."""

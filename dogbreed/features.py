@@ -34,7 +34,8 @@ from dogbreed import distributed
 from dogbreed.checkpoint import atomic_torch_save
 from dogbreed.data import ImageFolderDataset
 from dogbreed.runtime import Runtime
-from dogbreed.transforms import EvalPreset, TrainPreset, resize_size_for
+from dogbreed.serving.preprocess import EvalPreset, resize_size_for
+from dogbreed.transforms import TrainPreset
 
 log = logging.getLogger(__name__)
 

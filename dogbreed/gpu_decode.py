@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.io import ImageReadMode, decode_image, decode_jpeg, read_file
 from torchvision.transforms import v2
 
-from dogbreed.transforms import IMAGENET_MEAN, IMAGENET_STD, resize_size_for
+from dogbreed.serving.preprocess import IMAGENET_MEAN, IMAGENET_STD, resize_size_for
 
 JPEG_MAGIC = b"\xff\xd8"
 

@@ -8,18 +8,11 @@ from dataclasses import dataclass
 
 import torch
 
+from dogbreed.serving.hardware import cpu_has_fast_bf16
+
 log = logging.getLogger(__name__)
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def cpu_has_fast_bf16() -> bool:
-    """True when the CPU has native bf16 (AVX512-BF16 or AMX), where bf16 autocast pays.
-
-    oneDNN also emulates bf16 on plain AVX-512, but that is slower than fp32.
-    """
-    checks = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
-    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
 
 
 def resolve_device(name: str) -> torch.device:

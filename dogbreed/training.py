@@ -37,11 +37,13 @@ from dogbreed.errors import DataError
 from dogbreed.features import ExtractionSettings, FeatureCache, FeatureViews, backbone_of, module_digest
 from dogbreed.gpu_decode import DeviceBatchTransform, DeviceDecodingLoader, EncodedImages, collate_encoded
 from dogbreed.interrupt import StopRequest
-from dogbreed.model import ModelSpec, apply_freeze, build_model, load_backbone
+from dogbreed.model import apply_freeze, load_backbone
 from dogbreed.resume import EpochBatches, interrupted, merge_partial, partial_record, resolve_resume, stop_agreed
 from dogbreed.runtime import Runtime, resolve_device
+from dogbreed.serving.architecture import ModelSpec, build_model
+from dogbreed.serving.preprocess import EvalPreset, resize_size_for
 from dogbreed.synthetic import SyntheticSpec, generate
-from dogbreed.transforms import EvalPreset, TrainPreset, resize_size_for
+from dogbreed.transforms import TrainPreset
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from PIL import Image
 
 from dogbreed.data import SPLITS, ImageFolderDataset, breed_name, discover_classes, scan_split
 from dogbreed.errors import DataError
-from dogbreed.transforms import EvalPreset, decode_image
+from dogbreed.serving.preprocess import EvalPreset, decode_image
 from tests.conftest import write_image
 
 

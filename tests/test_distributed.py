@@ -17,11 +17,11 @@ from torch.utils.data import DataLoader
 from dogbreed.data import ImageFolderDataset, class_folders, scan_split
 from dogbreed.engine import evaluate
 from dogbreed.errors import DogbreedError
-from dogbreed.model import ModelSpec, build_model
 from dogbreed.runtime import Runtime
 from dogbreed.sagemaker import cluster_environment, hydra_argv
+from dogbreed.serving.architecture import ModelSpec, build_model
+from dogbreed.serving.preprocess import EvalPreset
 from dogbreed.training import build_optimizer
-from dogbreed.transforms import EvalPreset
 from tests.conftest import REPO, compose_config
 
 TINY = ["model.arch=resnet18", "model.pretrained=false", "data.image_size=32", "data.num_workers=0",

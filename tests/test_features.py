@@ -16,9 +16,9 @@ from dogbreed import training
 from dogbreed.data import ImageFolderDataset, scan_split
 from dogbreed.engine import evaluate
 from dogbreed.features import FeatureViews, backbone_of
-from dogbreed.model import ModelSpec, build_model
 from dogbreed.runtime import Runtime
-from dogbreed.transforms import EvalPreset
+from dogbreed.serving.architecture import ModelSpec, build_model
+from dogbreed.serving.preprocess import EvalPreset
 
 CACHED = ["model.freeze=backbone", "trainer.feature_cache=auto", "trainer.precision=fp32"]
 

@@ -10,7 +10,7 @@ import torch
 
 from dogbreed import training
 from dogbreed.gpu_decode import DeviceBatchTransform, EncodedImages, collate_encoded
-from dogbreed.transforms import EvalPreset, decode_image
+from dogbreed.serving.preprocess import EvalPreset, decode_image
 from tests.conftest import write_image
 
 

@@ -8,15 +8,8 @@ import pytest
 import torch
 
 from dogbreed.errors import WeightsError
-from dogbreed.model import (
-    ModelSpec,
-    apply_freeze,
-    build_model,
-    imagenet_state_dict,
-    load_backbone,
-    spec_from_state_dict,
-    train_mode,
-)
+from dogbreed.model import apply_freeze, load_backbone, train_mode
+from dogbreed.serving.architecture import ModelSpec, build_model, imagenet_state_dict, spec_from_state_dict
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,7 @@ from PIL import Image
 from dogbreed import training
 from dogbreed.checkpoint import find_resumable, load_checkpoint
 from dogbreed.errors import DataError
-from dogbreed.model import ModelSpec, build_model
+from dogbreed.serving.architecture import ModelSpec, build_model
 from dogbreed.synthetic import SyntheticSpec, generate
 from tests.test_data import jpeg_bytes
 

@@ -25,10 +25,10 @@ from PIL import Image, UnidentifiedImageError
 
 from deploy.container.errors import RequestError
 from deploy.container.fetch import FetchPolicy, fetch
-from dogbreed.errors import WeightsError
-from dogbreed.model import build_model, spec_from_state_dict
-from dogbreed.runtime import cpu_has_fast_bf16
-from dogbreed.transforms import EvalPreset, decode_image
+from dogbreed.serving.architecture import build_model, spec_from_state_dict
+from dogbreed.serving.errors import WeightsError
+from dogbreed.serving.hardware import cpu_has_fast_bf16
+from dogbreed.serving.preprocess import EvalPreset, decode_image
 
 log = logging.getLogger(__name__)
 

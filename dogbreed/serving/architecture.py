@@ -1,0 +1,91 @@
+"""The classifier: a torchvision ResNet with a new head, and its rebuilding from weights alone.
+
+State-dict keys are torchvision's own (`conv1.weight`, ..., `fc.weight` or
+`fc.0.weight` for the MLP head), so `model.pth` loads into a plain torchvision
+model with the same head; `spec_from_state_dict` recovers arch and head from
+the keys alone, which is how serving rebuilds the model without the training config.
+Training builds its network here too (its freeze policy is `dogbreed.model`).
+"""
+
+from __future__ import annotations
+
+import urllib.error
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torchvision
+from torch import nn
+
+from dogbreed.serving.errors import WeightsError
+
+# Blocks per stage, and whether the stage uses bottleneck blocks (conv3 present).
+RESNET_LAYOUTS = {
+    "resnet18": ((2, 2, 2, 2), False),
+    "resnet34": ((3, 4, 6, 3), False),
+    "resnet50": ((3, 4, 6, 3), True),
+    "resnet101": ((3, 4, 23, 3), True),
+    "resnet152": ((3, 8, 36, 3), True),
+}
+HEADS = ("linear", "mlp")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What is needed to rebuild the network for a state_dict."""
+
+    arch: str
+    num_classes: int
+    head: str = "linear"
+    mlp_hidden: int = 128
+
+
+def make_head(in_features: int, spec: ModelSpec) -> nn.Module:
+    if spec.head == "linear":
+        return nn.Linear(in_features, spec.num_classes)
+    if spec.head == "mlp":  # the course's 2048 -> 128 -> ReLU -> classes
+        return nn.Sequential(
+            nn.Linear(in_features, spec.mlp_hidden), nn.ReLU(inplace=True), nn.Linear(spec.mlp_hidden, spec.num_classes)
+        )
+    raise ValueError(f"model.head must be one of {HEADS}, got {spec.head!r}")
+
+
+def build_model(spec: ModelSpec, pretrained: bool = False) -> nn.Module:
+    """A ResNet with a fresh head; ImageNet weights for the backbone when `pretrained`."""
+    if spec.arch not in RESNET_LAYOUTS:
+        raise ValueError(f"model.arch must be one of {sorted(RESNET_LAYOUTS)}, got {spec.arch!r}")
+    model = torchvision.models.get_model(spec.arch, weights=None)
+    if pretrained:
+        model.load_state_dict(imagenet_state_dict(spec.arch))
+    model.fc = make_head(model.fc.in_features, spec)
+    return model
+
+
+def imagenet_state_dict(arch: str) -> dict[str, torch.Tensor]:
+    """Downloads (or reads from the torch hub cache) the newest ImageNet weights for `arch`."""
+    weights = torchvision.models.get_model_weights(arch).DEFAULT
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
+    try:
+        return weights.get_state_dict(progress=True, check_hash=True)
+    except (urllib.error.URLError, OSError, RuntimeError) as err:
+        raise WeightsError(
+            f"could not load the ImageNet weights for {arch} ({weights}): {err}.\n"
+            f"Download {weights.url} on a machine with internet access and put it at {cached} "
+            f"(or set TORCH_HOME), or train from scratch with model.pretrained=false."
+        ) from None
+
+
+def spec_from_state_dict(state_dict: dict[str, torch.Tensor]) -> ModelSpec:
+    """Recovers arch and head from a state_dict produced by `build_model`."""
+    blocks = tuple(
+        len({key.split(".")[1] for key in state_dict if key.startswith(f"layer{stage}.")}) for stage in range(1, 5)
+    )
+    bottleneck = "layer1.0.conv3.weight" in state_dict
+    arch = next((name for name, layout in RESNET_LAYOUTS.items() if layout == (blocks, bottleneck)), None)
+    if arch is None:
+        raise WeightsError(f"the weights are not a supported ResNet (blocks per stage {blocks})")
+    if "fc.weight" in state_dict:
+        return ModelSpec(arch, state_dict["fc.weight"].shape[0], "linear")
+    if "fc.0.weight" in state_dict and "fc.2.weight" in state_dict:
+        return ModelSpec(arch, state_dict["fc.2.weight"].shape[0], "mlp", state_dict["fc.0.weight"].shape[0])
+    raise WeightsError("the weights have no recognised classifier head (fc.weight or fc.0/fc.2)")
