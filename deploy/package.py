@@ -24,11 +24,11 @@ import torch
 
 import deploy
 import dogbreed
-from deploy.container.handler import SERVING_INFO_NAME, load_weights
 from dogbreed.checkpoint import CHECKPOINT_NAME, WEIGHTS_NAME
 from dogbreed.errors import DogbreedError
 from dogbreed.reports import LABELS_NAME, read_labels
-from dogbreed.serving.architecture import spec_from_state_dict
+from dogbreed.serving.architecture import load_weights, spec_from_state_dict
+from dogbreed.serving.handler import SERVING_INFO_NAME
 
 log = logging.getLogger(__name__)
 
@@ -37,19 +37,16 @@ DEFAULT_IMAGE_SIZE = 224  # torchvision's ImageNet size; SageMaker training outp
 HYDRA_CONFIG = Path(".hydra") / "config.yaml"
 # What code/ carries: the handler and exactly the dogbreed modules it imports (checked by a test).
 SHIPPED_MODULES = (
-    "deploy/__init__.py",
-    "deploy/container/__init__.py",
-    "deploy/container/errors.py",
-    "deploy/container/fetch.py",
-    "deploy/container/handler.py",
     "dogbreed/__init__.py",
     "dogbreed/serving/__init__.py",
     "dogbreed/serving/architecture.py",
     "dogbreed/serving/errors.py",
+    "dogbreed/serving/fetch.py",
+    "dogbreed/serving/handler.py",
     "dogbreed/serving/hardware.py",
     "dogbreed/serving/preprocess.py",
 )
-ENTRY_POINT = "deploy/container/inference.py"
+ENTRY_POINT = "dogbreed/serving/inference.py"
 
 
 class PackageError(DogbreedError):

@@ -32,9 +32,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from deploy.container import handler as default_handler
-from deploy.container.errors import RequestError
 from deploy.package import package_run
+from dogbreed.serving import handler as default_handler
+from dogbreed.serving.errors import RequestError
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from deploy.__main__ import main, wait_for_ping
-from deploy.container import handler
 from deploy.package import package_run
+from dogbreed.serving import handler
 from tests.conftest import REPO, free_port
 from tests.serving_support import image_bytes, train_run
 

@@ -11,8 +11,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from deploy.container.errors import RequestError
-from deploy.container.fetch import FetchPolicy, check_address, fetch
+from dogbreed.serving.errors import RequestError
+from dogbreed.serving.fetch import FetchPolicy, check_address, fetch
 from tests.serving_support import image_bytes
 
 IMAGE = image_bytes()

@@ -43,7 +43,7 @@ def test_package_layout_and_info(run_dir: Path, tmp_path: Path) -> None:
     with tarfile.open(tarball) as tar:
         names = set(tar.getnames())
     assert {"model.pth", "labels.json", "serving.json", "code/inference.py"} <= names
-    assert "code/dogbreed/serving/preprocess.py" in names and "code/deploy/container/handler.py" in names
+    assert "code/dogbreed/serving/preprocess.py" in names and "code/dogbreed/serving/handler.py" in names
     assert not any("server" in name or "training" in name for name in names)  # container brings its own server
     info = serving_info(tarball)
     assert info["image_size"] == 32 and info["arch"] == "resnet18" and info["num_classes"] == 4

@@ -18,8 +18,8 @@ import pytest
 from botocore import UNSIGNED
 from botocore.config import Config
 
-from deploy.container import handler
 from deploy.server import BackgroundServer, create_app, prepare_model_dir
+from dogbreed.serving import handler
 from tests.conftest import free_port
 from tests.serving_support import image_bytes, png_bomb, train_run
 

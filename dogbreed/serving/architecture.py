@@ -89,3 +89,29 @@ def spec_from_state_dict(state_dict: dict[str, torch.Tensor]) -> ModelSpec:
     if "fc.0.weight" in state_dict and "fc.2.weight" in state_dict:
         return ModelSpec(arch, state_dict["fc.2.weight"].shape[0], "mlp", state_dict["fc.0.weight"].shape[0])
     raise WeightsError("the weights have no recognised classifier head (fc.weight or fc.0/fc.2)")
+
+
+def load_weights(weights: Path, labels: list[str]) -> nn.Module:
+    """Builds the model the weights describe on the meta device and assigns the (memory-mapped) weights.
+
+    Raises:
+        WeightsError: the file is unreadable, not a supported ResNet, or has a
+            different number of classes than `labels`.
+    """
+    try:
+        state_dict = torch.load(weights, map_location="cpu", mmap=True, weights_only=True)
+    except Exception as err:  # torch raises several types for a damaged or foreign file
+        raise WeightsError(f"{weights} is not a readable state_dict ({err})") from None
+    spec = spec_from_state_dict(state_dict)
+    if spec.num_classes != len(labels):
+        raise WeightsError(
+            f"{weights} has a {spec.num_classes}-class head but labels.json names {len(labels)} breeds; "
+            "they come from different runs"
+        )
+    with torch.device("meta"):  # no random init of weights that are overwritten anyway
+        model = build_model(spec)
+    try:
+        model.load_state_dict(state_dict, assign=True)
+    except RuntimeError as err:
+        raise WeightsError(f"{weights} does not fit a {spec.arch} with a {spec.head} head: {err}") from None
+    return model.eval()

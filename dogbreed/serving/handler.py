@@ -1,8 +1,8 @@
 """The SageMaker inference contract: model_fn / input_fn / predict_fn / output_fn.
 
 The same functions run in the PyTorch inference container (via `code/inference.py`)
-and behind `python -m deploy serve`. Preprocessing is `dogbreed.transforms`, the
-module evaluation uses. Environment switches (the container passes env vars
+and behind `python -m deploy serve`. Preprocessing is `dogbreed.serving.preprocess`,
+the module evaluation uses. Environment switches (the container passes env vars
 through): DOGBREED_COMPILE=0 skips torch.compile, DOGBREED_PRECISION=fp32|bf16
 overrides the automatic choice.
 """
@@ -23,10 +23,9 @@ from typing import Any
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from deploy.container.errors import RequestError
-from deploy.container.fetch import FetchPolicy, fetch
-from dogbreed.serving.architecture import build_model, spec_from_state_dict
-from dogbreed.serving.errors import WeightsError
+from dogbreed.serving.architecture import load_weights
+from dogbreed.serving.errors import RequestError
+from dogbreed.serving.fetch import FetchPolicy, fetch
 from dogbreed.serving.hardware import cpu_has_fast_bf16
 from dogbreed.serving.preprocess import EvalPreset, decode_image
 
@@ -67,32 +66,6 @@ class Request:
     image: bytes
     topk: int = DEFAULT_TOPK
     logits: bool = False
-
-
-def load_weights(weights: Path, labels: list[str]) -> torch.nn.Module:
-    """Builds the model the weights describe on the meta device and assigns the (memory-mapped) weights.
-
-    Raises:
-        WeightsError: the file is unreadable, not a supported ResNet, or has a
-            different number of classes than `labels`.
-    """
-    try:
-        state_dict = torch.load(weights, map_location="cpu", mmap=True, weights_only=True)
-    except Exception as err:  # torch raises several types for a damaged or foreign file
-        raise WeightsError(f"{weights} is not a readable state_dict ({err})") from None
-    spec = spec_from_state_dict(state_dict)
-    if spec.num_classes != len(labels):
-        raise WeightsError(
-            f"{weights} has a {spec.num_classes}-class head but labels.json names {len(labels)} breeds; "
-            "they come from different runs"
-        )
-    with torch.device("meta"):  # no random init of weights that are overwritten anyway
-        model = build_model(spec)
-    try:
-        model.load_state_dict(state_dict, assign=True)
-    except RuntimeError as err:
-        raise WeightsError(f"{weights} does not fit a {spec.arch} with a {spec.head} head: {err}") from None
-    return model.eval()
 
 
 def choose_dtype(device: torch.device) -> torch.dtype:

@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
 
-from deploy.container.errors import RequestError
+from dogbreed.serving.errors import RequestError
 
 # Local testing only: lets http:// URLs on 127.0.0.0/8 and ::1 through. Never set it on an endpoint.
 ALLOW_LOOPBACK_ENV = "DOGBREED_FETCH_ALLOW_LOOPBACK"
