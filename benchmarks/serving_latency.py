@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from deploy.__main__ import wait_for_ping
-from deploy.package import package_run
+from deploy.model_archive import package_run
 from dogbreed.serving.architecture import ModelSpec, build_model
 from dogbreed.synthetic import SyntheticSpec, render
 

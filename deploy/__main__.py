@@ -22,7 +22,7 @@ log = logging.getLogger("deploy")
 
 
 def package_command(args: argparse.Namespace) -> None:
-    from deploy.package import package_run
+    from deploy.model_archive import package_run
 
     path = package_run(args.run, args.output, args.image_size)
     print(f"{path} ({path.stat().st_size / 1e6:.1f} MB)")
@@ -64,7 +64,7 @@ def wait_for_ping(url: str, timeout: float = 60.0) -> None:
 def demo_command(args: argparse.Namespace) -> None:
     """Package -> local endpoint -> one generated image through the Lambda handler -> top-3 -> stop."""
     from deploy.invoke import format_predictions, invoke_via_lambda, runtime_client
-    from deploy.package import package_run
+    from deploy.model_archive import package_run
     from deploy.server import BackgroundServer, create_app, prepare_model_dir
     from dogbreed.serving import handler
     from dogbreed.synthetic import SyntheticSpec, render

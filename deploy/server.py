@@ -32,7 +32,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from deploy.package import package_run
+from deploy.model_archive import package_run
 from dogbreed.serving import handler as default_handler
 from dogbreed.serving.errors import RequestError
 

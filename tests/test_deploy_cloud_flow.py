@@ -94,7 +94,7 @@ def run_dir(tmp_path: Path) -> Path:
 
 
 def package(run: str) -> Path:
-    """model.tar.gz like deploy.package makes; fresh timestamps each call, as a real repackage has."""
+    """model.tar.gz like deploy.model_archive makes; fresh timestamps each call, as a real repackage has."""
     out = Path(run) / "model.tar.gz"
     with tarfile.open(out, "w:gz") as tar:
         members = [("model.pth", None), ("labels.json", None), ("code/inference.py", b"def model_fn(d):\n    pass\n")]
@@ -408,7 +408,7 @@ def test_public_url_is_only_made_when_asked_and_warns(
 
 def test_repackaging_a_trained_run_gives_the_same_model_version(make_cfg: Callable[..., Any], tmp_path: Path) -> None:
     """`up` is a no-op only if packaging the same run twice yields the same content (timestamps aside)."""
-    from deploy.package import package_run
+    from deploy.model_archive import package_run
     from dogbreed.training import train
 
     cfg = make_cfg(["trainer.epochs=1"])

@@ -96,7 +96,7 @@ def test_sagemaker_job_writes_a_deployable_model_dir(tiny_dataset: Path, tmp_pat
     assert sorted(p.name for p in model_dir.iterdir()) == ["labels.json", "model.pth"]
     assert any(output_dir.rglob("metrics.json"))  # the run itself went to SM_OUTPUT_DATA_DIR
 
-    from deploy.package import package_run
+    from deploy.model_archive import package_run
 
     tarball = package_run(str(model_dir), tmp_path / "model.tar.gz")
     assert tarball.stat().st_size > 0

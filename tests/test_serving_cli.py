@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from deploy.__main__ import main, wait_for_ping
-from deploy.package import package_run
+from deploy.model_archive import package_run
 from dogbreed.serving import handler
 from tests.conftest import REPO, free_port
 from tests.serving_support import image_bytes, train_run

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import shutil
+import site
 import subprocess
 import sys
 import tarfile
@@ -14,10 +16,43 @@ import boto3
 import pytest
 import torch
 
+import dogbreed
+import dogbreed.serving
 from deploy.__main__ import main
-from deploy.package import PackageError, package_run
+from deploy.model_archive import PackageError, package_run
 from dogbreed.errors import WeightsError
 from tests.serving_support import image_bytes, train_run
+
+SERVING_DIR = Path(dogbreed.serving.__file__).parent
+# What the container offers besides the standard library (sagemaker_inference: errors.py tries it).
+CONTAINER_PACKAGES = {"torch", "torchvision", "PIL", "sagemaker_inference"}
+# Runs in the subprocess of test_shipped_code_serves_a_jpeg_with_nothing_of_the_project_importable.
+SERVE_FROM_CODE_DIR = """
+import importlib.util, json, sys
+code, model_dir, image, site_dirs = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
+# -S ran no .pth file (the project's editable install is one): site-packages is only a plain directory.
+sys.path[:0] = [code]
+sys.path += site_dirs
+import inference
+from dogbreed.serving.errors import RequestError
+model = inference.model_fn(model_dir)
+with open(image, "rb") as file:
+    request = inference.input_fn(file.read(), "image/jpeg")
+answer = json.loads(inference.output_fn(inference.predict_fn(request, model), "*/*"))
+refused = None
+try:
+    inference.input_fn(b"", "image/jpeg")
+except RequestError as err:
+    refused = err.status
+print(json.dumps({
+    "predictions": answer["predictions"],
+    "refused": refused,
+    "project": {name: module.__file__ for name, module in sys.modules.items()
+                if name.split(".")[0] in ("inference", "dogbreed", "deploy", "ami", "benchmarks", "tests")},
+    "findable": [name for name in ("deploy", "ami", "dogbreed.model", "dogbreed.training")
+                 if importlib.util.find_spec(name) is not None],
+}))
+"""
 
 
 @pytest.fixture(scope="module")
@@ -33,6 +68,16 @@ def bare_run(run_dir: Path, destination: Path) -> Path:
     return destination
 
 
+@pytest.fixture(scope="module")
+def shipped(run_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """model.tar.gz extracted as the container sees it (/opt/ml/model)."""
+    root = tmp_path_factory.mktemp("shipped")
+    tarball = package_run(str(run_dir), root / "model.tar.gz")
+    with tarfile.open(tarball) as tar:
+        tar.extractall(root / "opt_ml_model", filter="data")
+    return root / "opt_ml_model"
+
+
 def serving_info(tarball: Path) -> dict:
     with tarfile.open(tarball) as tar:
         return json.loads(tar.extractfile("serving.json").read())
@@ -41,9 +86,18 @@ def serving_info(tarball: Path) -> dict:
 def test_package_layout_and_info(run_dir: Path, tmp_path: Path) -> None:
     tarball = package_run(str(run_dir), tmp_path / "model.tar.gz")
     with tarfile.open(tarball) as tar:
-        names = set(tar.getnames())
-    assert {"model.pth", "labels.json", "serving.json", "code/inference.py"} <= names
-    assert "code/dogbreed/serving/preprocess.py" in names and "code/dogbreed/serving/handler.py" in names
+        members = tar.getmembers()
+        shipped = {member.name: tar.extractfile(member).read() for member in members if member.isfile()}
+    names = [member.name for member in members]
+    serving_modules = sorted(path.relative_to(SERVING_DIR).as_posix() for path in SERVING_DIR.rglob("*.py"))
+    # The serving package whole and nothing else, in a fixed order: no list of modules to keep in step.
+    code = ["code/inference.py", "code/dogbreed/__init__.py", *(f"code/dogbreed/serving/{m}" for m in serving_modules)]
+    assert names == ["model.pth", "labels.json", "serving.json", *code]
+    essential = ("__init__", "architecture", "errors", "fetch", "handler", "hardware", "inference", "preprocess")
+    assert {f"code/dogbreed/serving/{module}.py" for module in essential} <= set(names)
+    assert shipped["code/inference.py"] == (SERVING_DIR / "inference.py").read_bytes()
+    assert shipped["code/dogbreed/__init__.py"] == Path(dogbreed.__file__).read_bytes()
+    assert all(shipped[f"code/dogbreed/serving/{m}"] == (SERVING_DIR / m).read_bytes() for m in serving_modules)
     assert not any("server" in name or "training" in name for name in names)  # container brings its own server
     info = serving_info(tarball)
     assert info["image_size"] == 32 and info["arch"] == "resnet18" and info["num_classes"] == 4
@@ -99,36 +153,62 @@ def test_s3_run_prefix(run_dir: Path, tmp_path: Path, aws: str) -> None:
         package_run("s3://runs/exp/empty", tmp_path / "none.tar.gz")
 
 
-def test_code_dir_runs_without_the_project(run_dir: Path, tmp_path: Path) -> None:
-    """The container has torch/torchvision/pillow but not dogbreed: code/ must be enough."""
-    tarball = package_run(str(run_dir), tmp_path / "model.tar.gz")
-    model_dir = tmp_path / "opt_ml_model"
-    with tarfile.open(tarball) as tar:
-        tar.extractall(model_dir, filter="data")
-    (tmp_path / "dog.jpg").write_bytes(image_bytes())
-    script = (
-        "import sys, json; sys.path.insert(0, 'code'); import inference\n"
-        "m = inference.model_fn('.')\n"
-        "out = json.loads(inference.output_fn(inference.predict_fn("
-        f"inference.input_fn(open({str(tmp_path / 'dog.jpg')!r}, 'rb').read(), 'image/jpeg'), m), '*/*'))\n"
-        "assert all(mod.__file__.startswith(sys.path[0]) for n, mod in sys.modules.items() "
-        "if n.split('.')[0] in ('dogbreed', 'deploy')), 'imported project code from outside code/'\n"
-        "print(json.dumps(out['predictions']))\n"
-    )
-    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
-    # -I: no PYTHONPATH, no user site, no current directory magic; -c puts '' first, so chdir matters.
+def test_shipped_dogbreed_init_imports_nothing(shipped: Path) -> None:
+    """code/dogbreed/__init__.py comes along as the package root: it must pull in nothing of the project."""
+    tree = ast.parse((shipped / "code" / "dogbreed" / "__init__.py").read_text())
+    assert not any(isinstance(node, ast.Import | ast.ImportFrom) for node in ast.walk(tree))
+    assert [type(node) for node in tree.body] == [ast.Expr, ast.Assign]  # docstring, __version__
+    assert [target.id for target in tree.body[1].targets] == ["__version__"]
+
+
+def test_shipped_code_imports_only_itself_and_what_the_container_has(shipped: Path) -> None:
+    """Every import statement, run or not (compile and URL paths too), stays inside code/ or the container."""
+    outside = []
+    for path in sorted((shipped / "code").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                modules = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                modules = [node.module]
+            else:
+                continue
+            for module in modules:
+                top = module.split(".")[0]
+                inside = module in ("dogbreed", "dogbreed.serving") or module.startswith("dogbreed.serving.")
+                if not (inside or top in CONTAINER_PACKAGES or top in sys.stdlib_module_names):
+                    outside.append(f"{path.relative_to(shipped)}: {module}")
+    assert outside == []
+
+
+def test_shipped_code_serves_a_jpeg_with_nothing_of_the_project_importable(
+    shipped: Path, run_dir: Path, tmp_path: Path
+) -> None:
+    """The container has torch/torchvision/pillow but not this project: code/ alone must answer requests.
+
+    -I -S: no PYTHONPATH, no current directory, no user site and no site-packages .pth
+    files, so the project's editable install is not on the path; the child adds
+    site-packages back as a plain directory for torch, torchvision and PIL.
+    """
+    image = tmp_path / "dog.jpg"
+    image.write_bytes(image_bytes())
+    code = shipped / "code"
+    site_dirs = json.dumps(site.getsitepackages())
     result = subprocess.run(
-        [sys.executable, "-I", "-c", script.replace("'code'", repr(str(model_dir / "code")))],
-        cwd=model_dir,
-        env={**env, "DOGBREED_COMPILE": "0"},
+        [sys.executable, "-I", "-S", "-c", SERVE_FROM_CODE_DIR, str(code), str(shipped), str(image), site_dirs],
+        cwd=tmp_path,
+        env={**os.environ, "DOGBREED_COMPILE": "0"},
         capture_output=True,
         text=True,
         timeout=120,
     )
     assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
     labels = set(json.loads((run_dir / "labels.json").read_text()).values())
-    predictions = json.loads(result.stdout.strip().splitlines()[-1])
-    assert predictions and {item["breed"] for item in predictions} <= labels
+    assert report["predictions"] and {item["breed"] for item in report["predictions"]} <= labels
+    assert report["refused"] == 400  # the request errors are the shipped ones
+    assert {"inference", "dogbreed", "dogbreed.serving.handler"} <= report["project"].keys()
+    assert all(Path(file).is_relative_to(code) for file in report["project"].values()), report["project"]
+    assert report["findable"] == []  # neither deploy nor the rest of dogbreed: only code/ was there
 
 
 def test_unreachable_s3_is_a_clear_error(tmp_path: Path, closed_port: int, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -377,6 +377,6 @@ def _role_not_ready(err: ClientError) -> bool:
 
 def _default_package(run: str) -> Path:
     # Imported late: the packaging module pulls in torch, which `down` and `status` never need.
-    from deploy.package import package_run
+    from deploy.model_archive import package_run
 
     return package_run(run)

@@ -1,10 +1,12 @@
 """Run directory (or its s3:// copy) -> model.tar.gz for the SageMaker PyTorch inference container.
 
 Layout: `model.pth`, `labels.json` and `serving.json` (image size, architecture,
-version info) at the root; `code/inference.py` plus the modules it imports under
-`code/`, because the container has torch, torchvision and pillow but not this
-project. The weights are loaded into the model the labels describe, and run once,
-before anything is written.
+version info) at the root. Under `code/`: the `dogbreed.serving` package whole, with
+`dogbreed/__init__.py` above it, and its `inference.py` again as `code/inference.py`,
+where the container looks for the entry point. The container has torch, torchvision
+and pillow but not this project; the serving package imports nothing else, so it is
+all `code/` needs. The weights are loaded into the model the labels describe, and
+run once, before anything is written.
 """
 
 from __future__ import annotations
@@ -22,8 +24,8 @@ from typing import Any
 
 import torch
 
-import deploy
 import dogbreed
+import dogbreed.serving
 from dogbreed.checkpoint import CHECKPOINT_NAME, WEIGHTS_NAME
 from dogbreed.errors import DogbreedError
 from dogbreed.reports import LABELS_NAME, read_labels
@@ -35,18 +37,6 @@ log = logging.getLogger(__name__)
 TARBALL_NAME = "model.tar.gz"
 DEFAULT_IMAGE_SIZE = 224  # torchvision's ImageNet size; SageMaker training output has no config
 HYDRA_CONFIG = Path(".hydra") / "config.yaml"
-# What code/ carries: the handler and exactly the dogbreed modules it imports (checked by a test).
-SHIPPED_MODULES = (
-    "dogbreed/__init__.py",
-    "dogbreed/serving/__init__.py",
-    "dogbreed/serving/architecture.py",
-    "dogbreed/serving/errors.py",
-    "dogbreed/serving/fetch.py",
-    "dogbreed/serving/handler.py",
-    "dogbreed/serving/hardware.py",
-    "dogbreed/serving/preprocess.py",
-)
-ENTRY_POINT = "dogbreed/serving/inference.py"
 
 
 class PackageError(DogbreedError):
@@ -119,6 +109,23 @@ def serving_info(run_dir: Path, name: str, labels: list[str], image_size: int) -
     }
 
 
+def shipped_code() -> list[tuple[Path, str]]:
+    """(source file, member name) for `code/`: the entry point, `dogbreed/__init__.py`, then the serving package.
+
+    The package directory is walked (sorted, so the tarball is reproducible) rather than
+    listed: a module added to `dogbreed.serving` ships without a list to keep in step.
+    """
+    package_init = Path(dogbreed.__file__).resolve()
+    source_root = package_init.parents[1]
+    serving_dir = Path(dogbreed.serving.__file__).resolve().parent
+    modules = sorted(path.relative_to(source_root).as_posix() for path in serving_dir.rglob("*.py"))
+    return [
+        (serving_dir / "inference.py", "code/inference.py"),
+        (package_init, "code/dogbreed/__init__.py"),
+        *((source_root / module, f"code/{module}") for module in modules),
+    ]
+
+
 def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     member = tarfile.TarInfo(name)
     member.size = len(data)
@@ -128,7 +135,6 @@ def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
 
 def write_tarball(run_dir: Path, info: dict[str, Any], output: Path) -> None:
     """Writes next to `output` and renames, so a failure never leaves a half tarball that looks complete."""
-    source_root = Path(deploy.__file__).resolve().parents[1]
     output.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=f".{output.name}.", dir=output.parent)
     os.close(handle)
@@ -138,9 +144,8 @@ def write_tarball(run_dir: Path, info: dict[str, Any], output: Path) -> None:
             tar.add(run_dir / WEIGHTS_NAME, WEIGHTS_NAME)
             tar.add(run_dir / LABELS_NAME, LABELS_NAME)
             _add_bytes(tar, SERVING_INFO_NAME, (json.dumps(info, indent=2) + "\n").encode())
-            tar.add(source_root / ENTRY_POINT, "code/inference.py")
-            for module in SHIPPED_MODULES:
-                tar.add(source_root / module, f"code/{module}")
+            for source, name in shipped_code():
+                tar.add(source, name)
         os.replace(temporary, output)
     finally:
         Path(temporary).unlink(missing_ok=True)
