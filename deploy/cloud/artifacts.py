@@ -1,28 +1,28 @@
-"""Model artifacts and the state file in S3: verified uploads, small JSON objects, cleanup."""
+"""What a deploy keeps under `deploy.s3_uri`: the key layout and the content-addressed model tarball.
+
+The model goes up through `dogbreed.s3.S3Uploader`, the project's one verified upload:
+SHA-256 checked by S3 and read back, retried, and never left as a partial or wrong object
+under its content-addressed key.
+"""
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import json
-import logging
 from pathlib import Path
 from typing import Any
 
-from botocore.exceptions import ClientError
-
 from deploy.cloud.errors import DeployError
+from dogbreed.s3 import (
+    TRANSIENT,
+    S3Location,
+    S3Uploader,
+    UploadSettings,
+    VerificationError,
+    head_or_none,
+    recorded_sha256,
+)
 
-log = logging.getLogger(__name__)
-
-CHUNK_BYTES = 1 << 20
-NOT_FOUND = ("404", "NoSuchKey", "NotFound", "NoSuchBucket")
-
-
-def split_uri(uri: str) -> tuple[str, str]:
-    """`s3://bucket/a/b/` -> (`bucket`, `a/b`)."""
-    bucket, _, key = uri.removeprefix("s3://").partition("/")
-    return bucket, key.strip("/")
+# A model tarball is tens of MB: the transfer manager's defaults, three tries.
+MODEL_UPLOAD = UploadSettings()
 
 
 def join_key(*parts: str) -> str:
@@ -30,83 +30,28 @@ def join_key(*parts: str) -> str:
     return "/".join(part.strip("/") for part in parts if part.strip("/"))
 
 
-def sha256_file(path: Path) -> str:
-    """Hex SHA-256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(CHUNK_BYTES):
-            digest.update(chunk)
-    return digest.hexdigest()
+def upload_model(
+    client: Any, tarball: Path, location: S3Location, settings: UploadSettings = MODEL_UPLOAD
+) -> tuple[str, bool]:
+    """Puts `tarball` at its content-addressed `location` unless an object is already there.
 
+    The key names the model's content (not the tarball's bytes, which carry timestamps), so
+    an object there already holds this model and is kept as it is.
 
-def upload_verified(s3: Any, path: Path, bucket: str, key: str) -> str:
-    """Uploads `path` to `key`; returns the hex SHA-256 that S3 checked.
-
-    A single PUT with `ChecksumSHA256` is verified by S3 and is all-or-nothing, so a failed
-    upload never leaves an object that looks complete; botocore retries transient errors.
-    Model tarballs are far below the 5 GB single-PUT limit.
+    Returns:
+        The hex SHA-256 of the object at `location`, and whether this call uploaded it.
 
     Raises:
-        DeployError: S3 refused the upload (the message names the bucket and key).
+        DeployError: the upload failed on every try (the message names the bucket and key);
+            nothing that looks like the model is left at `location`.
     """
-    hex_digest = sha256_file(path)
-    checksum = base64.b64encode(bytes.fromhex(hex_digest)).decode()
+    head = head_or_none(client, location, checksums=True)
+    recorded = recorded_sha256(head) if head is not None else None
+    if recorded is not None:
+        return recorded, False
     try:
-        with path.open("rb") as body:
-            s3.put_object(
-                Bucket=bucket,
-                Key=key,
-                Body=body,
-                ChecksumAlgorithm="SHA256",
-                ChecksumSHA256=checksum,
-                Metadata={"sha256": hex_digest},
-            )
-    except ClientError as err:
-        raise DeployError(f"upload of {path} to s3://{bucket}/{key} failed: {err}") from err
-    stored = remote_sha256(s3, bucket, key)
-    if stored != hex_digest:
-        # Never leave an object under a content-addressed key that does not hold that content.
-        s3.delete_object(Bucket=bucket, Key=key)
-        raise DeployError(f"s3://{bucket}/{key} reads back with sha256 {stored}, not {hex_digest}; upload removed")
-    log.info("uploaded %s to s3://%s/%s (sha256 %s)", path.name, bucket, key, hex_digest[:12])
-    return hex_digest
-
-
-def remote_sha256(s3: Any, bucket: str, key: str) -> str | None:
-    """The hex SHA-256 recorded with an object, or None when there is no object."""
-    try:
-        head = s3.head_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED")
-    except ClientError as err:
-        if err.response["Error"]["Code"] in NOT_FOUND:
-            return None
-        raise
-    if "ChecksumSHA256" in head:
-        return base64.b64decode(head["ChecksumSHA256"]).hex()
-    return head.get("Metadata", {}).get("sha256")
-
-
-def put_json(s3: Any, bucket: str, key: str, data: dict[str, Any]) -> None:
-    """Writes a small JSON object (one PUT: readers see the old or the new one, never half)."""
-    s3.put_object(Bucket=bucket, Key=key, Body=json.dumps(data, indent=2).encode(), ContentType="application/json")
-
-
-def get_json(s3: Any, bucket: str, key: str) -> dict[str, Any] | None:
-    """Reads a JSON object, or None when it is not there."""
-    try:
-        body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
-    except ClientError as err:
-        if err.response["Error"]["Code"] in NOT_FOUND:
-            return None
-        raise
-    return json.loads(body)
-
-
-def delete_prefix(s3: Any, bucket: str, prefix: str) -> int:
-    """Deletes every object under `prefix/`; returns how many."""
-    deleted = 0
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix.rstrip("/") + "/"):
-        keys = [{"Key": obj["Key"]} for obj in page.get("Contents", [])]
-        if keys:
-            s3.delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True})
-            deleted += len(keys)
-    return deleted
+        digest = S3Uploader(client, settings).upload(tarball, location)
+    except (*TRANSIENT, VerificationError) as err:
+        removed = "; upload removed" if isinstance(err, VerificationError) else ""
+        raise DeployError(f"upload of {tarball} to {location.uri} failed: {err}{removed}") from err
+    return digest.sha256, True
