@@ -13,6 +13,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from ami.errors import AmiError
+from dogbreed.s3 import S3AddressError, S3Location
 
 log = logging.getLogger(__name__)
 
@@ -20,12 +21,17 @@ POLICY_NAME = "s3-project-prefix"
 OBJECT_ACTIONS = ["s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload"]
 
 
-def split_s3_uri(uri: str) -> tuple[str, str]:
-    """`s3://bucket/some/prefix` -> ("bucket", "some/prefix"); the prefix has no slashes at its ends."""
-    if not uri.startswith("s3://") or not uri[5:].split("/", 1)[0]:
-        raise AmiError(f"ami.s3_uri must look like s3://bucket/prefix, got {uri!r}")
-    bucket, _, prefix = uri[5:].partition("/")
-    return bucket, prefix.strip("/")
+def project_location(s3_uri: str) -> S3Location:
+    """`ami.s3_uri` as an address whose key has no slashes at its ends ("" for a bare bucket).
+
+    Raises:
+        AmiError: `s3_uri` is not an `s3://bucket/prefix` address (the message names the setting).
+    """
+    try:
+        location = S3Location.parse(s3_uri)
+    except S3AddressError:
+        raise AmiError(f"ami.s3_uri must look like s3://bucket/prefix, got {s3_uri!r}") from None
+    return S3Location(location.bucket, location.key.strip("/"))
 
 
 def trust_policy() -> dict[str, Any]:
@@ -38,7 +44,8 @@ def trust_policy() -> dict[str, Any]:
 
 def s3_prefix_policy(s3_uri: str, partition: str = "aws") -> dict[str, Any]:
     """Read/write objects under the prefix and list only keys under it."""
-    bucket, prefix = split_s3_uri(s3_uri)
+    location = project_location(s3_uri)
+    bucket, prefix = location.bucket, location.key
     objects = f"arn:{partition}:s3:::{bucket}/{prefix}/*" if prefix else f"arn:{partition}:s3:::{bucket}/*"
     listing: dict[str, Any] = {
         "Sid": "ListProjectPrefix",

@@ -18,7 +18,7 @@ from omegaconf.errors import MissingMandatoryValue
 
 from ami import network, userdata
 from ami.errors import AmiError
-from ami.iam import InstanceProfiles, split_s3_uri
+from ami.iam import InstanceProfiles, project_location
 from ami.instances import Instances, run_request, tags_for
 from ami.keypair import KeyPairs
 from ami.package import build_archive, code_uri, upload_code
@@ -72,7 +72,7 @@ def launch(cfg: DictConfig, clients: Clients) -> list[dict[str, Any]]:
         s3_uri = str(ami.s3_uri).rstrip("/")
     except MissingMandatoryValue:
         raise AmiError("set ami.s3_uri=s3://bucket/prefix: the instance gets its code and data there") from None
-    split_s3_uri(s3_uri)
+    project_location(s3_uri)
     # Everything that can be refused is checked before the first resource is created.
     cidr = network.ssh_cidr(ami)
     archive = build_archive()

@@ -7,19 +7,20 @@ and the bootstrap reinstalls only when the hash changes.
 
 from __future__ import annotations
 
-import base64
 import gzip
 import hashlib
 import io
 import logging
 import tarfile
-from pathlib import Path
+import tempfile
+from pathlib import Path, PurePosixPath
 from typing import Any
 
-from botocore.exceptions import ClientError
+from boto3.exceptions import S3UploadFailedError
 
 from ami.errors import AmiError
-from ami.iam import split_s3_uri
+from ami.iam import project_location
+from dogbreed.s3 import S3Location, S3Uploader, UploadSettings, VerificationError, head_or_none
 
 log = logging.getLogger(__name__)
 
@@ -52,21 +53,28 @@ def build_archive(root: Path = PROJECT) -> bytes:
 
 def code_uri(s3_uri: str, archive: bytes) -> str:
     """Where the archive lives: `<s3_uri>/code/dogbreed-<content hash>.tar.gz`."""
-    bucket, prefix = split_s3_uri(s3_uri)
     name = f"dogbreed-{hashlib.sha256(archive).hexdigest()[:16]}.tar.gz"
-    return f"s3://{bucket}/" + "/".join(filter(None, [prefix, "code", name]))
+    return project_location(s3_uri).child(f"code/{name}").uri
 
 
 def upload_code(s3: Any, uri: str, archive: bytes) -> None:
-    """Puts the archive at `uri` (from code_uri) unless an object is already there."""
-    bucket, key = split_s3_uri(uri)
-    try:
-        s3.head_object(Bucket=bucket, Key=key)
+    """Puts the archive at `uri` (from code_uri) unless an object is already there.
+
+    The name carries the content hash, so an object there already holds this code. The
+    upload is the verified one (SHA-256 checked by S3 and read back, retried).
+
+    Raises:
+        AmiError: every try failed in a way the CLI has no message for (AWS refusals and
+            unreachable endpoints are raised as botocore reports them).
+    """
+    location = S3Location.parse(uri)
+    if head_or_none(s3, location) is not None:
         log.info("code already in %s", uri)
-    except ClientError as err:
-        if err.response["Error"]["Code"] not in ("404", "NoSuchKey", "NotFound"):
-            raise
-        # One PUT is all or nothing, and ContentMD5 makes S3 reject a body damaged on the way.
-        digest = base64.b64encode(hashlib.md5(archive).digest()).decode()
-        s3.put_object(Bucket=bucket, Key=key, Body=archive, ContentMD5=digest)
-        log.info("uploaded code to %s (%d bytes)", uri, len(archive))
+        return
+    with tempfile.TemporaryDirectory(prefix="dogbreed-code-") as folder:
+        path = Path(folder) / PurePosixPath(location.key).name
+        path.write_bytes(archive)
+        try:
+            S3Uploader(s3, UploadSettings()).upload(path, location)
+        except (S3UploadFailedError, VerificationError) as err:
+            raise AmiError(f"cannot upload the code to {uri}: {err}") from None

@@ -20,7 +20,7 @@ from typing import Any
 from hydra.core.hydra_config import HydraConfig
 from torch.utils.data import DataLoader
 
-from dogbreed import checkpoint, distributed, storage
+from dogbreed import checkpoint, distributed, s3, storage
 from dogbreed.engine import EpochResult
 from dogbreed.errors import DogbreedError
 from dogbreed.interrupt import StopRequest
@@ -119,20 +119,20 @@ def resolve_resume(cfg: Any, output_dir: Path) -> Path | None:
     downloads = Path(cfg.paths.output_root) / RESUME_DOWNLOADS
     uses_s3 = cfg.storage.backend == "s3"
     if str(setting).startswith("s3://"):
-        source = storage.S3Location.parse(str(setting))
-        client = storage.make_client(cfg.storage if uses_s3 else None)
-        return storage.download_verified(client, source, downloads / download_name(source))
+        source = s3.S3Location.parse(str(setting))
+        client = storage.storage_client(cfg.storage) if uses_s3 else s3.make_client()
+        return s3.download_verified(client, source, downloads / download_name(source))
     if setting != "auto":
         return Path(setting)
     local = checkpoint.find_resumable(Path(cfg.paths.output_root))
     remote = None
     if uses_s3:
-        client = storage.make_client(cfg.storage)
+        client = storage.storage_client(cfg.storage)
         try:
             remote = storage.unfinished_checkpoint(
                 client, storage.run_location(cfg, output_dir), checkpoint.CHECKPOINT_NAME
             )
-        except storage.TRANSIENT as err:
+        except s3.TRANSIENT as err:
             log.warning("trainer.resume=auto: cannot look in S3 (%s); local runs only", err)
     if remote is None:
         if local is None:
@@ -141,13 +141,13 @@ def resolve_resume(cfg: Any, output_dir: Path) -> Path | None:
     location, head = remote
     if local is not None and (
         local.stat().st_mtime >= head["LastModified"].timestamp()
-        or storage.sha256_of(local) == head.get("Metadata", {}).get("sha256")
+        or s3.sha256_file(local) == head.get("Metadata", {}).get("sha256")
     ):
         return local
-    return storage.download_verified(client, location, downloads / download_name(location))
+    return s3.download_verified(client, location, downloads / download_name(location))
 
 
-def download_name(source: storage.S3Location) -> str:
+def download_name(source: s3.S3Location) -> str:
     # Flat, so `find_resumable`'s **/checkpoint.pt never mistakes a download for a run.
     return f"{source.bucket}_{source.key.replace('/', '_')}"
 

@@ -363,7 +363,7 @@ def run_training(cfg: DictConfig, stop: StopRequest, context: distributed.Contex
     is_main = context.is_main
     if not is_main:  # rank 0 logs and draws progress bars for everyone
         logging.getLogger().setLevel(logging.WARNING)
-    uploads = storage.RunUploads.from_config(cfg, output_dir) if is_main else None  # None with storage=local
+    uploads = storage.run_uploads(cfg, output_dir) if is_main else None  # None with storage=local
     log.info(
         "device %s, precision %s, malloc %s, output %s",
         runtime.device,

@@ -8,7 +8,7 @@ import pytest
 from parliament import analyze_policy_string
 
 from ami.errors import AmiError
-from ami.iam import s3_prefix_policy, split_s3_uri, trust_policy
+from ami.iam import project_location, s3_prefix_policy, trust_policy
 
 
 @pytest.mark.parametrize(
@@ -55,5 +55,16 @@ def test_only_ec2_may_assume_the_role() -> None:
 
 @pytest.mark.parametrize("uri", ["team-bucket/prefix", "s3:///prefix", "https://team-bucket.s3.amazonaws.com/x"])
 def test_a_malformed_s3_uri_is_refused(uri: str) -> None:
+    with pytest.raises(AmiError, match=r"ami\.s3_uri must look like s3://bucket/prefix"):
+        project_location(uri)
     with pytest.raises(AmiError, match="s3://bucket/prefix"):
-        split_s3_uri(uri)
+        s3_prefix_policy(uri)
+
+
+@pytest.mark.parametrize(
+    ("uri", "bucket", "key"),
+    [("s3://team-bucket", "team-bucket", ""), ("s3://team-bucket/", "team-bucket", ""), ("s3://b//p/q/", "b", "p/q")],
+)
+def test_the_project_prefix_has_no_slashes_at_its_ends(uri: str, bucket: str, key: str) -> None:
+    location = project_location(uri)
+    assert (location.bucket, location.key) == (bucket, key)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import hashlib
 import json
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -13,17 +15,22 @@ import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
+from types import SimpleNamespace
 
 import boto3
 import pytest
+from boto3.exceptions import S3UploadFailedError
 from moto.backends import get_backend
 from moto.ssm.models import Parameter
 
+import dogbreed.s3
 from ami import launcher
 from ami.__main__ import main
 from ami.config import load_config
 from ami.errors import AmiError
 from ami.network import detect_public_cidr
+from ami.package import code_uri, upload_code
+from dogbreed.s3 import S3Location, UploadSettings, head_or_none
 
 PARAMETER = "/aws/service/deeplearning/ami/x86_64/test-pytorch-ubuntu-22.04/latest/ami-id"
 BUCKET = "dogbreed-test-bucket"
@@ -262,3 +269,37 @@ def test_ssh_subcommand_execs_ssh_to_the_running_instance(dlami: str, tmp_path: 
     assert result.returncode == 0, result.stderr
     key = tmp_path / "keys" / "dogbreed-key.pem"
     assert result.stdout.strip() == f"ssh -i {key} ubuntu@{instance['PublicDnsName']}"
+
+
+def test_the_code_archive_goes_up_verified_once_and_a_failed_upload_names_the_uri(
+    aws: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket=BUCKET)
+    archive = b"code archive " * 200
+    uri = code_uri(S3_URI, archive)
+    assert uri == f"{S3_URI}/code/dogbreed-{hashlib.sha256(archive).hexdigest()[:16]}.tar.gz"
+
+    upload_code(s3, uri, archive)
+
+    key = uri.removeprefix(f"s3://{BUCKET}/")
+    head = s3.head_object(Bucket=BUCKET, Key=key, ChecksumMode="ENABLED")
+    assert head["Metadata"]["sha256"] == hashlib.sha256(archive).hexdigest()
+    assert head["ChecksumSHA256"] == base64.b64encode(hashlib.sha256(archive).digest()).decode()
+    assert s3.get_object(Bucket=BUCKET, Key=key)["Body"].read() == archive
+
+    tries: list[object] = []
+
+    def refused(*args: object, **kwargs: object) -> None:
+        tries.append(args)
+        raise S3UploadFailedError("Failed to upload: AccessDenied")
+
+    monkeypatch.setattr(s3, "upload_file", refused)
+    monkeypatch.setattr(dogbreed.s3, "time", SimpleNamespace(sleep=lambda seconds: None))  # no backoff waits
+    upload_code(s3, uri, archive)  # the content-hashed key is already there: nothing to upload
+    assert tries == []
+    other = code_uri(S3_URI, b"changed code")
+    with pytest.raises(AmiError, match=re.escape(f"cannot upload the code to {other}: Failed to upload: AccessDenied")):
+        upload_code(s3, other, b"changed code")
+    assert len(tries) == UploadSettings().attempts
+    assert head_or_none(s3, S3Location.parse(other)) is None

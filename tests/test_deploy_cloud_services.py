@@ -13,14 +13,16 @@ from pathlib import Path
 import boto3
 import pytest
 from botocore.exceptions import ClientError
-from botocore.stub import ANY, Stubber
+from botocore.stub import Stubber
 
-from deploy.cloud import iam, lambda_, sagemaker
-from deploy.cloud import s3 as s3_ops
+from deploy.cloud import artifacts, iam, lambda_, sagemaker
 from deploy.cloud.errors import DeployError
 from deploy.cloud.orchestrator import content_version
+from dogbreed.s3 import S3Location, UploadSettings, head_or_none
 
 REGION = "us-east-1"
+# Two tries without waiting: the retry bound, not the backoff, is under test.
+FAST_RETRIES = UploadSettings(attempts=2, backoff_s=0)
 
 
 def client(service: str) -> tuple[object, Stubber]:
@@ -30,39 +32,57 @@ def client(service: str) -> tuple[object, Stubber]:
     return made, stubber
 
 
-def test_upload_is_checked_by_s3_and_reads_back_the_same_digest(aws: str, tmp_path: Path) -> None:
+def test_model_upload_is_checked_by_s3_and_a_second_upload_keeps_the_object(aws: str, tmp_path: Path) -> None:
     s3 = boto3.client("s3")
     s3.create_bucket(Bucket="artifacts")
     path = tmp_path / "model.tar.gz"
+    path.write_bytes(first := os.urandom(3000))
+    location = S3Location("artifacts", "m/v1/model.tar.gz")
+
+    digest, uploaded = artifacts.upload_model(s3, path, location)
+
+    assert uploaded and digest == hashlib.sha256(first).hexdigest()
+    head = s3.head_object(Bucket="artifacts", Key="m/v1/model.tar.gz", ChecksumMode="ENABLED")
+    assert base64.b64decode(head["ChecksumSHA256"]).hex() == digest  # S3 checked the whole file's SHA-256
+    assert s3.get_object(Bucket="artifacts", Key="m/v1/model.tar.gz")["Body"].read() == first
+    # A repackage (same model, new timestamps) maps to the same key: the object there is kept.
     path.write_bytes(os.urandom(3000))
-    digest = s3_ops.upload_verified(s3, path, "artifacts", "m/v1/model.tar.gz")
-    assert digest == hashlib.sha256(path.read_bytes()).hexdigest()
-    assert s3_ops.remote_sha256(s3, "artifacts", "m/v1/model.tar.gz") == digest
-    assert s3.get_object(Bucket="artifacts", Key="m/v1/model.tar.gz")["Body"].read() == path.read_bytes()
-    assert s3_ops.remote_sha256(s3, "artifacts", "m/v2/model.tar.gz") is None
+    assert artifacts.upload_model(s3, path, location) == (digest, False)
+    assert s3.get_object(Bucket="artifacts", Key="m/v1/model.tar.gz")["Body"].read() == first
+    assert head_or_none(s3, S3Location("artifacts", "m/v2/model.tar.gz")) is None
 
 
 def test_upload_to_a_missing_bucket_says_where_it_failed(aws: str, tmp_path: Path) -> None:
     path = tmp_path / "model.tar.gz"
     path.write_bytes(b"x")
     with pytest.raises(DeployError, match=r"s3://no-such-bucket/k failed"):
-        s3_ops.upload_verified(boto3.client("s3"), path, "no-such-bucket", "k")
+        artifacts.upload_model(boto3.client("s3"), path, S3Location("no-such-bucket", "k"), FAST_RETRIES)
 
 
-def test_upload_that_reads_back_different_is_removed(tmp_path: Path) -> None:
+def test_upload_that_reads_back_different_is_retried_then_removed(
+    aws: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     path = tmp_path / "model.tar.gz"
     path.write_bytes(b"weights")
-    s3, stubber = client("s3")
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket="models")
     other = base64.b64encode(hashlib.sha256(b"something else").digest()).decode()
-    stubber.add_response("put_object", {}, {"Bucket": "b", "Key": "k", "Body": ANY, "ChecksumAlgorithm": "SHA256",
-                                            "ChecksumSHA256": ANY, "Metadata": ANY})  # fmt: skip
-    stubber.add_response(
-        "head_object", {"ChecksumSHA256": other}, {"Bucket": "b", "Key": "k", "ChecksumMode": "ENABLED"}
-    )
-    stubber.add_response("delete_object", {}, {"Bucket": "b", "Key": "k"})
+    read_back = s3.head_object
+
+    def damaged(**kwargs: object) -> dict:
+        head = read_back(**kwargs)
+        head["ChecksumSHA256"] = other  # S3 reports bytes that are not the file
+        return head
+
+    monkeypatch.setattr(s3, "head_object", damaged)
+    puts: list[str] = []
+    s3.meta.events.register("before-call.s3.PutObject", lambda **_: puts.append("put"))
+
     with pytest.raises(DeployError, match="upload removed"):
-        s3_ops.upload_verified(s3, path, "b", "k")
-    stubber.assert_no_pending_responses()
+        artifacts.upload_model(s3, path, S3Location("models", "k"), FAST_RETRIES)
+
+    assert len(puts) == FAST_RETRIES.attempts  # retried, within the bound
+    assert "Contents" not in s3.list_objects_v2(Bucket="models")  # nothing under the content-addressed key
 
 
 def test_reserved_concurrency_above_the_account_pool_names_the_setting() -> None:

@@ -13,7 +13,7 @@ import pytest
 from dogbreed import datasync, storage, training
 from dogbreed.errors import DogbreedError
 from dogbreed.resume import resolve_resume
-from dogbreed.storage import S3Location, S3Uploader, UploadSettings, VerificationError
+from dogbreed.s3 import MiB, S3Location, S3Uploader, UploadSettings, VerificationError, file_digest
 from tests.test_training import ARTIFACTS
 
 BUCKET = "dogbreed-artifacts"
@@ -61,7 +61,7 @@ def test_verify_deletes_an_object_that_does_not_match_the_local_file(s3, tmp_pat
     uploader = S3Uploader(s3, UploadSettings())
 
     with pytest.raises(VerificationError, match="expected 16 bytes"):
-        uploader.verify(S3Location(BUCKET, "runs/x/model.pth"), storage.file_digest(local, 5 * storage.MiB))
+        uploader.verify(S3Location(BUCKET, "runs/x/model.pth"), file_digest(local, 5 * MiB))
 
     assert "Contents" not in s3.list_objects_v2(Bucket=BUCKET, Prefix="runs/x/")
 

@@ -16,8 +16,9 @@ from botocore.exceptions import ClientError
 from omegaconf import DictConfig, OmegaConf
 
 from deploy.cloud import autoscaling, iam, images, lambda_, sagemaker, state
-from deploy.cloud import s3 as s3_ops
+from deploy.cloud.artifacts import join_key, upload_model
 from deploy.cloud.errors import DeployError
+from dogbreed.s3 import MiB, S3Location, delete_prefix
 
 log = logging.getLogger(__name__)
 
@@ -90,16 +91,15 @@ def up(cfg: DictConfig, run: str, clients: Clients, package: Package | None = No
     names = Names(d.name)
     changes: list[str] = []
     account, partition = _identity(clients.sts)
-    bucket, prefix = s3_ops.split_uri(d.s3_uri)
-    deploy_prefix = s3_ops.join_key(prefix, d.name)
+    bucket, prefix = _bucket_and_prefix(d.s3_uri)
+    deploy_prefix = join_key(prefix, d.name)
 
     tarball = (package or _default_package)(run)
     version = content_version(tarball)
-    model_key = s3_ops.join_key(deploy_prefix, version, "model.tar.gz")
+    model_key = join_key(deploy_prefix, version, "model.tar.gz")
     # The key is content-addressed: an object there already holds this model.
-    model_sha256 = s3_ops.remote_sha256(clients.s3, bucket, model_key)
-    if model_sha256 is None:
-        model_sha256 = s3_ops.upload_verified(clients.s3, tarball, bucket, model_key)
+    model_sha256, uploaded = upload_model(clients.s3, tarball, S3Location(bucket, model_key))
+    if uploaded:
         changes.append(f"uploaded s3://{bucket}/{model_key}")
 
     image = _image(d, clients.region)
@@ -162,7 +162,7 @@ def down(cfg: DictConfig, clients: Clients) -> list[str]:
     """Deletes everything `up` made, in reverse order; resources already gone are skipped."""
     d = cfg.deploy
     names = Names(d.name)
-    bucket, prefix = s3_ops.split_uri(d.s3_uri)
+    bucket, prefix = _bucket_and_prefix(d.s3_uri)
     key = state.state_key(prefix, d.name)
     record = state.load(clients.s3, bucket, key) or {}
     removed: list[str] = []
@@ -196,8 +196,8 @@ def down(cfg: DictConfig, clients: Clients) -> list[str]:
         removed.append(f"role {own_role}")
     state.forget(clients.s3, bucket, key, record)
     if d.delete_artifacts:
-        deploy_prefix = s3_ops.join_key(prefix, d.name)
-        if count := s3_ops.delete_prefix(clients.s3, bucket, deploy_prefix):
+        deploy_prefix = join_key(prefix, d.name)
+        if count := delete_prefix(clients.s3, S3Location(bucket, deploy_prefix)):
             removed.append(f"{count} objects under s3://{bucket}/{deploy_prefix}/")
     return removed
 
@@ -206,7 +206,7 @@ def status(cfg: DictConfig, clients: Clients) -> list[tuple[str, str, str]]:
     """(kind, name, state) for every resource of this deploy."""
     d = cfg.deploy
     names = Names(d.name)
-    bucket, prefix = s3_ops.split_uri(d.s3_uri)
+    bucket, prefix = _bucket_and_prefix(d.s3_uri)
     record = state.load(clients.s3, bucket, state.state_key(prefix, d.name)) or {}
     sm = clients.sagemaker
     rows = []
@@ -241,7 +241,7 @@ def content_version(tarball: Path) -> str:
             digest.update(member.name.encode() + b"\0")
             if member.isfile():
                 data = tar.extractfile(member)
-                while chunk := data.read(s3_ops.CHUNK_BYTES):  # type: ignore[union-attr]
+                while chunk := data.read(MiB):  # type: ignore[union-attr]
                     digest.update(chunk)
     return digest.hexdigest()[:12]
 
@@ -363,6 +363,12 @@ def _variant_of(sm: Any, config: str) -> dict[str, Any] | None:
 def _models_of(sm: Any, config: str) -> set[str]:
     variant = _variant_of(sm, config)
     return {variant["ModelName"]} if variant else set()
+
+
+def _bucket_and_prefix(s3_uri: str) -> tuple[str, str]:
+    """`deploy.s3_uri` as its bucket and a key prefix without slashes at its ends ("" for a bare bucket)."""
+    root = S3Location.parse(s3_uri)
+    return root.bucket, root.key.strip("/")
 
 
 def _identity(sts: Any) -> tuple[str, str]:

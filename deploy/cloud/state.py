@@ -11,26 +11,27 @@ import os
 from pathlib import Path
 from typing import Any
 
-from deploy.cloud import s3 as s3_ops
+from deploy.cloud.artifacts import join_key
+from dogbreed.s3 import S3Location, get_json, put_json
 
 STATE_NAME = "deploy-state.json"
 
 
 def state_key(prefix: str, name: str) -> str:
     """The state file's key under the deploy prefix."""
-    return s3_ops.join_key(prefix, name, STATE_NAME)
+    return join_key(prefix, name, STATE_NAME)
 
 
 def load(s3: Any, bucket: str, key: str) -> dict[str, Any] | None:
     """The recorded state, or None when nothing was deployed under this name."""
-    return s3_ops.get_json(s3, bucket, key)
+    return get_json(s3, S3Location(bucket, key))
 
 
 def save(s3: Any, bucket: str, key: str, state: dict[str, Any], run_dir: Path | None) -> bool:
     """Writes the state to S3 and into `run_dir` (when local) if it changed; returns whether it did."""
     changed = load(s3, bucket, key) != state
     if changed:
-        s3_ops.put_json(s3, bucket, key, state)
+        put_json(s3, S3Location(bucket, key), state)
     if run_dir is not None and run_dir.is_dir():
         local = run_dir / STATE_NAME
         if not local.is_file() or json.loads(local.read_text()) != state:
