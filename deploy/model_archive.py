@@ -51,17 +51,17 @@ def download_run(uri: str, destination: Path) -> Path:
     """
     from botocore.exceptions import BotoCoreError, ClientError
 
-    from dogbreed import storage  # boto3 is only needed for s3:// runs
+    from dogbreed import s3  # boto3 is only needed for s3:// runs
 
-    prefix = storage.S3Location.parse(uri).as_prefix()
-    client = storage.make_client()
+    prefix = s3.S3Location.parse(uri).as_prefix()
+    client = s3.make_client()
     for name in (WEIGHTS_NAME, LABELS_NAME, CHECKPOINT_NAME, HYDRA_CONFIG.as_posix()):
         source = prefix.child(name)
         try:
-            if storage.head_or_none(client, source) is None:
+            if s3.head_or_none(client, source) is None:
                 log.info("%s has no %s", uri, name)
                 continue
-            storage.download_verified(client, source, destination / name)
+            s3.download_verified(client, source, destination / name)
         except (ClientError, BotoCoreError) as err:  # no credentials, no region, endpoint unreachable
             raise PackageError(f"cannot read {source.uri}: {err}") from None
     return destination
