@@ -46,7 +46,7 @@ class PackageError(DogbreedError):
 def download_run(uri: str, destination: Path) -> Path:
     """Copies the files packaging reads from an s3:// run prefix into `destination`.
 
-    Goes through `dogbreed.storage`, so files uploaded by a training run are checked
+    Goes through `dogbreed.s3`, so files uploaded by a training run are checked
     against the SHA-256 recorded at upload; optional files that are absent are skipped.
     """
     from botocore.exceptions import BotoCoreError, ClientError
