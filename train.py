@@ -31,10 +31,10 @@ if __name__ == "__main__":
     import sys
 
     from dogbreed.allocator import reexec_with_tuned_malloc
-    from dogbreed.launch import hydra_args
+    from dogbreed.train_args import hydra_args
 
     reexec_with_tuned_malloc()  # before torch allocates anything; see dogbreed/allocator.py
-    try:  # SageMaker hyperparameters, torchrun ranks: see dogbreed/launch.py
+    try:  # SageMaker hyperparameters, torchrun ranks: see dogbreed/train_args.py
         sys.argv = [sys.argv[0], *hydra_args(sys.argv[1:], os.environ)]
     except DogbreedError as err:
         sys.exit(f"error: {err}")

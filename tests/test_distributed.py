@@ -19,7 +19,7 @@ from dogbreed.engine import evaluate
 from dogbreed.errors import DogbreedError
 from dogbreed.model import ModelSpec, build_model
 from dogbreed.runtime import Runtime
-from dogbreed.sagemaker import cluster_environment, hydra_argv
+from dogbreed.sagemaker_job import cluster_environment, hydra_argv
 from dogbreed.training import build_optimizer
 from dogbreed.transforms import EvalPreset
 from tests.conftest import REPO, compose_config
