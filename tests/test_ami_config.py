@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from ami.code_archive import build_archive
 from ami.config import load_config
 from ami.errors import AmiError
 from ami.instances import run_request
-from ami.package import build_archive
 
 DOCUMENTED_KEYS = {
     "name",
