@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from deploy.__main__ import wait_for_ping
+from deploy.cli import wait_for_ping
 from deploy.package import package_run
 from dogbreed.model import ModelSpec, build_model
 from dogbreed.synthetic import SyntheticSpec, render

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from deploy.__main__ import main, wait_for_ping
+from deploy.cli import main, wait_for_ping
 from deploy.container import handler
 from deploy.package import package_run
 from tests.conftest import REPO, free_port

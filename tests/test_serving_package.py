@@ -14,7 +14,7 @@ import boto3
 import pytest
 import torch
 
-from deploy.__main__ import main
+from deploy.cli import main
 from deploy.package import PackageError, package_run
 from dogbreed.errors import WeightsError
 from tests.serving_support import image_bytes, train_run
