@@ -8,8 +8,8 @@ import boto3
 import pytest
 from botocore.stub import Stubber
 
-from ami.__main__ import main
 from ami.choose import Requirements, options, parse_throughput
+from ami.cli import main
 from ami.errors import AmiError
 from ami.pricing import PriceTable, live_prices
 

@@ -20,7 +20,7 @@ from moto.backends import get_backend
 from moto.ssm.models import Parameter
 
 from ami import launcher
-from ami.__main__ import main
+from ami.cli import main
 from ami.config import load_config
 from ami.errors import AmiError
 from ami.network import detect_public_cidr
