@@ -1,4 +1,4 @@
-"""The EC2 side's config: conf/ami/ami.yaml composed with Hydra, overrides typed `ami.key=value`."""
+"""The EC2 side's config: conf/ami.yaml composed with Hydra, overrides typed `ami.key=value`."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from ami.errors import AmiError
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf" / "ami"
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 
 def load_config(overrides: list[str] | None = None) -> DictConfig:
