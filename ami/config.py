@@ -9,7 +9,7 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from ami.errors import AmiError
+from ami.errors import AmiError, AmiOverrideError
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
@@ -20,7 +20,8 @@ def load_config(overrides: list[str] | None = None) -> DictConfig:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
             cfg = compose(config_name="ami", overrides=overrides or [])
     except (HydraException, OmegaConfBaseException) as err:
-        raise AmiError(f"bad override ({err}); overrides look like ami.instance_type=c6i.xlarge") from err
+        problem = " ".join(str(err).split())  # Hydra's message spans lines; the CLI prints one
+        raise AmiOverrideError(f"bad override ({problem}); overrides look like ami.instance_type=c6i.xlarge") from err
     check(cfg)
     return cfg
 

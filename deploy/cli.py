@@ -1,16 +1,16 @@
 """python -m deploy: package, serve, invoke and demo a trained run locally; up, down, status on AWS.
 
-Every subcommand is here; each `*_command(args)` raises DogbreedError on bad input, and `main`
-turns that into one line on stderr.
+Every subcommand is here; each `*_command(args)` raises DogbreedError on bad input, which `main`
+prints as one line on stderr (dogbreed/entry.py).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
 import socket
-import sys
 import tempfile
 import time
 import urllib.error
@@ -22,7 +22,7 @@ from omegaconf import DictConfig
 
 from deploy.cloud import orchestrator
 from deploy.cloud.config import load_config
-from dogbreed.errors import DogbreedError
+from dogbreed.entry import DEBUG_OPTION, reported_errors
 
 
 def package_command(args: argparse.Namespace) -> None:
@@ -125,27 +125,30 @@ def _cloud_setup(args: argparse.Namespace) -> tuple[DictConfig, orchestrator.Cli
 
 
 def parser() -> argparse.ArgumentParser:
-    root = argparse.ArgumentParser(prog="python -m deploy", description=__doc__.split("\n\n")[0])
+    root = argparse.ArgumentParser(
+        prog="python -m deploy", description=__doc__.split("\n\n")[0], parents=[DEBUG_OPTION]
+    )
     commands = root.add_subparsers(dest="command", required=True)
+    add = functools.partial(commands.add_parser, parents=[DEBUG_OPTION])  # --debug after the name too
     # up, down, status: the AWS side (deploy/cloud/), configured by `deploy.key=value` overrides.
-    up = commands.add_parser("up", help="deploy a trained run: endpoint, autoscaling, Lambda")
+    up = add("up", help="deploy a trained run: endpoint, autoscaling, Lambda")
     up.add_argument("run", help="run dir or s3:// prefix with model.pth and labels.json")
     up.add_argument("overrides", nargs="*", help="deploy config overrides, e.g. deploy.instance_type=ml.c5.xlarge")
     up.set_defaults(func=up_command)
-    down = commands.add_parser("down", help="delete everything `up` created for deploy.name")
+    down = add("down", help="delete everything `up` created for deploy.name")
     down.add_argument("overrides", nargs="*", help="deploy config overrides, e.g. deploy.delete_artifacts=true")
     down.set_defaults(func=down_command)
-    status = commands.add_parser("status", help="show each deployed resource and its state")
+    status = add("status", help="show each deployed resource and its state")
     status.add_argument("overrides", nargs="*", help="deploy config overrides, e.g. deploy.name=dogbreed-dev")
     status.set_defaults(func=status_command)
 
-    package = commands.add_parser("package", help="write model.tar.gz for the SageMaker PyTorch container")
+    package = add("package", help="write model.tar.gz for the SageMaker PyTorch container")
     package.add_argument("run", help="run directory or s3:// prefix of one")
     package.add_argument("-o", "--output", type=Path, help="tarball path (default: <run>/model.tar.gz)")
     package.add_argument("--image-size", type=int, help="override data.image_size (runs without a config: 224)")
     package.set_defaults(func=package_command)
 
-    serve = commands.add_parser("serve", help="the SageMaker container contract on a local port")
+    serve = add("serve", help="the SageMaker container contract on a local port")
     serve.add_argument("source", help="run directory, s3:// run prefix or model.tar.gz")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8080)
@@ -155,7 +158,7 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--handler", help="module with model_fn/input_fn/predict_fn/output_fn (default: ours)")
     serve.set_defaults(func=serve_command)
 
-    invoke = commands.add_parser("invoke", help="send an image file or URL, print the top-k breeds")
+    invoke = add("invoke", help="send an image file or URL, print the top-k breeds")
     invoke.add_argument("target", help="image file or http(s) URL")
     invoke.add_argument("--endpoint", default="local", help="endpoint name")
     invoke.add_argument("--endpoint-url", help="e.g. http://127.0.0.1:8080 for `serve` (default: AWS)")
@@ -163,7 +166,7 @@ def parser() -> argparse.ArgumentParser:
     invoke.add_argument("--topk", type=int, default=3)
     invoke.set_defaults(func=invoke_command)
 
-    demo = commands.add_parser("demo", help="package a run, serve it, one image through the Lambda handler")
+    demo = add("demo", help="package a run, serve it, one image through the Lambda handler")
     demo.add_argument("run", help="trained run directory")
     demo.add_argument("--compile", action="store_true", help="torch.compile the model first (~20-50 s on CPU)")
     demo.set_defaults(func=demo_command)
@@ -171,11 +174,9 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Runs one subcommand; returns 0, or exits with the status and line of `dogbreed.entry`."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = parser().parse_args(argv)
-    try:
+    with reported_errors(getattr(args, "debug", False)):
         args.func(args)
-    except DogbreedError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
     return 0

@@ -78,7 +78,9 @@ def test_foreign_or_missing_weights_are_clear_errors(
     with pytest.raises(WeightsError, match="not a supported ResNet"):
         package_run(str(bare))
     (bare / "model.pth").unlink()
-    assert main(["package", str(bare)]) == 1
+    with pytest.raises(SystemExit) as stop:
+        main(["package", str(bare)])
+    assert stop.value.code == 1
     err = capsys.readouterr().err
     assert "model.pth missing" in err and "Traceback" not in err
     with pytest.raises(PackageError):
