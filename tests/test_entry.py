@@ -16,6 +16,7 @@ from botocore.exceptions import ClientError, EndpointConnectionError, NoRegionEr
 
 from dogbreed.entry import explain, reported_errors
 from dogbreed.errors import DataError
+from dogbreed.train_args import hydra_args
 from tests.conftest import REPO
 
 NO_CREDENTIALS = "error: no AWS credentials: Unable to locate credentials — set AWS_PROFILE, run `aws configure`"
@@ -95,6 +96,31 @@ def test_storage_push_without_credentials(tmp_path: Path) -> None:
     result = run(["-m", "dogbreed.storage", "push", str(tmp_path), "s3://b/p"], scrubbed_env())
     assert result.returncode == 1
     assert error_line(result).startswith(NO_CREDENTIALS)
+
+
+def test_train_project_error_and_bad_override(tmp_path: Path) -> None:
+    missing = tmp_path / "missing" / "dogImages"
+    base = [f"hydra.run.dir={tmp_path / 'run'}", "trainer.device=cpu"]
+    result = run(["train.py", f"data.root={missing}", "data.download_url=", *base], scrubbed_env())
+    assert result.returncode == 1
+    assert error_line(result) == (
+        f"error: {missing} does not exist and data.download_url is empty; set data.root=... or use data=synthetic"
+    )
+    # Hydra reports an override it cannot apply itself; the status says bad usage.
+    assert run(["train.py", "trainer.epohcs=1", *base], scrubbed_env()).returncode == 2
+    assert run(["train.py", "--cfg", "job", "data=nope"], scrubbed_env()).returncode == 2
+    debug = run(["train.py", f"data.root={missing}", "data.download_url=", *base, "--debug"], scrubbed_env())
+    assert debug.returncode == 1
+    assert "Traceback" in debug.stderr and "dogbreed.errors.DataError" in debug.stderr
+
+
+def test_debug_flag_leaves_argv_before_hydra_but_a_sagemaker_debug_hyperparameter_stays() -> None:
+    environ: dict[str, str] = {}
+    assert hydra_args(["optim.lr=0.1", "--debug"], environ) == ["optim.lr=0.1"]
+    assert environ == {"DOGBREED_DEBUG": "1", "HYDRA_FULL_ERROR": "1"}
+    on_sagemaker = {"SM_MODEL_DIR": "/opt/ml/model"}
+    assert hydra_args(["--debug", "fast"], on_sagemaker) == ["debug=fast"]
+    assert on_sagemaker == {"SM_MODEL_DIR": "/opt/ml/model"}
 
 
 @pytest.mark.parametrize(
