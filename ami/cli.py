@@ -21,6 +21,7 @@ QUICK = Config(connect_timeout=5, read_timeout=15, retries={"max_attempts": 2})
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The parsed command line (sys.argv when `argv` is None); `choose` also gets `throughput`."""
     parser = argparse.ArgumentParser(prog="python -m ami", description=__doc__, parents=[DEBUG_OPTION])
     commands = parser.add_subparsers(dest="command", required=True)
     helps = {
@@ -60,6 +61,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def run_choose(args: argparse.Namespace) -> None:
+    """Prints the instance types that fit, cheapest first, priced live unless --offline."""
     table = PriceTable.shipped()
     region = args.region or boto3.Session().region_name or "us-east-1"
     needs = choose.Requirements(args.min_vcpus, args.min_memory_gb, args.gpu, args.min_gpu_memory_gb)
@@ -81,6 +83,7 @@ def run_choose(args: argparse.Namespace) -> None:
 
 
 def run_instance_command(args: argparse.Namespace) -> None:
+    """launch, status, ssh or down for the instances of `ami.name`."""
     cfg = load_config(args.overrides)
     clients = launcher.Clients.create(cfg.ami.region)
     if args.command == "launch":

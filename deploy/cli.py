@@ -26,6 +26,7 @@ from dogbreed.entry import DEBUG_OPTION, reported_errors
 
 
 def package_command(args: argparse.Namespace) -> None:
+    """Writes model.tar.gz for a run and prints its path and size."""
     from deploy.package import package_run
 
     path = package_run(args.run, args.output, args.image_size)
@@ -33,6 +34,7 @@ def package_command(args: argparse.Namespace) -> None:
 
 
 def serve_command(args: argparse.Namespace) -> None:
+    """Serves a run or model.tar.gz on a local port until stopped."""
     from deploy.server import prepare_model_dir, serve
 
     if args.no_compile:
@@ -45,6 +47,7 @@ def serve_command(args: argparse.Namespace) -> None:
 
 
 def invoke_command(args: argparse.Namespace) -> None:
+    """Sends one image to an endpoint (or through the Lambda handler) and prints the top-k."""
     from deploy.invoke import format_predictions, invoke, invoke_via_lambda, runtime_client
 
     client = runtime_client(args.endpoint_url)
@@ -53,6 +56,7 @@ def invoke_command(args: argparse.Namespace) -> None:
 
 
 def wait_for_ping(url: str, timeout: float = 60.0) -> None:
+    """Returns once `url`/ping answers 200; raises the last connection error after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -125,6 +129,7 @@ def _cloud_setup(args: argparse.Namespace) -> tuple[DictConfig, orchestrator.Cli
 
 
 def parser() -> argparse.ArgumentParser:
+    """The `python -m deploy` parser; each subcommand sets `func(args)`."""
     root = argparse.ArgumentParser(
         prog="python -m deploy", description=__doc__.split("\n\n")[0], parents=[DEBUG_OPTION]
     )
