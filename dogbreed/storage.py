@@ -377,7 +377,8 @@ class RunUploads:
 
 def main(argv: list[str] | None = None) -> int:
     """`push` or `sync`; returns 0, or exits with the status and line of `dogbreed.entry`."""
-    # Only the command line needs these; the rest of the module is the library training uses.
+    # The command line's own imports; the module above is the library that training uses.
+    import boto3
     from botocore.exceptions import NoCredentialsError
 
     from dogbreed.entry import DEBUG_OPTION, reported_errors
