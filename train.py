@@ -1,15 +1,15 @@
-"""Train the dog-breed classifier: `python train.py [overrides]`, `-m` to sweep."""
+"""Train the dog-breed classifier: `python train.py [overrides]`, `-m` to sweep, `--debug` for tracebacks."""
 
 from __future__ import annotations
-
-import logging
 
 import hydra
 from omegaconf import DictConfig
 
-from dogbreed.errors import DogbreedError
+from dogbreed.entry import EXIT_USAGE, reported_errors
 
-log = logging.getLogger("dogbreed")
+# Set once Hydra has composed the config and called `main`: an exit 1 before that is Hydra
+# reporting a bad override or config option, which is bad usage.
+task_started = False
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
@@ -17,25 +17,32 @@ def main(cfg: DictConfig) -> float:
     """Returns the validation top-1 accuracy, the value a sweeper optimises."""
     from dogbreed.training import train  # after Hydra has parsed the CLI: --help stays fast
 
-    try:
+    global task_started
+    task_started = True
+    # Inside the task, because Hydra would print a project error as a stack trace and exit 1,
+    # where an interrupted run must exit 128 + signal.
+    with reported_errors():
         return train(cfg)
-    except DogbreedError as err:
-        # A message that says what to do, instead of a traceback wall.
-        log.error("%s", err)
-        # An interrupted run exits 128 + signal, as if the signal had ended it; other errors exit 1.
-        raise SystemExit(getattr(err, "exit_code", 1)) from None
 
 
-if __name__ == "__main__":
+def run() -> None:
+    """The command line: SageMaker and torchrun adjustments to argv, then Hydra."""
     import os
     import sys
 
     from dogbreed.allocator import reexec_with_tuned_malloc
-    from dogbreed.launch import hydra_args
+    from dogbreed.train_args import hydra_args
 
     reexec_with_tuned_malloc()  # before torch allocates anything; see dogbreed/allocator.py
-    try:  # SageMaker hyperparameters, torchrun ranks: see dogbreed/launch.py
+    with reported_errors():  # SageMaker hyperparameters, torchrun ranks, --debug: see dogbreed/train_args.py
         sys.argv = [sys.argv[0], *hydra_args(sys.argv[1:], os.environ)]
-    except DogbreedError as err:
-        sys.exit(f"error: {err}")
-    main()
+    try:
+        main()
+    except SystemExit as stop:
+        if stop.code == 1 and not task_started:
+            raise SystemExit(EXIT_USAGE) from None
+        raise
+
+
+if __name__ == "__main__":
+    run()

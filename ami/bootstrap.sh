@@ -8,12 +8,12 @@
 # what is unfinished and a stopped training run resumes (trainer.resume=auto).
 #
 # Every setting below is an environment variable with a default, so the same file runs on a
-# real instance (defaults rendered from conf/ami) and in a test (probed paths overridden).
+# real instance (defaults rendered from conf/ami.yaml) and in a test (probed paths overridden).
 set -euo pipefail
 # cloud-init may run user data without HOME.
 HOME=${HOME:-/root}
 
-# @RENDERED@ launch writes the values from conf/ami below this line.
+# @RENDERED@ launch writes the values from conf/ami.yaml below this line.
 DOGBREED_CODE_URI=${DOGBREED_CODE_URI-}
 DOGBREED_S3_URI=${DOGBREED_S3_URI-}
 DOGBREED_DATA_URI=${DOGBREED_DATA_URI-}

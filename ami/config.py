@@ -1,4 +1,4 @@
-"""The EC2 side's config: conf/ami/ami.yaml composed with Hydra, overrides typed `ami.key=value`."""
+"""The EC2 side's config: conf/ami.yaml composed with Hydra, overrides typed `ami.key=value`."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from ami.errors import AmiError
+from ami.errors import AmiError, AmiOverrideError
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf" / "ami"
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 
 def load_config(overrides: list[str] | None = None) -> DictConfig:
@@ -20,7 +20,8 @@ def load_config(overrides: list[str] | None = None) -> DictConfig:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
             cfg = compose(config_name="ami", overrides=overrides or [])
     except (HydraException, OmegaConfBaseException) as err:
-        raise AmiError(f"bad override ({err}); overrides look like ami.instance_type=c6i.xlarge") from err
+        problem = " ".join(str(err).split())  # Hydra's message spans lines; the CLI prints one
+        raise AmiOverrideError(f"bad override ({problem}); overrides look like ami.instance_type=c6i.xlarge") from err
     check(cfg)
     return cfg
 

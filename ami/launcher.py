@@ -17,11 +17,11 @@ from omegaconf import DictConfig
 from omegaconf.errors import MissingMandatoryValue
 
 from ami import network, userdata
+from ami.code_archive import build_archive, code_uri, upload_code
 from ami.errors import AmiError
 from ami.iam import InstanceProfiles, project_location
 from ami.instances import Instances, run_request, tags_for
 from ami.keypair import KeyPairs
-from ami.package import build_archive, code_uri, upload_code
 from ami.ssm import latest_ami_id
 
 log = logging.getLogger(__name__)

@@ -8,7 +8,7 @@ from pathlib import Path
 from ami.errors import AmiError
 
 BOOTSTRAP = Path(__file__).with_name("bootstrap.sh")
-MARKER = "# @RENDERED@ launch writes the values from conf/ami below this line.\n"
+MARKER = "# @RENDERED@ launch writes the values from conf/ami.yaml below this line.\n"
 # EC2 refuses user data over 16 KiB (before base64).
 MAX_BYTES = 16 * 1024
 

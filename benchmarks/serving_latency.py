@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from deploy.__main__ import wait_for_ping
+from deploy.cli import wait_for_ping
 from deploy.model_archive import package_run
 from dogbreed.serving.architecture import ModelSpec, build_model
 from dogbreed.synthetic import SyntheticSpec, render

@@ -206,30 +206,43 @@ def run_uploads(cfg: Any, run_dir: Path) -> RunUploads | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m dogbreed.storage", description=__doc__.split("\n\n")[0])
+    """`push` or `sync`; returns 0, or exits with the status and line of `dogbreed.entry`."""
+    # The command line's own imports; the module above is the library that training uses.
+    import boto3
+    from botocore.exceptions import NoCredentialsError
+
+    from dogbreed.entry import DEBUG_OPTION, reported_errors
+
+    parser = argparse.ArgumentParser(
+        prog="python -m dogbreed.storage", description=__doc__.split("\n\n")[0], parents=[DEBUG_OPTION]
+    )
     commands = parser.add_subparsers(dest="command", required=True)
-    push_parser = commands.add_parser("push", help="upload a run directory to s3://bucket/prefix/run-name (verified)")
+    push_parser = commands.add_parser(
+        "push", help="upload a run directory to s3://bucket/prefix/run-name (verified)", parents=[DEBUG_OPTION]
+    )
     push_parser.add_argument("run_dir", type=Path)
     push_parser.add_argument("s3_uri")
-    sync_parser = commands.add_parser("sync", help="mirror an s3:// prefix into a local folder (only new or changed)")
+    sync_parser = commands.add_parser(
+        "sync", help="mirror an s3:// prefix into a local folder (only new or changed)", parents=[DEBUG_OPTION]
+    )
     sync_parser.add_argument("s3_uri")
     sync_parser.add_argument("dest", type=Path)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    try:
+    with reported_errors(getattr(args, "debug", False)):
         dest = S3Location.parse(args.s3_uri)
+        if args.command == "push" and not args.run_dir.is_dir():
+            raise DogbreedError(f"{args.run_dir} is not a directory; pass the run directory to upload")
         client = make_client()
+        if boto3.Session().get_credentials() is None:
+            # Said once, now, rather than after every file's upload retries have failed.
+            raise NoCredentialsError()
         if args.command == "sync":
             sync_prefix(client, dest, args.dest)
             return 0
-        if not args.run_dir.is_dir():
-            raise DogbreedError(f"{args.run_dir} is not a directory; pass the run directory to upload")
         failed = push(S3Uploader(client, UploadSettings()), args.run_dir, dest)
         if failed:
             raise upload_failure(args.run_dir, dest, failed)
-    except DogbreedError as err:
-        log.error("%s", err)
-        return 1
     log.info("%s is complete in %s", args.run_dir, dest.uri)
     return 0
 

@@ -8,8 +8,8 @@ import boto3
 import pytest
 from botocore.stub import Stubber
 
-from ami.__main__ import main
 from ami.choose import Requirements, options, parse_throughput
+from ami.cli import main
 from ami.errors import AmiError
 from ami.pricing import PriceTable, live_prices
 
@@ -74,13 +74,21 @@ def test_gpu_and_spot_filters(offline: None, capsys: pytest.CaptureFixture[str])
     assert spot == sorted(spot)
 
 
+def exit_status(argv: list[str]) -> int:
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    return stop.value.code
+
+
 def test_bad_input_is_refused_with_a_message(offline: None, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["choose", "--offline", "--images-per-second", "fast"]) == 2
+    # A malformed flag value is bad usage (2, like argparse); a request nothing can meet is an error (1).
+    assert exit_status(["choose", "--offline", "--images-per-second", "fast"]) == 2
     assert "expected a number or TYPE=number" in capsys.readouterr().err
-    assert main(["choose", "--offline", "--region", "mars-north-1"]) == 2
+    assert exit_status(["choose", "--offline", "--region", "mars-north-1"]) == 1
     assert "no prices for region mars-north-1" in capsys.readouterr().err
-    assert main(["choose", "--offline", "--min-memory-gb", "4096"]) == 2
-    assert "no instance type in the table fits" in capsys.readouterr().err
+    assert exit_status(["choose", "--offline", "--min-memory-gb", "4096"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: no instance type in the table fits") and err.count("\n") == 1
     with pytest.raises(AmiError, match="must be positive"):
         parse_throughput(["c6i.xlarge=0"])
 

@@ -1,4 +1,4 @@
-"""conf/ami composes with the documented keys; run requests and the code archive carry the safety settings."""
+"""conf/ami.yaml composes with the documented keys; run requests and the code archive carry the safety settings."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from ami.code_archive import build_archive
 from ami.config import load_config
 from ami.errors import AmiError
 from ami.instances import run_request
-from ami.package import build_archive
 
 DOCUMENTED_KEYS = {
     "name",
@@ -99,6 +99,9 @@ def test_code_archive_is_reproducible_and_holds_only_the_training_project() -> N
     with tarfile.open(fileobj=io.BytesIO(first)) as tar:
         names = tar.getnames()
     assert {"pyproject.toml", "train.py", "conf/train.yaml", "dogbreed/training.py"} <= set(names)
+    # train.py composes from all of conf/: every group and the help template travel with it.
+    root = Path(__file__).resolve().parents[1]
+    assert {p.relative_to(root).as_posix() for p in (root / "conf").rglob("*.yaml")} <= set(names)
     assert not [n for n in names if n.startswith(("ami/", "tests/", "deploy/")) or "__pycache__" in n]
 
 

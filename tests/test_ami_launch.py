@@ -25,7 +25,7 @@ from moto.ssm.models import Parameter
 
 import dogbreed.s3
 from ami import launcher
-from ami.__main__ import main
+from ami.cli import main
 from ami.config import load_config
 from ami.errors import AmiError
 from ami.network import detect_public_cidr
@@ -199,16 +199,24 @@ def test_refusals_come_before_anything_is_created(dlami: str, tmp_path: Path, ov
     assert project_resources() == {"instances": [], "groups": [], "roles": [], "profiles": [], "keys": []}
 
 
+def exit_status(argv: list[str]) -> int:
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    return stop.value.code
+
+
 def test_missing_s3_uri_and_unknown_parameter_say_what_to_set(
     dlami: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     without_uri = [o for o in overrides(tmp_path) if not o.startswith("ami.s3_uri")]
-    assert main(["launch", *without_uri]) == 2
+    assert exit_status(["launch", *without_uri]) == 1
     assert "set ami.s3_uri=s3://bucket/prefix" in capsys.readouterr().err
-    assert main(["launch", *overrides(tmp_path, "ami.ami_ssm_parameter=/aws/service/nope/ami-id")]) == 2
+    assert exit_status(["launch", *overrides(tmp_path, "ami.ami_ssm_parameter=/aws/service/nope/ami-id")]) == 1
     assert "ami.ami_ssm_parameter" in capsys.readouterr().err
-    assert main(["launch", "ami.nodes=0"]) == 2
+    assert exit_status(["launch", "ami.nodes=0"]) == 1
     assert "ami.nodes" in capsys.readouterr().err
+    assert exit_status(["launch", "ami.nodse=2"]) == 2  # an override Hydra cannot apply is bad usage
+    assert capsys.readouterr().err.startswith("error: bad override (Could not override 'ami.nodse'.")
 
 
 class _Answer(BaseHTTPRequestHandler):

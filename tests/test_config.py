@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -94,6 +95,17 @@ def test_help_lists_groups_and_examples() -> None:
     assert result.returncode == 0
     for text in ("experiment: demo, finetune, udacity_baseline", "optim: adam, adamw, sgd", "python train.py -m"):
         assert text in result.stdout
+
+
+def test_help_lists_only_training_groups() -> None:
+    """conf/ami.yaml and conf/deploy.yaml are root configs of other CLIs, not training groups."""
+    result = run_cli("--help")
+    assert result.returncode == 0
+    groups = result.stdout.split("== Config groups (choose with group=option) ==")[1].split("== Config")[0]
+    listed = {line.split(":")[0] for line in groups.splitlines() if line.strip()}
+    training = {"data", "debug", "experiment", "hparams_search", "model", "optim", "sched", "storage", "trainer"}
+    assert listed == training
+    assert not re.search(r"\b(ami|deploy)\b", result.stdout, re.IGNORECASE)
 
 
 def test_cfg_job_prints_the_composed_config_with_overrides() -> None:

@@ -22,6 +22,7 @@ import boto3
 import pytest
 from botocore.stub import ANY, Stubber
 
+from deploy.cli import main as deploy_main
 from deploy.cloud import orchestrator
 from deploy.cloud.config import load_config
 from deploy.cloud.orchestrator import Clients
@@ -353,6 +354,33 @@ def test_cli_status_shows_each_resource_and_bad_overrides_fail_before_aws(
     assert bad.returncode == 1
     assert "deploy.autoscaling.min_capacity=4 is above max_capacity=3" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+def test_cli_up_refused_by_aws_prints_one_line_naming_the_operation_and_code(
+    deploy_env: Callable[..., Any],
+    clients: Clients,
+    run_dir: Path,
+    handler_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    deploy_env()  # the bucket
+    denied = "User: arn:aws:iam::123456789012:user/dev is not authorized to perform: iam:CreateRole"
+    clients.iam = Routed(clients.iam, ("create_role",))
+    clients.iam.stubber.add_client_error("create_role", "AccessDenied", denied, http_status_code=403)
+    monkeypatch.setattr(orchestrator.Clients, "create", classmethod(lambda cls, region=None: clients))
+    monkeypatch.setattr(orchestrator, "_default_package", package)
+    overrides = [f"deploy.s3_uri=s3://{BUCKET}/deploys", f"deploy.lambda.source_dir={handler_dir}"]
+
+    with pytest.raises(SystemExit) as stop:
+        deploy_main(["up", str(run_dir), *overrides])
+
+    assert stop.value.code == 1
+    assert capsys.readouterr().err.splitlines() == [
+        f"error: AWS refused CreateRole: AccessDenied: {denied} — check the credentials' permissions "
+        "(`aws sts get-caller-identity` shows whose they are)"
+    ]
+    clients.iam.stubber.assert_no_pending_responses()
 
 
 def test_retrained_model_updates_in_place_keeping_the_scaled_count(

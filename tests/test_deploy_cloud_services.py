@@ -15,7 +15,7 @@ import pytest
 from botocore.exceptions import ClientError
 from botocore.stub import Stubber
 
-from deploy.cloud import artifacts, iam, lambda_, sagemaker
+from deploy.cloud import artifacts, hosting, iam, lambda_
 from deploy.cloud.errors import DeployError
 from deploy.cloud.orchestrator import content_version
 from dogbreed.s3 import S3Location, UploadSettings, head_or_none
@@ -119,7 +119,7 @@ def test_failed_endpoint_reports_its_reason_and_log_group() -> None:
     failed = {**endpoint("Failed"), "FailureReason": reason}
     stubber.add_response("describe_endpoint", failed, {"EndpointName": "dogbreed"})
     with pytest.raises(DeployError) as caught:
-        sagemaker.wait_in_service(sm, "dogbreed", timeout_s=60, poll_s=0)
+        hosting.wait_in_service(sm, "dogbreed", timeout_s=60, poll_s=0)
     assert "did not pass the ping health check" in str(caught.value)
     assert "/aws/sagemaker/Endpoints/dogbreed" in str(caught.value)
 
@@ -128,7 +128,7 @@ def test_slow_endpoint_times_out_naming_the_setting() -> None:
     sm, stubber = client("sagemaker")
     stubber.add_response("describe_endpoint", endpoint("Creating"), {"EndpointName": "dogbreed"})
     with pytest.raises(DeployError, match=r"still Creating .*deploy\.wait\.timeout_s"):
-        sagemaker.wait_in_service(sm, "dogbreed", timeout_s=0, poll_s=0)
+        hosting.wait_in_service(sm, "dogbreed", timeout_s=0, poll_s=0)
 
 
 def endpoint(status: str) -> dict[str, object]:
@@ -209,14 +209,14 @@ def test_failed_endpoint_is_recreated_not_updated() -> None:
     stubber.add_client_error("describe_endpoint", "ValidationException", "Could not find endpoint 'dogbreed'.", 400)
     stubber.add_response("create_endpoint", {"EndpointArn": endpoint("Creating")["EndpointArn"]}, {
         "EndpointName": "dogbreed", "EndpointConfigName": "dogbreed-new"})  # fmt: skip
-    assert sagemaker.deploy_endpoint(sm, "dogbreed", "dogbreed-new", retain=False) == "recreated"
+    assert hosting.deploy_endpoint(sm, "dogbreed", "dogbreed-new", retain=False) == "recreated"
     stubber.assert_no_pending_responses()
 
 
 def test_interrupted_deploy_is_waited_for_not_redone() -> None:
     sm, stubber = client("sagemaker")
     stubber.add_response("describe_endpoint", endpoint("Creating"), {"EndpointName": "dogbreed"})
-    assert sagemaker.deploy_endpoint(sm, "dogbreed", "dogbreed-abc", retain=False) == "settling"
+    assert hosting.deploy_endpoint(sm, "dogbreed", "dogbreed-abc", retain=False) == "settling"
 
 
 def test_live_alias_catches_up_after_an_interrupted_publish(aws: str, tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from deploy.__main__ import main, wait_for_ping
+from deploy.cli import main, wait_for_ping
 from deploy.model_archive import package_run
 from dogbreed.serving import handler
 from tests.conftest import REPO, free_port
@@ -45,7 +45,9 @@ def test_serve_answers_invoke_and_stops_cleanly_on_sigterm(
         via_lambda = capsys.readouterr().out.splitlines()
         assert direct == via_lambda and len(direct) == 3  # model line + top-2
         assert any(label in direct[1] for label in labels)
-        assert main(["invoke", str(tmp_path / "missing.jpg"), "--endpoint-url", url]) == 1
+        with pytest.raises(SystemExit) as stop:
+            main(["invoke", str(tmp_path / "missing.jpg"), "--endpoint-url", url])
+        assert stop.value.code == 1
         assert "neither an image file nor" in capsys.readouterr().err
         server.send_signal(signal.SIGTERM)
         # uvicorn drains, then re-raises the signal so the exit status says why it stopped.

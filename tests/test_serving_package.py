@@ -18,7 +18,7 @@ import torch
 
 import dogbreed
 import dogbreed.serving
-from deploy.__main__ import main
+from deploy.cli import main
 from deploy.model_archive import PackageError, package_run
 from dogbreed.errors import WeightsError
 from tests.serving_support import image_bytes, train_run
@@ -132,7 +132,9 @@ def test_foreign_or_missing_weights_are_clear_errors(
     with pytest.raises(WeightsError, match="not a supported ResNet"):
         package_run(str(bare))
     (bare / "model.pth").unlink()
-    assert main(["package", str(bare)]) == 1
+    with pytest.raises(SystemExit) as stop:
+        main(["package", str(bare)])
+    assert stop.value.code == 1
     err = capsys.readouterr().err
     assert "model.pth missing" in err and "Traceback" not in err
     with pytest.raises(PackageError):

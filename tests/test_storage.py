@@ -66,11 +66,15 @@ def test_verify_deletes_an_object_that_does_not_match_the_local_file(s3, tmp_pat
     assert "Contents" not in s3.list_objects_v2(Bucket=BUCKET, Prefix="runs/x/")
 
 
-def test_push_cli_rejects_bad_input_with_a_message(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    assert storage.main(["push", str(tmp_path), "bucket/prefix"]) == 1
-    assert "is not an S3 address; expected s3://bucket/prefix" in caplog.text
-    assert storage.main(["push", str(tmp_path / "missing"), "s3://bucket/prefix"]) == 1
-    assert "is not a directory" in caplog.text
+def test_push_cli_rejects_bad_input_with_a_message(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as stop:
+        storage.main(["push", str(tmp_path), "bucket/prefix"])
+    assert stop.value.code == 1
+    assert "is not an S3 address; expected s3://bucket/prefix" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stop:
+        storage.main(["push", str(tmp_path / "missing"), "s3://bucket/prefix"])
+    assert stop.value.code == 1
+    assert "is not a directory" in capsys.readouterr().err
 
 
 def upload_tree(client: object, root: Path, prefix: str) -> int:

@@ -1,4 +1,4 @@
-"""The deploy config: composed from conf/deploy with Hydra, validated before any AWS call."""
+"""The deploy config: conf/deploy.yaml composed with Hydra, validated before any AWS call."""
 
 from __future__ import annotations
 
@@ -9,16 +9,16 @@ from typing import Any
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
-from deploy.cloud.errors import DeployError
+from deploy.cloud.errors import DeployError, DeployOverrideError
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf" / "deploy"
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 # Lambda and IAM allow 64 characters; the longest derived name adds 10 ("-sagemaker").
 NAME_PATTERN = re.compile(r"^[a-zA-Z0-9](-?[a-zA-Z0-9]){0,39}$")
 URL_AUTH = ("AWS_IAM", "NONE", None)
 
 
 def load_config(overrides: list[str] | None = None) -> DictConfig:
-    """Composes `conf/deploy/deploy.yaml` with `key=value` overrides and validates it.
+    """Composes `conf/deploy.yaml` with `key=value` overrides and validates it.
 
     Raises:
         DeployError: a value is missing or out of range; nothing has been called on AWS yet.
@@ -27,7 +27,8 @@ def load_config(overrides: list[str] | None = None) -> DictConfig:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
             cfg = compose(config_name="deploy", overrides=overrides or [])
     except Exception as err:  # Hydra's override and composition errors have several unrelated types
-        raise DeployError(f"bad deploy override: {err}") from err
+        problem = " ".join(str(err).split())  # Hydra's message spans lines; the CLI prints one
+        raise DeployOverrideError(f"bad deploy override: {problem}") from err
     validate(cfg)
     return cfg
 

@@ -1,9 +1,16 @@
-"""The one error type of the AWS deploy: its message names the setting or resource to look at."""
+"""The errors of the AWS deploy: each message names the setting or resource to look at."""
 
 from __future__ import annotations
 
+from dogbreed.entry import EXIT_USAGE
 from dogbreed.errors import DogbreedError
 
 
 class DeployError(DogbreedError):
     """A deploy step cannot go on; the message says which `deploy.*` key or AWS resource to change."""
+
+
+class DeployOverrideError(DeployError):
+    """A `deploy.key=value` override Hydra cannot apply: bad usage, so the CLI exits 2 like argparse."""
+
+    exit_code = EXIT_USAGE

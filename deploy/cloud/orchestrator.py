@@ -15,7 +15,7 @@ import boto3
 from botocore.exceptions import ClientError
 from omegaconf import DictConfig, OmegaConf
 
-from deploy.cloud import autoscaling, iam, images, lambda_, sagemaker, state
+from deploy.cloud import autoscaling, hosting, iam, images, lambda_, state
 from deploy.cloud.artifacts import join_key, upload_model
 from deploy.cloud.errors import DeployError
 from dogbreed.s3 import MiB, S3Location, delete_prefix
@@ -85,7 +85,7 @@ def up(cfg: DictConfig, run: str, clients: Clients, package: Package | None = No
         cfg: the validated deploy config.
         run: a run dir or `s3://` prefix holding model.pth and labels.json.
         clients: boto3 clients.
-        package: builds model.tar.gz from `run`; defaults to `deploy.package.package_run`.
+        package: builds model.tar.gz from `run`; defaults to `deploy.model_archive.package_run`.
     """
     d = cfg.deploy
     names = Names(d.name)
@@ -108,18 +108,18 @@ def up(cfg: DictConfig, run: str, clients: Clients, package: Package | None = No
     model_data = f"s3://{bucket}/{model_key}"
     model = f"{d.name}-{short_hash([image, model_data, role_arn, env])}"
     created = iam.retry_while_role_propagates(
-        lambda: sagemaker.ensure_model(clients.sagemaker, model, image, model_data, role_arn, env), _role_not_ready
+        lambda: hosting.ensure_model(clients.sagemaker, model, image, model_data, role_arn, env), _role_not_ready
     )
     if created:
         changes.append(f"created model {model}")
 
     variant = _variant(d, model)
     config = f"{d.name}-{short_hash(variant)}"
-    if sagemaker.ensure_endpoint_config(clients.sagemaker, config, variant):
+    if hosting.ensure_endpoint_config(clients.sagemaker, config, variant):
         changes.append(f"created endpoint config {config}")
     changes += _endpoint(cfg, clients, names, config, variant)
 
-    resource = autoscaling.resource_id(names.endpoint, sagemaker.VARIANT)
+    resource = autoscaling.resource_id(names.endpoint, hosting.VARIANT)
     if d.serverless.enabled:
         changes += autoscaling.remove_scaling(clients.autoscaling, resource, names.scaling_policy)
     else:
@@ -175,21 +175,21 @@ def down(cfg: DictConfig, clients: Clients) -> list[str]:
     ):
         if done:
             removed.append(what)
-    resource = autoscaling.resource_id(names.endpoint, sagemaker.VARIANT)
+    resource = autoscaling.resource_id(names.endpoint, hosting.VARIANT)
     removed += autoscaling.remove_scaling(clients.autoscaling, resource, names.scaling_policy)
 
     sm = clients.sagemaker
-    configs = sagemaker.named_like(sm, "endpoint_config", d.name)
-    endpoint = sagemaker.describe_endpoint(sm, names.endpoint)
+    configs = hosting.named_like(sm, "endpoint_config", d.name)
+    endpoint = hosting.describe_endpoint(sm, names.endpoint)
     if endpoint is not None:
         configs.add(endpoint["EndpointConfigName"])
-    models = sagemaker.named_like(sm, "model", d.name)
+    models = hosting.named_like(sm, "model", d.name)
     for config in configs:
         models |= _models_of(sm, config)
-    if sagemaker.delete_endpoint(sm, names.endpoint):
+    if hosting.delete_endpoint(sm, names.endpoint):
         removed.append(f"endpoint {names.endpoint}")
-    removed += [f"endpoint config {c}" for c in sorted(configs) if sagemaker.delete_endpoint_config(sm, c)]
-    removed += [f"model {m}" for m in sorted(models) if sagemaker.delete_model(sm, m)]
+    removed += [f"endpoint config {c}" for c in sorted(configs) if hosting.delete_endpoint_config(sm, c)]
+    removed += [f"model {m}" for m in sorted(models) if hosting.delete_model(sm, m)]
     # Only a role `up` created; without a record, the config says whether it would have.
     own_role = record["sagemaker_role"] if record else (None if d.role_arn else names.sagemaker_role)
     if own_role and iam.delete_role(clients.iam, own_role):
@@ -211,12 +211,12 @@ def status(cfg: DictConfig, clients: Clients) -> list[tuple[str, str, str]]:
     sm = clients.sagemaker
     rows = []
     if record.get("model"):
-        rows.append(("model", record["model"], sagemaker.resource_state(sm, "model", record["model"])))
+        rows.append(("model", record["model"], hosting.resource_state(sm, "model", record["model"])))
     if record.get("endpoint_config"):
         config = record["endpoint_config"]
-        rows.append(("endpoint config", config, sagemaker.resource_state(sm, "endpoint_config", config)))
-    rows.append(("endpoint", names.endpoint, sagemaker.resource_state(sm, "endpoint", names.endpoint)))
-    resource = autoscaling.resource_id(names.endpoint, sagemaker.VARIANT)
+        rows.append(("endpoint config", config, hosting.resource_state(sm, "endpoint_config", config)))
+    rows.append(("endpoint", names.endpoint, hosting.resource_state(sm, "endpoint", names.endpoint)))
+    resource = autoscaling.resource_id(names.endpoint, hosting.VARIANT)
     target = autoscaling.describe_target(clients.autoscaling, resource)
     capacity = f"{target['MinCapacity']}..{target['MaxCapacity']}" if target else "absent"
     rows.append(("scalable target", resource, capacity))
@@ -255,28 +255,28 @@ def _endpoint(cfg: DictConfig, clients: Clients, names: Names, config: str, vari
     """Creates or updates the endpoint, waits for it, then drops the config (and model) it left."""
     d = cfg.deploy
     sm = clients.sagemaker
-    current = sagemaker.describe_endpoint(sm, names.endpoint)
+    current = hosting.describe_endpoint(sm, names.endpoint)
     previous = current["EndpointConfigName"] if current else None
     old_variant = _variant_of(sm, previous) if previous and previous != config else None
     same_type = old_variant is not None and old_variant.get("InstanceType") == variant.get("InstanceType")
     changes = []
     if old_variant is not None and not same_type:
         # UpdateEndpoint fails while a scaling target is on a variant whose instance type changes.
-        resource = autoscaling.resource_id(names.endpoint, sagemaker.VARIANT)
+        resource = autoscaling.resource_id(names.endpoint, hosting.VARIANT)
         changes += autoscaling.remove_scaling(clients.autoscaling, resource, names.scaling_policy)
     # Keep the instance count autoscaling chose when only the model changes.
     retain = same_type and "InstanceType" in variant
-    action = sagemaker.deploy_endpoint(sm, names.endpoint, config, retain=retain)
+    action = hosting.deploy_endpoint(sm, names.endpoint, config, retain=retain)
     if action == "unchanged":
         return changes
-    sagemaker.wait_in_service(sm, names.endpoint, d.wait.timeout_s, d.wait.poll_s)
+    hosting.wait_in_service(sm, names.endpoint, d.wait.timeout_s, d.wait.poll_s)
     if action != "settling":
         changes.append(f"{action} endpoint {names.endpoint} with {config}")
     if action == "updated" and previous:
         old_models = _models_of(sm, previous) - {variant["ModelName"]}
-        if sagemaker.delete_endpoint_config(sm, previous):
+        if hosting.delete_endpoint_config(sm, previous):
             changes.append(f"deleted endpoint config {previous}")
-        changes += [f"deleted model {m}" for m in sorted(old_models) if sagemaker.delete_model(sm, m)]
+        changes += [f"deleted model {m}" for m in sorted(old_models) if hosting.delete_model(sm, m)]
     return changes
 
 
@@ -347,8 +347,8 @@ def _image(d: DictConfig, region: str) -> str:
 def _variant(d: DictConfig, model: str) -> dict[str, Any]:
     if d.serverless.enabled:
         s = d.serverless
-        return sagemaker.serverless_variant(model, s.memory_mb, s.max_concurrency, s.provisioned_concurrency)
-    return sagemaker.realtime_variant(model, d.instance_type, d.instance_count)
+        return hosting.serverless_variant(model, s.memory_mb, s.max_concurrency, s.provisioned_concurrency)
+    return hosting.realtime_variant(model, d.instance_type, d.instance_count)
 
 
 def _variant_of(sm: Any, config: str) -> dict[str, Any] | None:

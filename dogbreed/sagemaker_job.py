@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 
+from dogbreed.entry import EXIT_USAGE
 from dogbreed.errors import DogbreedError
 
 ALIASES = {
@@ -30,7 +31,9 @@ RENDEZVOUS_PORT = "29500"
 
 
 class HyperparameterError(DogbreedError):
-    """A SageMaker hyperparameter with no meaning here."""
+    """A SageMaker hyperparameter with no meaning here: bad usage, so train.py exits 2 like argparse."""
+
+    exit_code = EXIT_USAGE
 
 
 def running_on_sagemaker(environ: dict[str, str] | os._Environ = os.environ) -> bool:

@@ -1,0 +1,118 @@
+"""python -m ami {launch,status,ssh,down} [ami.key=value ...] | choose [--flags]."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shlex
+
+import boto3
+from botocore.config import Config
+
+from ami import choose, launcher
+from ami.config import load_config
+from ami.errors import AmiError
+from ami.pricing import PriceTable, live_prices
+from dogbreed.entry import DEBUG_OPTION, reported_errors
+
+# Offline the price lookup must give up quickly and fall back to the shipped table.
+QUICK = Config(connect_timeout=5, read_timeout=15, retries={"max_attempts": 2})
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The parsed command line (sys.argv when `argv` is None); `choose` also gets `throughput`."""
+    parser = argparse.ArgumentParser(prog="python -m ami", description=__doc__, parents=[DEBUG_OPTION])
+    commands = parser.add_subparsers(dest="command", required=True)
+    helps = {
+        "launch": "create or reuse the security group, role, key pair and instance(s); print the ssh command",
+        "status": "list the instances of ami.name",
+        "ssh": "ssh into the first running instance",
+        "down": "terminate the instances, delete the group, profile, role and a key pair launch created",
+    }
+    for name, text in helps.items():
+        sub = commands.add_parser(name, help=text, description=text, parents=[DEBUG_OPTION])
+        sub.add_argument("overrides", nargs="*", help="config overrides, e.g. ami.instance_type=g4dn.xlarge")
+    pick = commands.add_parser("choose", help="list instance types that fit, cheapest first", parents=[DEBUG_OPTION])
+    pick.add_argument("--min-vcpus", type=int, default=0)
+    pick.add_argument("--min-memory-gb", type=float, default=0, help="GiB of RAM")
+    pick.add_argument("--gpu", action=argparse.BooleanOptionalAction, default=None, help="only GPU / only CPU types")
+    pick.add_argument("--min-gpu-memory-gb", type=float, default=0)
+    pick.add_argument("--spot", action="store_true", help="show spot prices and cost runs at spot prices")
+    pick.add_argument("--region", default=None, help="default: boto3's region, else us-east-1")
+    pick.add_argument("--pricing-region", default="us-east-1", help="Pricing API endpoint (us-east-1, ap-south-1)")
+    pick.add_argument(
+        "--images-per-second",
+        action="append",
+        default=[],
+        metavar="N|TYPE=N",
+        help="measured training throughput (benchmarks); repeat TYPE=N per type",
+    )
+    pick.add_argument("--images", type=int, default=choose.DOGIMAGES_TRAIN_IMAGES, help="images per epoch")
+    pick.add_argument("--epochs", type=int, default=10)
+    pick.add_argument("--offline", action="store_true", help="use only the shipped price table")
+    args = parser.parse_args(argv)
+    if args.command == "choose":
+        try:  # a malformed flag value is bad usage, reported like argparse's own errors
+            args.throughput = choose.parse_throughput(args.images_per_second)
+        except AmiError as err:
+            pick.error(str(err))
+    return args
+
+
+def run_choose(args: argparse.Namespace) -> None:
+    """Prints the instance types that fit, cheapest first, priced live unless --offline."""
+    table = PriceTable.shipped()
+    region = args.region or boto3.Session().region_name or "us-east-1"
+    needs = choose.Requirements(args.min_vcpus, args.min_memory_gb, args.gpu, args.min_gpu_memory_gb)
+    candidates = [row.instance_type for row in choose.options(table, region, needs, {}, 0, 0, False)]
+    if not args.offline and candidates:
+        pricing = boto3.client("pricing", region_name=args.pricing_region, config=QUICK)
+        ec2 = boto3.client("ec2", region_name=region, config=QUICK) if args.spot else None
+        table = live_prices(table, region, candidates, pricing, ec2)
+    rows = choose.options(table, region, needs, args.throughput, args.images, args.epochs, args.spot)
+    if not rows:
+        raise AmiError("no instance type in the table fits; relax --min-* or --gpu/--no-gpu")
+    shipped = f"shipped table of {table.as_of}"
+    origin = table.origin or {"on_demand": shipped, "spot": f"{shipped} (estimate)"}
+    spot_note = f"; spot: {origin['spot']}" if args.spot else ""
+    print(f"region {region}; on-demand prices: {origin['on_demand']}{spot_note}")
+    if args.throughput:
+        print(f"run = {args.images} images x {args.epochs} epochs at the given images/s")
+    print(choose.format_table(rows, args.spot))
+
+
+def run_instance_command(args: argparse.Namespace) -> None:
+    """launch, status, ssh or down for the instances of `ami.name`."""
+    cfg = load_config(args.overrides)
+    clients = launcher.Clients.create(cfg.ami.region)
+    if args.command == "launch":
+        started = launcher.launch(cfg, clients)
+        for instance in started:
+            print(launcher.describe(cfg, instance))
+        print("connect: " + shlex.join(launcher.ssh_command(cfg.ami, started[0])))
+        print("progress: the instance's console log, or tail -f ~/dogbreed/train.log after connecting")
+    elif args.command == "status":
+        found = launcher.status(cfg, clients)
+        print("\n".join(launcher.describe(cfg, i) for i in found) or f"no instances named {cfg.ami.name}")
+    elif args.command == "ssh":
+        running = [i for i in launcher.status(cfg, clients) if i["State"]["Name"] == "running"]
+        if not running:
+            raise AmiError(f"no running instance named {cfg.ami.name}; start one with python -m ami launch")
+        command = launcher.ssh_command(cfg.ami, running[0])
+        os.execvp(command[0], command)
+    else:
+        removed = launcher.down(cfg, clients)
+        print("removed: " + ", ".join(removed) if removed else f"nothing left to remove for {cfg.ami.name}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Runs one subcommand; returns 0, or exits with the status and line of `dogbreed.entry`."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = parse_args(argv)
+    with reported_errors(getattr(args, "debug", False), region_setting="ami.region=<region>"):
+        if args.command == "choose":
+            run_choose(args)
+        else:
+            run_instance_command(args)
+    return 0
