@@ -29,7 +29,7 @@ from ami.cli import main
 from ami.config import load_config
 from ami.errors import AmiError
 from ami.network import detect_public_cidr
-from ami.package import code_uri, upload_code
+from ami.code_archive import code_uri, upload_code
 from dogbreed.s3 import S3Location, UploadSettings, head_or_none
 
 PARAMETER = "/aws/service/deeplearning/ami/x86_64/test-pytorch-ubuntu-22.04/latest/ami-id"
