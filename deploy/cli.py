@@ -71,10 +71,10 @@ def wait_for_ping(url: str, timeout: float = 60.0) -> None:
 
 def demo_command(args: argparse.Namespace) -> None:
     """Package -> local endpoint -> one generated image through the Lambda handler -> top-3 -> stop."""
-    from dogbreed.serving import handler
     from deploy.invoke import format_predictions, invoke_via_lambda, runtime_client
     from deploy.model_archive import package_run
     from deploy.server import BackgroundServer, create_app, prepare_model_dir
+    from dogbreed.serving import handler
     from dogbreed.synthetic import SyntheticSpec, render
 
     tarball = package_run(args.run)

@@ -26,10 +26,10 @@ from moto.ssm.models import Parameter
 import dogbreed.s3
 from ami import launcher
 from ami.cli import main
+from ami.code_archive import code_uri, upload_code
 from ami.config import load_config
 from ami.errors import AmiError
 from ami.network import detect_public_cidr
-from ami.code_archive import code_uri, upload_code
 from dogbreed.s3 import S3Location, UploadSettings, head_or_none
 
 PARAMETER = "/aws/service/deeplearning/ami/x86_64/test-pytorch-ubuntu-22.04/latest/ami-id"
