@@ -43,10 +43,12 @@ bench: $(STAMP) ## Speed benchmarks against the course recipe on generated dogIm
 	$(PY) -m benchmarks.extraction
 	$(PY) -m benchmarks.serving_latency
 
-lint: $(STAMP) ## ruff check + format check
+lint: $(STAMP) ## ruff, the import contracts (pyproject.toml), shellcheck and mypy
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
 	$(VENV)/bin/shellcheck ami/bootstrap.sh
+	$(VENV)/bin/mypy
 
 format: $(STAMP) ## Apply ruff's fixes and formatting
 	$(VENV)/bin/ruff check --fix .
