@@ -41,8 +41,8 @@ class Clients:
     @classmethod
     def create(cls, region: str | None) -> Clients:
         session = boto3.Session(region_name=region)
-        clients = [session.client(name) for name in ("ec2", "iam", "ssm", "s3")]
-        return cls(*clients, partition=session.get_partition_for_region(clients[0].meta.region_name))
+        ec2, iam, ssm, s3 = (session.client(name) for name in ("ec2", "iam", "ssm", "s3"))
+        return cls(ec2, iam, ssm, s3, partition=session.get_partition_for_region(ec2.meta.region_name))
 
 
 def key_name(cfg: Any) -> str:

@@ -110,7 +110,7 @@ def create_app(handler: ModuleType, model: Any) -> Starlette:
         response = await invocations(request)
         if response.status_code == 200:
             return response
-        message = json.loads(response.body)["message"]
+        message = json.loads(bytes(response.body))["message"]
         return JSONResponse(
             {
                 "ErrorCode": "CLIENT_ERROR_FROM_MODEL" if response.status_code < 500 else "SERVER_ERROR_FROM_MODEL",

@@ -6,7 +6,7 @@ import os
 import platform
 import random
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -35,7 +35,8 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
 
 def rng_state() -> dict[str, Any]:
     """Every RNG a training step may draw from, in a form `weights_only` loading accepts."""
-    kind, keys, position, has_gauss, cached = np.random.get_state()
+    # The legacy form is a tuple (kind, keys, position, has_gauss, cached); numpy's stubs also allow a dict.
+    kind, keys, position, has_gauss, cached = cast(tuple[str, np.ndarray, int, int, float], np.random.get_state())
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
         "python": random.getstate(),

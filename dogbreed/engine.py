@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sized
 from dataclasses import dataclass
 
 import torch
@@ -43,7 +43,7 @@ def _batches(loader: Iterable, limit: int | None) -> Iterable:
 
 
 def _total(loader: Iterable, limit: int | None) -> int | None:
-    length = len(loader) if hasattr(loader, "__len__") else None
+    length = len(loader) if isinstance(loader, Sized) else None
     return min(length, limit) if (length is not None and limit) else (length or limit)
 
 

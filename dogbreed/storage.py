@@ -63,7 +63,7 @@ def push(uploader: S3Uploader, run_dir: Path, dest: S3Location) -> list[Path]:
     timeouts, each would take minutes to fail the same way.
     """
     files = run_files(run_dir)
-    failed = []
+    failed: list[Path] = []
     for index, relative in enumerate(files):
         try:
             uploader.upload(run_dir / relative, dest.child(relative.as_posix()))

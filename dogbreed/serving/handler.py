@@ -18,7 +18,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from PIL import Image, UnidentifiedImageError
@@ -98,7 +98,7 @@ def load_predictor(model_dir: str | Path, compile_model: bool | None = None) -> 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dtype = choose_dtype(device)
     model = load_weights(model_dir / "model.pth", labels)
-    model = model.to(device=device, dtype=dtype, memory_format=torch.channels_last)
+    model = model.to(device=device, dtype=dtype).to(memory_format=torch.channels_last)
     if compile_model is None:
         compile_model = os.environ.get("DOGBREED_COMPILE", "1") != "0"
     # Made exactly as predict_fn makes a batch: an input that differs in any property the
@@ -110,7 +110,8 @@ def load_predictor(model_dir: str | Path, compile_model: bool | None = None) -> 
         # Freezing folds the weights into the graph as constants (conv+bn fusion, prepacked
         # oneDNN weights); it is what makes CPU inference fast, and needs inference mode.
         inductor_config.freezing = True
-        model = torch.compile(model)
+        # A compiled Module is still a Module (OptimizedModule); torch's stubs only say Callable.
+        model = cast(torch.nn.Module, torch.compile(model))
     with torch.inference_mode():
         for _ in range(2):  # the first call compiles; the second proves no recompile is pending
             model(example)
