@@ -17,9 +17,9 @@ from benchmarks.common import REPO, dataset
 from dogbreed.allocator import reexec_with_tuned_malloc
 from dogbreed.data import ImageFolderDataset, class_folders, scan_split
 from dogbreed.features import ExtractionSettings, backbone_of, compiled, run_backbone
+from dogbreed.loaders import worker_count
 from dogbreed.model import ModelSpec, build_model
 from dogbreed.runtime import Runtime
-from dogbreed.training import worker_count
 from dogbreed.transforms import EvalPreset
 
 

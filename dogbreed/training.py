@@ -18,30 +18,28 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, DistributedSampler
 
 from dogbreed import checkpoint, distributed, reports, storage
-from dogbreed.data import (
-    SPLITS,
-    ImageFolderDataset,
-    Split,
-    breed_name,
-    discover_classes,
-    scan_split,
-    write_skipped_report,
-)
-from dogbreed.datasync import sync_to_cache
-from dogbreed.download import fetch_dogimages
+from dogbreed.data import write_skipped_report
 from dogbreed.engine import EvalResult, evaluate, train_one_epoch
 from dogbreed.errors import DataError
-from dogbreed.features import ExtractionSettings, FeatureCache, FeatureViews, backbone_of, module_digest
-from dogbreed.gpu_decode import DeviceBatchTransform, DeviceDecodingLoader, EncodedImages, collate_encoded
+from dogbreed.features import ExtractionSettings, module_digest
 from dogbreed.interrupt import StopRequest
+from dogbreed.loaders import (
+    DataSource,
+    FeatureCacheSettings,
+    LoaderSettings,
+    make_feature_loaders,
+    make_loaders,
+    prepare_and_scan,
+    start_epoch,
+    use_feature_cache,
+    worker_count,
+)
 from dogbreed.model import ModelSpec, apply_freeze, build_model, load_backbone
 from dogbreed.resume import EpochBatches, interrupted, merge_partial, partial_record, resolve_resume, stop_agreed
 from dogbreed.runtime import Runtime, resolve_device
-from dogbreed.synthetic import SyntheticSpec, generate
-from dogbreed.transforms import EvalPreset, TrainPreset, resize_size_for
+from dogbreed.synthetic import SyntheticSpec
 
 log = logging.getLogger(__name__)
 
@@ -52,140 +50,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def worker_count(setting: int | str) -> int:
-    """`auto` is one worker per core, at most 8; an int is taken as is."""
-    if setting == "auto":
-        return min(os.cpu_count() or 1, 8)
-    return int(setting)
-
-
-def prepare_data_root(data_cfg: DictConfig) -> Path:
-    """Makes sure `data.root` holds the splits: generate, download, or use what is there."""
-    root = Path(data_cfg.root)
-    if str(data_cfg.root).startswith("s3://"):  # mirrored into a local cache, then read from there
-        return sync_to_cache(str(data_cfg.root), Path(data_cfg.s3_cache))
-    if data_cfg.synthetic is not None:
-        return generate(root, SyntheticSpec(**data_cfg.synthetic))
-    if root.exists():
-        return root
-    if not data_cfg.download_url:
-        raise DataError(
-            f"{root} does not exist and data.download_url is empty; set data.root=... or use data=synthetic"
-        )
-    return fetch_dogimages(root, data_cfg.download_url, data_cfg.expected_classes)
-
-
-def scan_dataset(root: Path, scan_workers: int) -> tuple[list[str], dict[str, Split]]:
-    """Class folders and the checked files of each split."""
-    folders = discover_classes(root)
-    started = time.perf_counter()
-    splits = {name: scan_split(root, name, folders, scan_workers) for name in SPLITS}
-    counts = ", ".join(f"{name} {len(split.samples)}" for name, split in splits.items())
-    log.info("%d classes; images %s (checked in %.1f s)", len(folders), counts, time.perf_counter() - started)
-    for split in splits.values():
-        for item in split.skipped:
-            log.warning("%s %s: %s", "kept" if item.kept else "skipped", item.path, item.reason)
-    return [breed_name(folder) for folder in folders], splits
-
-
-def sampling(dataset: Any, is_train: bool, context: distributed.Context, seed: int) -> dict[str, Any]:
-    """DataLoader sampling arguments: each rank its own shard under torchrun, else plain shuffling."""
-    if not context.enabled:
-        return {"shuffle": is_train}
-    if is_train:  # reshuffled per epoch by set_epoch in start_epoch
-        sampler = DistributedSampler(dataset, context.world_size, context.rank, shuffle=True, seed=seed)
-        return {"sampler": sampler}
-    return {"sampler": distributed.ShardSampler(len(dataset), context)}
-
-
-def make_loaders(
-    cfg: DictConfig, splits: dict[str, Split], runtime: Runtime, context: distributed.Context
-) -> dict[str, Any]:
-    workers = worker_count(cfg.data.num_workers)
-    common = {
-        "num_workers": workers,
-        "pin_memory": runtime.device.type == "cuda",
-        # Workers are re-created each epoch and seeded from the loader's generator, which
-        # is what makes a resumed run draw the same augmentations as an uninterrupted one.
-        "persistent_workers": False,
-    }
-    loaders: dict[str, Any] = {}
-    for name in SPLITS:
-        is_train = name == "train"
-        samples = splits[name].samples
-        if cfg.data.decode_on_device:
-            dataset = EncodedImages(samples)
-            common["collate_fn"] = collate_encoded
-        else:
-            preset = TrainPreset(cfg.data.image_size) if is_train else EvalPreset(cfg.data.image_size)
-            dataset = ImageFolderDataset(samples, preset, resize_size_for(cfg.data.image_size))
-        loader = DataLoader(
-            dataset,
-            batch_size=cfg.data.batch_size if is_train else cfg.data.eval_batch_size,
-            # A last batch of one sample breaks BatchNorm in training mode.
-            drop_last=is_train and len(dataset) > cfg.data.batch_size * context.world_size,
-            generator=torch.Generator() if is_train else None,
-            **sampling(dataset, is_train, context, cfg.trainer.seed),
-            **common,
-        )
-        if cfg.data.decode_on_device:
-            transform = DeviceBatchTransform(cfg.data.image_size, is_train, runtime.device, runtime.channels_last)
-            loader = DeviceDecodingLoader(loader, transform)
-        loaders[name] = loader
-    return loaders
-
-
-def use_feature_cache(cfg: DictConfig) -> bool:
-    setting = cfg.trainer.feature_cache
-    if setting == "auto":
-        return cfg.model.freeze == "backbone"
-    if setting and cfg.model.freeze != "backbone":
-        raise ValueError("trainer.feature_cache=true needs model.freeze=backbone (other layers train)")
-    return bool(setting)
-
-
-def make_feature_loaders(
-    cfg: DictConfig,
-    model: nn.Module,
-    splits: dict[str, Split],
-    runtime: Runtime,
-    context: distributed.Context = distributed.SINGLE_PROCESS,
-) -> dict[str, DataLoader]:
-    """Loaders over cached backbone features; the model's `fc` head is what trains on them."""
-    settings = ExtractionSettings(
-        image_size=cfg.data.image_size,
-        batch_size=cfg.trainer.extract_batch_size,
-        num_workers=worker_count(cfg.data.num_workers),
-        compile=str(cfg.trainer.compile).lower(),
-        seed=cfg.trainer.seed,
-        progress=cfg.trainer.progress_bar,
-    )
-    cache = FeatureCache(Path(cfg.paths.cache_dir) / "features")
-    digest = module_digest(backbone_of(model))
-    loaders = {}
-    for name, split in splits.items():
-        views = cfg.trainer.feature_cache_views if name == "train" else 1
-        dataset = cache.features(model, name, split.samples, views, runtime, settings, digest, context)
-        is_train = name == "train"
-        loaders[name] = DataLoader(
-            dataset,
-            batch_size=cfg.data.batch_size if is_train else cfg.data.eval_batch_size,
-            drop_last=is_train and len(dataset) > cfg.data.batch_size * context.world_size,
-            generator=torch.Generator() if is_train else None,
-            **sampling(dataset, is_train, context, cfg.trainer.seed),
-        )
-    return loaders
-
-
-def start_epoch(loader: DataLoader | DeviceDecodingLoader, seed: int, epoch: int) -> None:
-    """The data order (and cached view) depends only on (seed, epoch): resumed runs see the same batches."""
-    loader.generator.manual_seed(seed + epoch)
-    if isinstance(loader.sampler, DistributedSampler):
-        loader.sampler.set_epoch(epoch)
-    if isinstance(loader.dataset, FeatureViews):
-        loader.dataset.set_epoch(epoch)
 
 
 @dataclass
@@ -277,6 +141,38 @@ def restore_training_checkpoint(
     )
 
 
+def data_source(data: DictConfig) -> DataSource:
+    """The `data` config group as a `DataSource`."""
+    synthetic = SyntheticSpec(**data.synthetic) if data.synthetic is not None else None
+    return DataSource(str(data.root), synthetic, data.download_url, data.expected_classes, Path(data.s3_cache))
+
+
+def loader_settings(cfg: DictConfig) -> LoaderSettings:
+    """How the loaders batch and decode, from `data` and the `trainer.seed`."""
+    return LoaderSettings(
+        image_size=cfg.data.image_size,
+        batch_size=cfg.data.batch_size,
+        eval_batch_size=cfg.data.eval_batch_size,
+        workers=worker_count(cfg.data.num_workers),
+        seed=cfg.trainer.seed,
+        decode_on_device=cfg.data.decode_on_device,
+    )
+
+
+def feature_cache_settings(cfg: DictConfig) -> FeatureCacheSettings:
+    """Where and how backbone features are cached, from `paths`, `data` and `trainer`."""
+    trainer = cfg.trainer
+    extraction = ExtractionSettings(
+        image_size=cfg.data.image_size,
+        batch_size=trainer.extract_batch_size,
+        num_workers=worker_count(cfg.data.num_workers),
+        compile=str(trainer.compile).lower(),
+        seed=trainer.seed,
+        progress=trainer.progress_bar,
+    )
+    return FeatureCacheSettings(Path(cfg.paths.cache_dir) / "features", trainer.feature_cache_views, extraction)
+
+
 def compile_for_training(model: nn.Module, setting: Any, runtime: Runtime) -> nn.Module:
     """Compiles the training model when asked, or on CUDA under `auto`.
 
@@ -340,17 +236,6 @@ def export_for_sagemaker(output_dir: Path, model_dir: Path) -> None:
     log.info("copied %s and %s to %s", checkpoint.WEIGHTS_NAME, reports.LABELS_NAME, model_dir)
 
 
-def prepare_and_scan(cfg: DictConfig, context: distributed.Context) -> tuple[list[str], dict[str, Split]]:
-    """One process per machine fetches/generates the data, then rank 0's scan is shared by all."""
-    if context.local_rank == 0:
-        root = prepare_data_root(cfg.data)
-    distributed.barrier()
-    if context.local_rank != 0:
-        root = prepare_data_root(cfg.data)  # already there: returns at once
-    scanned = scan_dataset(root, worker_count(cfg.data.scan_workers)) if context.is_main else None
-    return distributed.broadcast_object(scanned)
-
-
 def run_training(cfg: DictConfig, stop: StopRequest, context: distributed.Context) -> float:
     started = time.perf_counter()
     output_dir = Path(cfg.paths.output_dir)
@@ -370,7 +255,7 @@ def run_training(cfg: DictConfig, stop: StopRequest, context: distributed.Contex
         output_dir,
     )
 
-    class_names, splits = prepare_and_scan(cfg, context)
+    class_names, splits = prepare_and_scan(data_source(cfg.data), worker_count(cfg.data.scan_workers), context)
     if is_main:
         reported = write_skipped_report(splits.values(), output_dir / SKIPPED_NAME)
         if reported:
@@ -385,12 +270,14 @@ def run_training(cfg: DictConfig, stop: StopRequest, context: distributed.Contex
     model.to(runtime.device, memory_format=runtime.memory_format)
     if runtime.device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input shapes: pick the fastest kernels once
-    cached = use_feature_cache(cfg)
+    cached = use_feature_cache(cfg.trainer.feature_cache, cfg.model.freeze)
     if cached:
-        loaders = make_feature_loaders(cfg, model, splits, runtime, context)
+        loaders = make_feature_loaders(
+            loader_settings(cfg), feature_cache_settings(cfg), model, splits, runtime, context
+        )
         trained = model.fc  # the head trains on features; model.pth still holds the whole model
     else:
-        loaders = make_loaders(cfg, splits, runtime, context)
+        loaders = make_loaders(loader_settings(cfg), splits, runtime, context)
         trained = model
     if context.enabled:  # gradients averaged over ranks; `model` keeps the plain state_dict keys
         trained = DistributedDataParallel(

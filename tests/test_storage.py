@@ -10,7 +10,7 @@ from pathlib import Path
 import boto3
 import pytest
 
-from dogbreed import datasync, storage, training
+from dogbreed import datasync, loaders, storage, training
 from dogbreed.errors import DogbreedError
 from dogbreed.resume import resolve_resume
 from dogbreed.storage import S3Location, S3Uploader, UploadSettings, VerificationError
@@ -96,7 +96,7 @@ def test_training_from_s3_data_syncs_once(s3, make_cfg, tiny_dataset: Path, tmp_
     assert (Path(cfg.paths.output_dir) / "labels.json").is_file()
 
     # A second run's data step: nothing to fetch.
-    assert training.prepare_data_root(cfg.data) == synced
+    assert loaders.prepare_data_root(training.data_source(cfg.data)) == synced
     assert f"0 downloaded, {count} up to date, 0 removed" in caplog.text
 
     changed, gone = sorted(tiny_dataset.rglob("*.jpg"))[:2]
