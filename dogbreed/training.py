@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import copy
 import logging
 import os
 import random
 import shutil
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +20,6 @@ from torch.nn.parallel import DistributedDataParallel
 from dogbreed import checkpoint, distributed, reports, storage
 from dogbreed.data import write_skipped_report
 from dogbreed.engine import EvalResult, evaluate, train_one_epoch
-from dogbreed.errors import DataError
 from dogbreed.features import ExtractionSettings, module_digest
 from dogbreed.interrupt import StopRequest
 from dogbreed.loaders import (
@@ -50,95 +47,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-@dataclass
-class TrainingState:
-    """Everything besides model/optimizer/scheduler that a resumed run needs."""
-
-    epoch: int = 0
-    best_loss: float = float("inf")
-    best_epoch: int = 0
-    best_top1: float = 0.0
-    bad_epochs: int = 0
-    history: list[dict[str, Any]] = field(default_factory=list)
-    best_model: dict[str, torch.Tensor] | None = None
-    # An interrupted epoch: batches of epoch `epoch + 1` already trained, and their loss/accuracy sums.
-    step: int = 0
-    partial: dict[str, float] | None = None
-
-
-def save_training_checkpoint(
-    path: Path,
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scheduler: Any,
-    scaler: torch.amp.GradScaler,
-    state: TrainingState,
-    cfg: DictConfig,
-    class_names: list[str],
-) -> None:
-    checkpoint.atomic_torch_save(
-        {
-            "format": 1,
-            "epoch": state.epoch,
-            "step": state.step,
-            "partial_epoch": state.partial,
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "scaler": scaler.state_dict(),
-            "rng": checkpoint.rng_state(),
-            "early_stopping": {
-                "best_loss": state.best_loss,
-                "best_epoch": state.best_epoch,
-                "best_top1": state.best_top1,
-                "bad_epochs": state.bad_epochs,
-            },
-            # Omitted when the current weights are the best, to keep checkpoints small.
-            "best_model": None if state.best_epoch == state.epoch and not state.step else state.best_model,
-            "history": state.history,
-            "config": OmegaConf.to_container(cfg, resolve=True),
-            "class_names": class_names,
-            "versions": checkpoint.versions(),
-        },
-        path,
-    )
-
-
-def restore_training_checkpoint(
-    path: Path,
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scheduler: Any,
-    scaler: torch.amp.GradScaler,
-    class_names: list[str],
-) -> TrainingState:
-    saved = checkpoint.load_checkpoint(path)
-    if saved["class_names"] != class_names:
-        raise DataError(
-            f"cannot resume from {path}: it was trained on {len(saved['class_names'])} classes "
-            f"that differ from the {len(class_names)} in data.root"
-        )
-    model.load_state_dict(saved["model"])
-    optimizer.load_state_dict(saved["optimizer"])
-    scheduler.load_state_dict(saved["scheduler"])
-    scaler.load_state_dict(saved["scaler"])
-    checkpoint.restore_rng_state(saved["rng"])
-    stopping = saved["early_stopping"]
-    best_model = saved["best_model"] if saved["best_model"] is not None else copy.deepcopy(saved["model"])
-    log.info("resumed from %s after epoch %d, batch %d", path, saved["epoch"], saved.get("step", 0))
-    return TrainingState(
-        epoch=saved["epoch"],
-        best_loss=stopping["best_loss"],
-        best_epoch=stopping["best_epoch"],
-        best_top1=stopping["best_top1"],
-        bad_epochs=stopping["bad_epochs"],
-        history=saved["history"],
-        best_model=best_model,
-        step=saved.get("step", 0),
-        partial=saved.get("partial_epoch"),
-    )
 
 
 def data_source(data: DictConfig) -> DataSource:
@@ -241,6 +149,7 @@ def run_training(cfg: DictConfig, stop: StopRequest, context: distributed.Contex
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     trainer = cfg.trainer
+    config = OmegaConf.to_container(cfg, resolve=True)  # saved in every checkpoint
     seed_everything(trainer.seed)
     runtime = Runtime.from_names(trainer.device, trainer.precision, trainer.channels_last)
     is_main = context.is_main
@@ -299,13 +208,13 @@ def run_training(cfg: DictConfig, stop: StopRequest, context: distributed.Contex
     scaler = runtime.grad_scaler()
     criterion = nn.CrossEntropyLoss(label_smoothing=trainer.label_smoothing)
 
-    state = TrainingState()
+    state = checkpoint.TrainingState()
     # Rank 0 finds the checkpoint; every rank loads it (a shared path or s3:// across machines).
     resume_from = distributed.broadcast_object(
         resolve_resume(cfg, output_dir) if is_main else None
     )  # a path, s3://..., or auto (local and S3)
     if resume_from is not None:
-        state = restore_training_checkpoint(resume_from, model, optimizer, scheduler, scaler, class_names)
+        state = checkpoint.restore_training_checkpoint(resume_from, model, optimizer, scheduler, scaler, class_names)
 
     weights_path = output_dir / checkpoint.WEIGHTS_NAME
     checkpoint_path = output_dir / checkpoint.CHECKPOINT_NAME
@@ -332,7 +241,9 @@ def run_training(cfg: DictConfig, stop: StopRequest, context: distributed.Contex
         if batches.stopped:  # mid-epoch: checkpoint this step, upload it, say how to resume
             state.step, state.partial = batches.done, partial_record(fit)
             if is_main:
-                save_training_checkpoint(checkpoint_path, model, optimizer, scheduler, scaler, state, cfg, class_names)
+                checkpoint.save_training_checkpoint(
+                    checkpoint_path, model, optimizer, scheduler, scaler, state, config, class_names
+                )
             where = f"epoch {epoch}, after batch {batches.done} of {batches.total}"
             raise interrupted(stop, where, checkpoint_path, output_dir, uploads)
         state.step, state.partial = 0, None
@@ -372,7 +283,9 @@ def run_training(cfg: DictConfig, stop: StopRequest, context: distributed.Contex
         else:
             state.bad_epochs += 1
         if is_main:
-            save_training_checkpoint(checkpoint_path, model, optimizer, scheduler, scaler, state, cfg, class_names)
+            checkpoint.save_training_checkpoint(
+                checkpoint_path, model, optimizer, scheduler, scaler, state, config, class_names
+            )
         if uploads is not None:
             uploads.checkpoint(checkpoint_path)
         patience = trainer.early_stopping_patience
@@ -413,7 +326,7 @@ def run_training(cfg: DictConfig, stop: StopRequest, context: distributed.Contex
 
 def write_final_reports(
     output_dir: Path,
-    state: TrainingState,
+    state: checkpoint.TrainingState,
     final: dict[str, EvalResult],
     class_names: list[str],
     seconds: float,
