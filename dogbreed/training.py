@@ -19,7 +19,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from dogbreed import checkpoint, distributed, reports, storage
 from dogbreed.data import write_skipped_report
-from dogbreed.engine import EvalResult, evaluate, train_one_epoch
+from dogbreed.engine import evaluate, train_one_epoch
 from dogbreed.features import ExtractionSettings, module_digest
 from dogbreed.interrupt import StopRequest
 from dogbreed.loaders import (
@@ -308,7 +308,7 @@ def run_training(cfg: DictConfig, stop: StopRequest, context: distributed.Contex
         check_identical_weights(model, context)
     if not is_main:
         return final["valid"].top1
-    write_final_reports(output_dir, state, final, class_names, time.perf_counter() - started, runtime)
+    reports.write_final_reports(output_dir, state, final, class_names, time.perf_counter() - started, runtime)
     if cfg.paths.get("model_dir"):
         export_for_sagemaker(output_dir, Path(cfg.paths.model_dir))
     log.info(
@@ -322,44 +322,3 @@ def run_training(cfg: DictConfig, stop: StopRequest, context: distributed.Contex
     if uploads is not None:  # raises UploadError (non-zero exit) naming what stayed local
         uploads.finish()
     return final["valid"].top1
-
-
-def write_final_reports(
-    output_dir: Path,
-    state: checkpoint.TrainingState,
-    final: dict[str, EvalResult],
-    class_names: list[str],
-    seconds: float,
-    runtime: Runtime,
-) -> None:
-    def summary(result: EvalResult) -> dict[str, Any]:
-        per_class = result.confusion.per_class_accuracy()
-        return {
-            "loss": result.loss,
-            "top1": result.top1,
-            "top5": result.top5,
-            "images": result.images,
-            "per_class_accuracy": dict(zip(class_names, per_class, strict=True)),
-        }
-
-    reports.write_history_csv(state.history, output_dir / "metrics.csv")
-    reports.plot_curves(state.history, output_dir / "curves.png")
-    reports.plot_confusion(
-        final["test"].confusion.counts,
-        class_names,
-        output_dir / "confusion.png",
-        f"test confusion (top-1 {final['test'].top1:.3f})",
-    )
-    reports.write_json(
-        {
-            "best_epoch": state.best_epoch,
-            "epochs_run": state.epoch,
-            "valid": summary(final["valid"]),
-            "test": summary(final["test"]),
-            "seconds": round(seconds, 1),
-            "device": str(runtime.device),
-            "precision": runtime.precision,
-            "versions": checkpoint.versions(),
-        },
-        output_dir / "metrics.json",
-    )
