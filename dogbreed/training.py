@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import random
@@ -34,7 +35,14 @@ from dogbreed.loaders import (
     worker_count,
 )
 from dogbreed.model import ModelSpec, apply_freeze, build_model, load_backbone
-from dogbreed.resume import EpochBatches, interrupted, merge_partial, partial_record, resolve_resume, stop_agreed
+from dogbreed.resume import (
+    EpochBatches,
+    merge_partial,
+    partial_record,
+    resolve_resume,
+    stop_agreed,
+    upload_and_explain_stop,
+)
 from dogbreed.runtime import Runtime, resolve_device
 from dogbreed.synthetic import SyntheticSpec
 
@@ -144,6 +152,15 @@ def export_for_sagemaker(output_dir: Path, model_dir: Path) -> None:
     log.info("copied %s and %s to %s", checkpoint.WEIGHTS_NAME, reports.LABELS_NAME, model_dir)
 
 
+def find_checkpoint(cfg: DictConfig, uploads: storage.RunUploads | None) -> Path | None:
+    """The checkpoint `trainer.resume` names (a path, s3://..., or auto: local and S3), or None."""
+    s3_settings = cfg.storage if cfg.storage.backend == "s3" else None
+    # The run's S3 location is the one its uploads go to, worked out once by RunUploads.
+    run = uploads.dest if uploads is not None else None
+    client = functools.partial(storage.make_client, s3_settings)
+    return resolve_resume(cfg.trainer.resume, Path(cfg.paths.output_root), run, client)
+
+
 def run_training(cfg: DictConfig, stop: StopRequest, context: distributed.Context) -> float:
     started = time.perf_counter()
     output_dir = Path(cfg.paths.output_dir)
@@ -210,9 +227,7 @@ def run_training(cfg: DictConfig, stop: StopRequest, context: distributed.Contex
 
     state = checkpoint.TrainingState()
     # Rank 0 finds the checkpoint; every rank loads it (a shared path or s3:// across machines).
-    resume_from = distributed.broadcast_object(
-        resolve_resume(cfg, output_dir) if is_main else None
-    )  # a path, s3://..., or auto (local and S3)
+    resume_from = distributed.broadcast_object(find_checkpoint(cfg, uploads) if is_main else None)
     if resume_from is not None:
         state = checkpoint.restore_training_checkpoint(resume_from, model, optimizer, scheduler, scaler, class_names)
 
@@ -245,7 +260,7 @@ def run_training(cfg: DictConfig, stop: StopRequest, context: distributed.Contex
                     checkpoint_path, model, optimizer, scheduler, scaler, state, config, class_names
                 )
             where = f"epoch {epoch}, after batch {batches.done} of {batches.total}"
-            raise interrupted(stop, where, checkpoint_path, output_dir, uploads)
+            raise upload_and_explain_stop(stop, where, checkpoint_path, output_dir, uploads)
         state.step, state.partial = 0, None
         valid = evaluate(trained, loaders["valid"], criterion, runtime, len(class_names), "valid", limit, progress)
         scheduler.step()
@@ -293,7 +308,7 @@ def run_training(cfg: DictConfig, stop: StopRequest, context: distributed.Contex
             log.info("early stop: validation loss has not improved for %d epochs", patience)
             break
         if stop_agreed(stop):  # it came during evaluation or the upload: the epoch is complete
-            raise interrupted(stop, f"after epoch {epoch}", checkpoint_path, output_dir, uploads)
+            raise upload_and_explain_stop(stop, f"after epoch {epoch}", checkpoint_path, output_dir, uploads)
 
     if state.best_model is None:
         raise RuntimeError("training finished without a single evaluated epoch (trainer.epochs must be >= 1)")
