@@ -1,4 +1,8 @@
-"""`train(cfg)`: data -> model -> epochs -> artifacts. The whole job behind `train.py`."""
+"""`train(cfg)`: set up from the config, fit, finish. The whole job behind `train.py`.
+
+Only this module reads the Hydra config: it builds plain settings for `dogbreed.loaders`,
+a `dogbreed.fitting.Job` for the epoch loop, and the values `dogbreed.resume` needs.
+"""
 
 from __future__ import annotations
 
@@ -19,9 +23,9 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from dogbreed import checkpoint, distributed, reports, storage
-from dogbreed.data import write_skipped_report
-from dogbreed.engine import evaluate, train_one_epoch
+from dogbreed.data import Split, write_skipped_report
 from dogbreed.features import ExtractionSettings, module_digest
+from dogbreed.fitting import Job, Schedule, fit
 from dogbreed.interrupt import StopRequest
 from dogbreed.loaders import (
     DataSource,
@@ -30,19 +34,11 @@ from dogbreed.loaders import (
     make_feature_loaders,
     make_loaders,
     prepare_and_scan,
-    start_epoch,
     use_feature_cache,
     worker_count,
 )
 from dogbreed.model import ModelSpec, apply_freeze, build_model, load_backbone
-from dogbreed.resume import (
-    EpochBatches,
-    merge_partial,
-    partial_record,
-    resolve_resume,
-    stop_agreed,
-    upload_and_explain_stop,
-)
+from dogbreed.resume import resolve_resume
 from dogbreed.runtime import Runtime, resolve_device
 from dogbreed.synthetic import SyntheticSpec
 
@@ -51,10 +47,220 @@ log = logging.getLogger(__name__)
 SKIPPED_NAME = "skipped_files.txt"
 
 
+def train(cfg: DictConfig) -> float:
+    """Runs one training job and returns the best validation top-1 accuracy.
+
+    SIGTERM, SIGINT or an EC2 spot notice stop it after the current step with a checkpoint
+    (`TrainingInterrupted`); with storage=s3 a failed upload ends it with `UploadError`.
+    """
+    context = distributed.init(resolve_device(cfg.trainer.device))  # a single process unless torchrun
+    try:
+        with StopRequest.from_config(cfg.trainer) as stop:
+            job, state = set_up(cfg, context)
+            fit(job, state, stop)
+            return finish(job, state)
+    finally:
+        distributed.shutdown()
+
+
+def set_up(cfg: DictConfig, context: distributed.Context) -> tuple[Job, checkpoint.TrainingState]:
+    """Builds the run from the config: data, model, optimizer, and the state to start from."""
+    started = time.perf_counter()
+    trainer = cfg.trainer
+    output_dir = Path(cfg.paths.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    seed_everything(trainer.seed)
+    runtime = Runtime.from_names(trainer.device, trainer.precision, trainer.channels_last)
+    if not context.is_main:  # rank 0 logs and draws progress bars for everyone
+        logging.getLogger().setLevel(logging.WARNING)
+    uploads = storage.RunUploads.from_config(cfg, output_dir) if context.is_main else None  # None with storage=local
+    log.info(
+        "device %s, precision %s, malloc %s, output %s",
+        runtime.device,
+        runtime.precision,
+        "tuned" if os.environ.get("GLIBC_TUNABLES") else "default",
+        output_dir,
+    )
+    class_names, splits = prepare_data(cfg, output_dir, context)
+    model = build_network(cfg, len(class_names), runtime)
+    loaders, trained = wire_for_training(cfg, model, splits, runtime, context)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    log.info(
+        "%s (%s head, freeze=%s): %d of %d parameters train",
+        cfg.model.arch,
+        cfg.model.head,
+        cfg.model.freeze,
+        sum(p.numel() for p in trainable),
+        sum(p.numel() for p in model.parameters()),
+    )
+    optimizer = build_optimizer(cfg.optim, trainable, context.world_size)
+    job = Job(
+        context=context,
+        runtime=runtime,
+        schedule=Schedule(
+            epochs=trainer.epochs,
+            seed=trainer.seed,
+            limit_batches=trainer.limit_batches,
+            patience=trainer.early_stopping_patience,
+            progress=trainer.progress_bar and context.is_main,
+        ),
+        output_dir=output_dir,
+        uploads=uploads,
+        class_names=class_names,
+        loaders=loaders,
+        model=model,
+        trained=trained,
+        optimizer=optimizer,
+        scheduler=instantiate(cfg.sched)(optimizer=optimizer),
+        scaler=runtime.grad_scaler(),
+        criterion=nn.CrossEntropyLoss(label_smoothing=trainer.label_smoothing),
+        config=OmegaConf.to_container(cfg, resolve=True),
+        model_dir=Path(cfg.paths.model_dir) if cfg.paths.get("model_dir") else None,
+        started=started,
+    )
+    # Rank 0 finds the checkpoint; every rank loads it (a shared path or s3:// across machines).
+    resume_from = distributed.broadcast_object(find_checkpoint(cfg, uploads) if context.is_main else None)
+    if resume_from is None:
+        return job, checkpoint.TrainingState()
+    parts = (job.model, job.optimizer, job.scheduler, job.scaler)
+    return job, checkpoint.restore_training_checkpoint(resume_from, *parts, class_names)
+
+
 def seed_everything(seed: int) -> None:
+    """Seeds the global RNGs that model initialisation and augmentation draw from."""
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+def prepare_data(cfg: DictConfig, output_dir: Path, context: distributed.Context) -> tuple[list[str], dict[str, Split]]:
+    """Class names and checked splits; rank 0 lists problem files and writes labels.json."""
+    class_names, splits = prepare_and_scan(data_source(cfg.data), worker_count(cfg.data.scan_workers), context)
+    if context.is_main:
+        reported = write_skipped_report(splits.values(), output_dir / SKIPPED_NAME)
+        if reported:
+            log.warning("%d problem file(s) listed in %s", reported, output_dir / SKIPPED_NAME)
+        reports.write_labels(class_names, output_dir / reports.LABELS_NAME)
+    return class_names, splits
+
+
+def build_network(cfg: DictConfig, num_classes: int, runtime: Runtime) -> nn.Module:
+    """The `model` config's network, initialised, frozen as asked, on the training device."""
+    spec = ModelSpec(cfg.model.arch, num_classes, cfg.model.head, cfg.model.mlp_hidden)
+    model = build_model(spec, pretrained=cfg.model.pretrained and not cfg.model.get("init_weights"))
+    if cfg.model.get("init_weights"):
+        load_backbone(model, Path(cfg.model.init_weights))
+    apply_freeze(model, cfg.model.freeze)
+    model.to(runtime.device, memory_format=runtime.memory_format)
+    if runtime.device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input shapes: pick the fastest kernels once
+    return model
+
+
+def wire_for_training(
+    cfg: DictConfig, model: nn.Module, splits: dict[str, Split], runtime: Runtime, context: distributed.Context
+) -> tuple[dict[str, Any], nn.Module]:
+    """The loaders, and the module that trains on them: the model, or its head on cached features."""
+    cached = use_feature_cache(cfg.trainer.feature_cache, cfg.model.freeze)
+    if cached:
+        loaders = make_feature_loaders(
+            loader_settings(cfg), feature_cache_settings(cfg), model, splits, runtime, context
+        )
+        trained = model.fc  # the head trains on features; model.pth still holds the whole model
+    else:
+        loaders = make_loaders(loader_settings(cfg), splits, runtime, context)
+        trained = model
+    if context.enabled:  # gradients averaged over ranks; `model` keeps the plain state_dict keys
+        trained = DistributedDataParallel(
+            trained, device_ids=[context.local_rank] if runtime.device.type == "cuda" else None
+        )
+    if not cached:
+        trained = compile_for_training(trained, cfg.trainer.compile, runtime)
+    return loaders, trained
+
+
+def compile_for_training(model: nn.Module, setting: Any, runtime: Runtime) -> nn.Module:
+    """Compiles the training model when asked, or on CUDA under `auto`.
+
+    On CPU the train step gains little (20 vs 21 img/s measured for ResNet50)
+    for ~50 s of compilation, so `auto` leaves it eager there. The compiled
+    wrapper shares parameters with `model`, which is what gets saved.
+    """
+    setting = str(setting).lower()
+    if setting == "true" or (setting == "auto" and runtime.device.type == "cuda"):
+        log.info("compiling the model for training")
+        return torch.compile(model)
+    return model
+
+
+def build_optimizer(optim_cfg: DictConfig, params: list[nn.Parameter], world_size: int) -> torch.optim.Optimizer:
+    """Instantiates `optim`; with `scale_lr_with_batch` the lr grows with the global batch (linear rule)."""
+    settings = OmegaConf.to_container(optim_cfg, resolve=True)
+    scale = settings.pop("scale_lr_with_batch", False)
+    if world_size > 1:
+        if scale:
+            log.info("optim.scale_lr_with_batch: lr %g x %d ranks = %g", settings["lr"], world_size,
+                     settings["lr"] * world_size)  # fmt: skip
+            settings["lr"] *= world_size
+        else:
+            log.info("%d ranks: global batch = %d x data.batch_size; lr unchanged (optim.scale_lr_with_batch=false)",
+                     world_size, world_size)  # fmt: skip
+    return instantiate(settings)(params=params)
+
+
+def find_checkpoint(cfg: DictConfig, uploads: storage.RunUploads | None) -> Path | None:
+    """The checkpoint `trainer.resume` names (a path, s3://..., or auto: local and S3), or None."""
+    s3_settings = cfg.storage if cfg.storage.backend == "s3" else None
+    # The run's S3 location is the one its uploads go to, worked out once by RunUploads.
+    run = uploads.dest if uploads is not None else None
+    client = functools.partial(storage.make_client, s3_settings)
+    return resolve_resume(cfg.trainer.resume, Path(cfg.paths.output_root), run, client)
+
+
+def finish(job: Job, state: checkpoint.TrainingState) -> float:
+    """Evaluates the best weights, then on rank 0 writes reports, exports and uploads; returns valid top-1."""
+    if state.best_model is None:
+        raise RuntimeError("training finished without a single evaluated epoch (trainer.epochs must be >= 1)")
+    # Resumed in a new run dir and no later epoch was better: model.pth is the checkpoint's best weights.
+    if job.context.is_main and not job.weights_path.exists():
+        checkpoint.atomic_torch_save(state.best_model, job.weights_path)
+    job.model.load_state_dict(state.best_model)
+    final = {name: job.evaluate(name) for name in ("valid", "test")}
+    if job.context.enabled:
+        check_identical_weights(job.model, job.context)
+    if not job.context.is_main:
+        return final["valid"].top1
+    seconds = time.perf_counter() - job.started
+    reports.write_final_reports(job.output_dir, state, final, job.class_names, seconds, job.runtime)
+    if job.model_dir is not None:
+        export_for_sagemaker(job.output_dir, job.model_dir)
+    log.info(
+        "best epoch %d: valid top1 %.3f | test top1 %.3f top5 %.3f",
+        state.best_epoch,
+        final["valid"].top1,
+        final["test"].top1,
+        final["test"].top5,
+    )
+    log.info("weights: %s", job.weights_path.resolve())
+    if job.uploads is not None:  # raises UploadError (non-zero exit) naming what stayed local
+        job.uploads.finish()
+    return final["valid"].top1
+
+
+def check_identical_weights(model: nn.Module, context: distributed.Context) -> None:
+    """DDP keeps replicas in step; a mismatch would mean silently wrong results, so fail loudly."""
+    digests = distributed.gather_objects(module_digest(model))
+    if len(set(digests)) != 1:
+        raise RuntimeError(f"the {context.world_size} ranks ended with different weights: {digests}")
+    log.info("weights identical on all %d ranks (sha256 %s...)", context.world_size, digests[0][:12])
+
+
+def export_for_sagemaker(output_dir: Path, model_dir: Path) -> None:
+    """model.pth + labels.json into SM_MODEL_DIR: SageMaker tars it into a deployable model.tar.gz."""
+    model_dir.mkdir(parents=True, exist_ok=True)
+    for name in (checkpoint.WEIGHTS_NAME, reports.LABELS_NAME):
+        shutil.copy2(output_dir / name, model_dir / name)
+    log.info("copied %s and %s to %s", checkpoint.WEIGHTS_NAME, reports.LABELS_NAME, model_dir)
 
 
 def data_source(data: DictConfig) -> DataSource:
@@ -87,253 +293,3 @@ def feature_cache_settings(cfg: DictConfig) -> FeatureCacheSettings:
         progress=trainer.progress_bar,
     )
     return FeatureCacheSettings(Path(cfg.paths.cache_dir) / "features", trainer.feature_cache_views, extraction)
-
-
-def compile_for_training(model: nn.Module, setting: Any, runtime: Runtime) -> nn.Module:
-    """Compiles the training model when asked, or on CUDA under `auto`.
-
-    On CPU the train step gains little (20 vs 21 img/s measured for ResNet50)
-    for ~50 s of compilation, so `auto` leaves it eager there. The compiled
-    wrapper shares parameters with `model`, which is what gets saved.
-    """
-    setting = str(setting).lower()
-    if setting == "true" or (setting == "auto" and runtime.device.type == "cuda"):
-        log.info("compiling the model for training")
-        return torch.compile(model)
-    return model
-
-
-def check_identical_weights(model: nn.Module, context: distributed.Context) -> None:
-    """DDP keeps replicas in step; a mismatch would mean silently wrong results, so fail loudly."""
-    digests = distributed.gather_objects(module_digest(model))
-    if len(set(digests)) != 1:
-        raise RuntimeError(f"the {context.world_size} ranks ended with different weights: {digests}")
-    log.info("weights identical on all %d ranks (sha256 %s...)", context.world_size, digests[0][:12])
-
-
-def cpu_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {key: value.detach().to("cpu", copy=True) for key, value in model.state_dict().items()}
-
-
-def train(cfg: DictConfig) -> float:
-    """Runs one training job and returns the best validation top-1 accuracy.
-
-    SIGTERM, SIGINT or an EC2 spot notice stop it after the current step with a checkpoint
-    (`TrainingInterrupted`); with storage=s3 a failed upload ends it with `UploadError`.
-    """
-    context = distributed.init(resolve_device(cfg.trainer.device))  # a single process unless torchrun
-    try:
-        with StopRequest.from_config(cfg.trainer) as stop:
-            return run_training(cfg, stop, context)
-    finally:
-        distributed.shutdown()
-
-
-def build_optimizer(optim_cfg: DictConfig, params: list[nn.Parameter], world_size: int) -> torch.optim.Optimizer:
-    """Instantiates `optim`; with `scale_lr_with_batch` the lr grows with the global batch (linear rule)."""
-    settings = OmegaConf.to_container(optim_cfg, resolve=True)
-    scale = settings.pop("scale_lr_with_batch", False)
-    if world_size > 1:
-        if scale:
-            log.info("optim.scale_lr_with_batch: lr %g x %d ranks = %g", settings["lr"], world_size,
-                     settings["lr"] * world_size)  # fmt: skip
-            settings["lr"] *= world_size
-        else:
-            log.info("%d ranks: global batch = %d x data.batch_size; lr unchanged (optim.scale_lr_with_batch=false)",
-                     world_size, world_size)  # fmt: skip
-    return instantiate(settings)(params=params)
-
-
-def export_for_sagemaker(output_dir: Path, model_dir: Path) -> None:
-    """model.pth + labels.json into SM_MODEL_DIR: SageMaker tars it into a deployable model.tar.gz."""
-    model_dir.mkdir(parents=True, exist_ok=True)
-    for name in (checkpoint.WEIGHTS_NAME, reports.LABELS_NAME):
-        shutil.copy2(output_dir / name, model_dir / name)
-    log.info("copied %s and %s to %s", checkpoint.WEIGHTS_NAME, reports.LABELS_NAME, model_dir)
-
-
-def find_checkpoint(cfg: DictConfig, uploads: storage.RunUploads | None) -> Path | None:
-    """The checkpoint `trainer.resume` names (a path, s3://..., or auto: local and S3), or None."""
-    s3_settings = cfg.storage if cfg.storage.backend == "s3" else None
-    # The run's S3 location is the one its uploads go to, worked out once by RunUploads.
-    run = uploads.dest if uploads is not None else None
-    client = functools.partial(storage.make_client, s3_settings)
-    return resolve_resume(cfg.trainer.resume, Path(cfg.paths.output_root), run, client)
-
-
-def run_training(cfg: DictConfig, stop: StopRequest, context: distributed.Context) -> float:
-    started = time.perf_counter()
-    output_dir = Path(cfg.paths.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    trainer = cfg.trainer
-    config = OmegaConf.to_container(cfg, resolve=True)  # saved in every checkpoint
-    seed_everything(trainer.seed)
-    runtime = Runtime.from_names(trainer.device, trainer.precision, trainer.channels_last)
-    is_main = context.is_main
-    if not is_main:  # rank 0 logs and draws progress bars for everyone
-        logging.getLogger().setLevel(logging.WARNING)
-    uploads = storage.RunUploads.from_config(cfg, output_dir) if is_main else None  # None with storage=local
-    log.info(
-        "device %s, precision %s, malloc %s, output %s",
-        runtime.device,
-        runtime.precision,
-        "tuned" if os.environ.get("GLIBC_TUNABLES") else "default",
-        output_dir,
-    )
-
-    class_names, splits = prepare_and_scan(data_source(cfg.data), worker_count(cfg.data.scan_workers), context)
-    if is_main:
-        reported = write_skipped_report(splits.values(), output_dir / SKIPPED_NAME)
-        if reported:
-            log.warning("%d problem file(s) listed in %s", reported, output_dir / SKIPPED_NAME)
-        reports.write_labels(class_names, output_dir / reports.LABELS_NAME)
-
-    spec = ModelSpec(cfg.model.arch, len(class_names), cfg.model.head, cfg.model.mlp_hidden)
-    model = build_model(spec, pretrained=cfg.model.pretrained and not cfg.model.get("init_weights"))
-    if cfg.model.get("init_weights"):
-        load_backbone(model, Path(cfg.model.init_weights))
-    apply_freeze(model, cfg.model.freeze)
-    model.to(runtime.device, memory_format=runtime.memory_format)
-    if runtime.device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # fixed input shapes: pick the fastest kernels once
-    cached = use_feature_cache(cfg.trainer.feature_cache, cfg.model.freeze)
-    if cached:
-        loaders = make_feature_loaders(
-            loader_settings(cfg), feature_cache_settings(cfg), model, splits, runtime, context
-        )
-        trained = model.fc  # the head trains on features; model.pth still holds the whole model
-    else:
-        loaders = make_loaders(loader_settings(cfg), splits, runtime, context)
-        trained = model
-    if context.enabled:  # gradients averaged over ranks; `model` keeps the plain state_dict keys
-        trained = DistributedDataParallel(
-            trained, device_ids=[context.local_rank] if runtime.device.type == "cuda" else None
-        )
-    if not cached:
-        trained = compile_for_training(trained, cfg.trainer.compile, runtime)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    log.info(
-        "%s (%s head, freeze=%s): %d of %d parameters train",
-        spec.arch,
-        spec.head,
-        cfg.model.freeze,
-        sum(p.numel() for p in trainable),
-        sum(p.numel() for p in model.parameters()),
-    )
-    optimizer = build_optimizer(cfg.optim, trainable, context.world_size)
-    scheduler = instantiate(cfg.sched)(optimizer=optimizer)
-    scaler = runtime.grad_scaler()
-    criterion = nn.CrossEntropyLoss(label_smoothing=trainer.label_smoothing)
-
-    state = checkpoint.TrainingState()
-    # Rank 0 finds the checkpoint; every rank loads it (a shared path or s3:// across machines).
-    resume_from = distributed.broadcast_object(find_checkpoint(cfg, uploads) if is_main else None)
-    if resume_from is not None:
-        state = checkpoint.restore_training_checkpoint(resume_from, model, optimizer, scheduler, scaler, class_names)
-
-    weights_path = output_dir / checkpoint.WEIGHTS_NAME
-    checkpoint_path = output_dir / checkpoint.CHECKPOINT_NAME
-    limit = trainer.limit_batches
-    progress = trainer.progress_bar and is_main
-    while state.epoch < trainer.epochs:
-        epoch = state.epoch + 1
-        start_epoch(loaders["train"], trainer.seed, epoch)
-        lr = optimizer.param_groups[0]["lr"]
-        # Starts after the batches an interrupted run already trained; ends early on a stop request.
-        batches = EpochBatches(loaders["train"], state.step, limit, stop, f"epoch {epoch}/{trainer.epochs}")
-        fit = train_one_epoch(
-            trained,
-            batches,
-            criterion,
-            optimizer,
-            scaler,
-            runtime,
-            f"epoch {epoch}/{trainer.epochs}",
-            None,
-            progress,
-        )
-        fit = merge_partial(state.partial, fit)
-        if batches.stopped:  # mid-epoch: checkpoint this step, upload it, say how to resume
-            state.step, state.partial = batches.done, partial_record(fit)
-            if is_main:
-                checkpoint.save_training_checkpoint(
-                    checkpoint_path, model, optimizer, scheduler, scaler, state, config, class_names
-                )
-            where = f"epoch {epoch}, after batch {batches.done} of {batches.total}"
-            raise upload_and_explain_stop(stop, where, checkpoint_path, output_dir, uploads)
-        state.step, state.partial = 0, None
-        valid = evaluate(trained, loaders["valid"], criterion, runtime, len(class_names), "valid", limit, progress)
-        scheduler.step()
-        state.epoch = epoch
-        state.history.append(
-            {
-                "epoch": epoch,
-                "lr": lr,
-                "train_loss": fit.loss,
-                "train_acc": fit.accuracy,
-                "valid_loss": valid.loss,
-                "valid_top1": valid.top1,
-                "valid_top5": valid.top5,
-                "train_images_per_s": round(fit.images_per_s, 2),
-                "seconds": round(fit.seconds, 2),
-            }
-        )
-        log.info(
-            "epoch %d/%d  train loss %.4f acc %.3f | valid loss %.4f top1 %.3f top5 %.3f | %.1f img/s | lr %.2e",
-            epoch,
-            trainer.epochs,
-            fit.loss,
-            fit.accuracy,
-            valid.loss,
-            valid.top1,
-            valid.top5,
-            fit.images_per_s,
-            lr,
-        )
-        if valid.loss < state.best_loss:
-            state.best_loss, state.best_epoch, state.best_top1, state.bad_epochs = valid.loss, epoch, valid.top1, 0
-            state.best_model = cpu_state_dict(model)
-            if is_main:
-                checkpoint.atomic_torch_save(state.best_model, weights_path)
-        else:
-            state.bad_epochs += 1
-        if is_main:
-            checkpoint.save_training_checkpoint(
-                checkpoint_path, model, optimizer, scheduler, scaler, state, config, class_names
-            )
-        if uploads is not None:
-            uploads.checkpoint(checkpoint_path)
-        patience = trainer.early_stopping_patience
-        if patience and state.bad_epochs >= patience:
-            log.info("early stop: validation loss has not improved for %d epochs", patience)
-            break
-        if stop_agreed(stop):  # it came during evaluation or the upload: the epoch is complete
-            raise upload_and_explain_stop(stop, f"after epoch {epoch}", checkpoint_path, output_dir, uploads)
-
-    if state.best_model is None:
-        raise RuntimeError("training finished without a single evaluated epoch (trainer.epochs must be >= 1)")
-    if is_main and not weights_path.exists():  # resumed in a new run dir: best weights from the checkpoint
-        checkpoint.atomic_torch_save(state.best_model, weights_path)
-    model.load_state_dict(state.best_model)
-    final = {
-        name: evaluate(trained, loaders[name], criterion, runtime, len(class_names), name, limit, progress)
-        for name in ("valid", "test")
-    }
-    if context.enabled:
-        check_identical_weights(model, context)
-    if not is_main:
-        return final["valid"].top1
-    reports.write_final_reports(output_dir, state, final, class_names, time.perf_counter() - started, runtime)
-    if cfg.paths.get("model_dir"):
-        export_for_sagemaker(output_dir, Path(cfg.paths.model_dir))
-    log.info(
-        "best epoch %d: valid top1 %.3f | test top1 %.3f top5 %.3f",
-        state.best_epoch,
-        final["valid"].top1,
-        final["test"].top1,
-        final["test"].top5,
-    )
-    log.info("weights: %s", weights_path.resolve())
-    if uploads is not None:  # raises UploadError (non-zero exit) naming what stayed local
-        uploads.finish()
-    return final["valid"].top1
