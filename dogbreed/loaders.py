@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Sized
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -140,14 +141,11 @@ def sampling(dataset: Any, is_train: bool, context: distributed.Context, seed: i
     if not context.enabled:
         return {"shuffle": is_train}
     if is_train:  # reshuffled per epoch by set_epoch in start_epoch
-        sampler = DistributedSampler(dataset, context.world_size, context.rank, shuffle=True, seed=seed)
-        return {"sampler": sampler}
+        return {"sampler": DistributedSampler(dataset, context.world_size, context.rank, shuffle=True, seed=seed)}
     return {"sampler": distributed.ShardSampler(len(dataset), context)}
 
 
-def batching(
-    settings: LoaderSettings, dataset: Dataset, is_train: bool, context: distributed.Context
-) -> dict[str, Any]:
+def batching(settings: LoaderSettings, dataset: Sized, is_train: bool, context: distributed.Context) -> dict[str, Any]:
     """DataLoader arguments for batch size, order and sharding, the same for images and features."""
     return {
         "batch_size": settings.batch_size if is_train else settings.eval_batch_size,
@@ -173,6 +171,7 @@ def make_loaders(
     for name in SPLITS:
         is_train = name == "train"
         samples = splits[name].samples
+        dataset: Dataset
         if settings.decode_on_device:
             dataset = EncodedImages(samples)
             common["collate_fn"] = collate_encoded
@@ -182,8 +181,9 @@ def make_loaders(
         loader = DataLoader(dataset, **batching(settings, dataset, is_train, context), **common)
         if settings.decode_on_device:
             transform = DeviceBatchTransform(settings.image_size, is_train, runtime.device, runtime.channels_last)
-            loader = DeviceDecodingLoader(loader, transform)
-        loaders[name] = loader
+            loaders[name] = DeviceDecodingLoader(loader, transform)
+        else:
+            loaders[name] = loader
     return loaders
 
 

@@ -13,7 +13,7 @@ import random
 import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -114,7 +114,7 @@ def set_up(cfg: DictConfig, context: distributed.Context) -> tuple[Job, checkpoi
         scheduler=instantiate(cfg.sched)(optimizer=optimizer),
         scaler=runtime.grad_scaler(),
         criterion=nn.CrossEntropyLoss(label_smoothing=trainer.label_smoothing),
-        config=OmegaConf.to_container(cfg, resolve=True),
+        config=cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True)),
         model_dir=Path(cfg.paths.model_dir) if cfg.paths.get("model_dir") else None,
         started=started,
     )
@@ -151,7 +151,8 @@ def build_network(cfg: DictConfig, num_classes: int, runtime: Runtime) -> nn.Mod
     if cfg.model.get("init_weights"):
         load_backbone(model, Path(cfg.model.init_weights))
     apply_freeze(model, cfg.model.freeze)
-    model.to(runtime.device, memory_format=runtime.memory_format)
+    # Module.to takes a device and a memory format together; torch's stubs have no such overload.
+    model.to(runtime.device, memory_format=runtime.memory_format)  # type: ignore[call-overload]
     if runtime.device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input shapes: pick the fastest kernels once
     return model
@@ -162,11 +163,13 @@ def wire_for_training(
 ) -> tuple[dict[str, Any], nn.Module]:
     """The loaders, and the module that trains on them: the model, or its head on cached features."""
     cached = use_feature_cache(cfg.trainer.feature_cache, cfg.model.freeze)
+    loaders: dict[str, Any]
+    trained: nn.Module
     if cached:
         loaders = make_feature_loaders(
             loader_settings(cfg), feature_cache_settings(cfg), model, splits, runtime, context
         )
-        trained = model.fc  # the head trains on features; model.pth still holds the whole model
+        trained = model.get_submodule("fc")  # the head trains on features; model.pth still holds the whole model
     else:
         loaders = make_loaders(loader_settings(cfg), splits, runtime, context)
         trained = model
@@ -189,13 +192,13 @@ def compile_for_training(model: nn.Module, setting: Any, runtime: Runtime) -> nn
     setting = str(setting).lower()
     if setting == "true" or (setting == "auto" and runtime.device.type == "cuda"):
         log.info("compiling the model for training")
-        return torch.compile(model)
+        return cast(nn.Module, torch.compile(model))
     return model
 
 
 def build_optimizer(optim_cfg: DictConfig, params: list[nn.Parameter], world_size: int) -> torch.optim.Optimizer:
     """Instantiates `optim`; with `scale_lr_with_batch` the lr grows with the global batch (linear rule)."""
-    settings = OmegaConf.to_container(optim_cfg, resolve=True)
+    settings = cast(dict[str, Any], OmegaConf.to_container(optim_cfg, resolve=True))
     scale = settings.pop("scale_lr_with_batch", False)
     if world_size > 1:
         if scale:
