@@ -17,10 +17,10 @@ from benchmarks.common import REPO, dataset
 from dogbreed.allocator import reexec_with_tuned_malloc
 from dogbreed.data import ImageFolderDataset, class_folders, scan_split
 from dogbreed.features import ExtractionSettings, backbone_of, compiled, run_backbone
+from dogbreed.loaders import worker_count
 from dogbreed.runtime import Runtime
 from dogbreed.serving.architecture import ModelSpec, build_model
 from dogbreed.serving.preprocess import EvalPreset
-from dogbreed.training import worker_count
 
 
 def main() -> None:

@@ -5,13 +5,20 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import matplotlib
 
 matplotlib.use("Agg")  # headless: EC2 boxes and CI have no display
 import matplotlib.pyplot as plt
 import torch
+
+from dogbreed.checkpoint import versions
+
+if TYPE_CHECKING:  # deploy reads labels through this module; it need not load the training engine
+    from dogbreed.checkpoint import TrainingState
+    from dogbreed.engine import EvalResult
+    from dogbreed.runtime import Runtime
 
 LABELS_NAME = "labels.json"
 
@@ -71,3 +78,55 @@ def plot_confusion(counts: torch.Tensor, class_names: list[str], path: Path, tit
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
+
+
+def write_final_reports(
+    output_dir: Path,
+    state: TrainingState,
+    final: dict[str, EvalResult],
+    class_names: list[str],
+    seconds: float,
+    runtime: Runtime,
+) -> None:
+    """metrics.csv, curves.png, confusion.png and metrics.json of a finished run.
+
+    Args:
+        output_dir: The run directory.
+        state: The epochs run, their history and the best epoch.
+        final: Evaluations of the best weights on `valid` and `test`.
+        class_names: In class-index order.
+        seconds: Wall time of the whole run.
+        runtime: Device and precision it ran with.
+    """
+
+    def summary(result: EvalResult) -> dict[str, Any]:
+        per_class = result.confusion.per_class_accuracy()
+        return {
+            "loss": result.loss,
+            "top1": result.top1,
+            "top5": result.top5,
+            "images": result.images,
+            "per_class_accuracy": dict(zip(class_names, per_class, strict=True)),
+        }
+
+    write_history_csv(state.history, output_dir / "metrics.csv")
+    plot_curves(state.history, output_dir / "curves.png")
+    plot_confusion(
+        final["test"].confusion.counts,
+        class_names,
+        output_dir / "confusion.png",
+        f"test confusion (top-1 {final['test'].top1:.3f})",
+    )
+    write_json(
+        {
+            "best_epoch": state.best_epoch,
+            "epochs_run": state.epoch,
+            "valid": summary(final["valid"]),
+            "test": summary(final["test"]),
+            "seconds": round(seconds, 1),
+            "device": str(runtime.device),
+            "precision": runtime.precision,
+            "versions": versions(),
+        },
+        output_dir / "metrics.json",
+    )

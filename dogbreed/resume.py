@@ -13,7 +13,7 @@ from __future__ import annotations
 import itertools
 import logging
 import shlex
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -107,31 +107,37 @@ def partial_record(fit: EpochResult) -> dict[str, float]:
     }
 
 
-def resolve_resume(cfg: Any, output_dir: Path) -> Path | None:
+def resolve_resume(
+    setting: str | None,
+    output_root: Path,
+    run: s3.S3Location | None,
+    make_s3_client: Callable[[], Any],
+) -> Path | None:
     """The checkpoint `trainer.resume` names: a path, an s3:// URI, or `auto`.
 
-    `auto` takes the newest unfinished local run under paths.output_root and, with
-    storage=s3, this run name's checkpoint in S3, whichever is newer.
+    `auto` takes the newest unfinished local run under `output_root` and, when the run
+    has an S3 location, its checkpoint in S3, whichever is newer.
+
+    Args:
+        setting: `trainer.resume`; empty starts afresh.
+        output_root: Where unfinished local runs are looked for; downloads go under it.
+        run: This run's S3 location with storage=s3, else None.
+        make_s3_client: Called only when S3 is read, so local resumes need no credentials.
     """
-    setting = cfg.trainer.resume
     if not setting:
         return None
-    downloads = Path(cfg.paths.output_root) / RESUME_DOWNLOADS
-    uses_s3 = cfg.storage.backend == "s3"
+    downloads = output_root / RESUME_DOWNLOADS
     if str(setting).startswith("s3://"):
         source = s3.S3Location.parse(str(setting))
-        client = storage.storage_client(cfg.storage) if uses_s3 else s3.make_client()
-        return s3.download_verified(client, source, downloads / download_name(source))
+        return s3.download_verified(make_s3_client(), source, downloads / download_name(source))
     if setting != "auto":
         return Path(setting)
-    local = checkpoint.find_resumable(Path(cfg.paths.output_root))
+    local = checkpoint.find_resumable(output_root)
     remote = None
-    if uses_s3:
-        client = storage.storage_client(cfg.storage)
+    if run is not None:
+        client = make_s3_client()
         try:
-            remote = storage.unfinished_checkpoint(
-                client, storage.run_location(cfg, output_dir), checkpoint.CHECKPOINT_NAME
-            )
+            remote = storage.unfinished_checkpoint(client, run, checkpoint.CHECKPOINT_NAME)
         except s3.TRANSIENT as err:
             log.warning("trainer.resume=auto: cannot look in S3 (%s); local runs only", err)
     if remote is None:
@@ -160,14 +166,18 @@ def resume_command(checkpoint_ref: str, extra: list[str]) -> str:
     return shlex.join(["python", "train.py", *kept, f"trainer.resume={checkpoint_ref}", *extra])
 
 
-def interrupted(
+def upload_and_explain_stop(
     stop: StopRequest,
     where: str,
     checkpoint_path: Path,
     output_dir: Path,
     uploads: storage.RunUploads | None,
 ) -> TrainingInterrupted:
-    """Uploads the checkpoint just written and says how to resume, here or on another machine."""
+    """Uploads the checkpoint just written; returns the exception that says how to resume.
+
+    The message names the local checkpoint and, when the upload worked, the S3 copy with
+    the command that resumes on another machine; the caller raises it.
+    """
     lines = [
         f"stopped: {stop.reason}, {where}.",
         f"Checkpoint: {checkpoint_path}",

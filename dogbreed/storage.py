@@ -18,13 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from botocore.exceptions import BotoCoreError
-from omegaconf import OmegaConf
 
 from dogbreed.datasync import sync_prefix
 from dogbreed.errors import DogbreedError
 from dogbreed.s3 import (
     TRANSIENT,
-    MiB,
     S3Location,
     S3Uploader,
     UploadSettings,
@@ -95,46 +93,6 @@ def unfinished_checkpoint(
     return location, found
 
 
-def run_name(cfg: Any, output_dir: Path) -> str:
-    """`storage.run_name`, else the run dir relative to paths.output_root (or the working dir)."""
-    if cfg.storage.get("run_name"):
-        return str(cfg.storage.run_name)
-    run = output_dir.resolve()
-    for base in (Path(cfg.paths.output_root).resolve(), Path.cwd()):
-        if run.is_relative_to(base) and run != base:
-            return run.relative_to(base).as_posix()
-    return run.name
-
-
-def run_location(cfg: Any, output_dir: Path) -> S3Location:
-    """Where the run's artifacts go: `<storage.s3_uri>/<run name>`."""
-    if not cfg.storage.get("s3_uri"):
-        raise DogbreedError(
-            "storage=s3 needs storage.s3_uri=s3://bucket/prefix (or DOGBREED_S3_URI in the environment)"
-        )
-    return S3Location.parse(str(cfg.storage.s3_uri)).child(run_name(cfg, output_dir))
-
-
-def upload_settings(storage: Any) -> UploadSettings:
-    """The upload settings of a `storage` config group (conf/storage/s3.yaml), in bytes and seconds."""
-    return UploadSettings(
-        attempts=int(storage.upload_attempts),
-        backoff_s=float(storage.retry_backoff_s),
-        multipart_threshold=int(storage.multipart_threshold_mb * MiB),
-        multipart_chunksize=int(storage.multipart_chunk_mb * MiB),
-        max_concurrency=int(storage.max_concurrency),
-    )
-
-
-def storage_client(storage: Any) -> Any:
-    """An S3 client with the per-request tries and timeouts of a `storage` config group."""
-    return make_client(
-        max_attempts=int(storage.request_attempts),
-        connect_timeout_s=float(storage.connect_timeout_s),
-        read_timeout_s=float(storage.read_timeout_s),
-    )
-
-
 class RunUploads:
     """The S3 side of one training run: the checkpoint after each epoch, every artifact at the end.
 
@@ -156,8 +114,8 @@ class RunUploads:
 
         Args:
             run_dir: the local run directory; artifact keys are paths relative to it.
-            dest: the run's S3 folder (see `run_location`).
-            name: the run name, for the resume command on another machine (see `run_name`).
+            dest: the run's S3 folder (`dogbreed.settings.run_location`).
+            name: the run name, for the resume command on another machine.
             settings: tries, backoff and multipart split of each upload.
             client: the S3 client to upload with.
             every_epoch: upload the checkpoint after each epoch, not only on `finish` or interruption.
@@ -182,27 +140,6 @@ class RunUploads:
         if failed:
             raise upload_failure(self.run_dir, self.dest, failed)
         log.info("all artifacts are in %s", self.dest.uri)
-
-
-def run_uploads(cfg: Any, run_dir: Path) -> RunUploads | None:
-    """The run's uploads as the training config sets them; None unless `storage.backend` is s3.
-
-    Writes the resolved config into the run dir first, so it goes up with the artifacts.
-    """
-    if cfg.storage.backend != "s3":
-        return None
-    dest = run_location(cfg, run_dir)
-    # .hydra/config.yaml keeps interpolations; this copy says exactly what ran.
-    (run_dir / RESOLVED_CONFIG_NAME).write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    storage = cfg.storage
-    return RunUploads.start(
-        run_dir,
-        dest,
-        run_name(cfg, run_dir),
-        upload_settings(storage),
-        storage_client(storage),
-        bool(storage.upload_checkpoints),
-    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,16 +1,19 @@
-"""`train(cfg)`: data -> model -> epochs -> artifacts. The whole job behind `train.py`."""
+"""`train(cfg)`: set up from the config, fit, finish. The whole job behind `train.py`.
+
+Only this module reads the Hydra config: it builds plain settings for `dogbreed.loaders`,
+a `dogbreed.fitting.Job` for the epoch loop, and the values `dogbreed.resume` needs.
+"""
 
 from __future__ import annotations
 
-import copy
+import functools
 import logging
 import os
 import random
 import shutil
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -18,265 +21,162 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, DistributedSampler
 
-from dogbreed import checkpoint, distributed, reports, storage
-from dogbreed.data import (
-    SPLITS,
-    ImageFolderDataset,
-    Split,
-    breed_name,
-    discover_classes,
-    scan_split,
-    write_skipped_report,
-)
-from dogbreed.datasync import sync_to_cache
-from dogbreed.download import fetch_dogimages
-from dogbreed.engine import EvalResult, evaluate, train_one_epoch
-from dogbreed.errors import DataError
-from dogbreed.features import ExtractionSettings, FeatureCache, FeatureViews, backbone_of, module_digest
-from dogbreed.gpu_decode import DeviceBatchTransform, DeviceDecodingLoader, EncodedImages, collate_encoded
+from dogbreed import checkpoint, distributed, reports, s3, settings, storage
+from dogbreed.data import Split, write_skipped_report
+from dogbreed.features import module_digest
+from dogbreed.fitting import Job, Schedule, fit
 from dogbreed.interrupt import StopRequest
+from dogbreed.loaders import (
+    make_feature_loaders,
+    make_loaders,
+    prepare_and_scan,
+    use_feature_cache,
+    worker_count,
+)
 from dogbreed.model import apply_freeze, load_backbone
-from dogbreed.resume import EpochBatches, interrupted, merge_partial, partial_record, resolve_resume, stop_agreed
+from dogbreed.resume import resolve_resume
 from dogbreed.runtime import Runtime, resolve_device
 from dogbreed.serving.architecture import ModelSpec, build_model
-from dogbreed.serving.preprocess import EvalPreset, resize_size_for
-from dogbreed.synthetic import SyntheticSpec, generate
-from dogbreed.transforms import TrainPreset
 
 log = logging.getLogger(__name__)
 
 SKIPPED_NAME = "skipped_files.txt"
 
 
+def train(cfg: DictConfig) -> float:
+    """Runs one training job and returns the best validation top-1 accuracy.
+
+    SIGTERM, SIGINT or an EC2 spot notice stop it after the current step with a checkpoint
+    (`TrainingInterrupted`); with storage=s3 a failed upload ends it with `UploadError`.
+    """
+    context = distributed.init(resolve_device(cfg.trainer.device))  # a single process unless torchrun
+    try:
+        with StopRequest.from_config(cfg.trainer) as stop:
+            job, state = set_up(cfg, context)
+            fit(job, state, stop)
+            return finish(job, state)
+    finally:
+        distributed.shutdown()
+
+
+def set_up(cfg: DictConfig, context: distributed.Context) -> tuple[Job, checkpoint.TrainingState]:
+    """Builds the run from the config: data, model, optimizer, and the state to start from."""
+    started = time.perf_counter()
+    trainer = cfg.trainer
+    output_dir = Path(cfg.paths.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    seed_everything(trainer.seed)
+    runtime = Runtime.from_names(trainer.device, trainer.precision, trainer.channels_last)
+    if not context.is_main:  # rank 0 logs and draws progress bars for everyone
+        logging.getLogger().setLevel(logging.WARNING)
+    uploads = settings.run_uploads(cfg, output_dir) if context.is_main else None  # None with storage=local
+    log.info(
+        "device %s, precision %s, malloc %s, output %s",
+        runtime.device,
+        runtime.precision,
+        "tuned" if os.environ.get("GLIBC_TUNABLES") else "default",
+        output_dir,
+    )
+    class_names, splits = prepare_data(cfg, output_dir, context)
+    model = build_network(cfg, len(class_names), runtime)
+    loaders, trained = wire_for_training(cfg, model, splits, runtime, context)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    log.info(
+        "%s (%s head, freeze=%s): %d of %d parameters train",
+        cfg.model.arch,
+        cfg.model.head,
+        cfg.model.freeze,
+        sum(p.numel() for p in trainable),
+        sum(p.numel() for p in model.parameters()),
+    )
+    optimizer = build_optimizer(cfg.optim, trainable, context.world_size)
+    job = Job(
+        context=context,
+        runtime=runtime,
+        schedule=Schedule(
+            epochs=trainer.epochs,
+            seed=trainer.seed,
+            limit_batches=trainer.limit_batches,
+            patience=trainer.early_stopping_patience,
+            progress=trainer.progress_bar and context.is_main,
+        ),
+        output_dir=output_dir,
+        uploads=uploads,
+        class_names=class_names,
+        loaders=loaders,
+        model=model,
+        trained=trained,
+        optimizer=optimizer,
+        scheduler=instantiate(cfg.sched)(optimizer=optimizer),
+        scaler=runtime.grad_scaler(),
+        criterion=nn.CrossEntropyLoss(label_smoothing=trainer.label_smoothing),
+        config=cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True)),
+        model_dir=Path(cfg.paths.model_dir) if cfg.paths.get("model_dir") else None,
+        started=started,
+    )
+    # Rank 0 finds the checkpoint; every rank loads it (a shared path or s3:// across machines).
+    resume_from = distributed.broadcast_object(find_checkpoint(cfg, uploads) if context.is_main else None)
+    if resume_from is None:
+        return job, checkpoint.TrainingState()
+    parts = (job.model, job.optimizer, job.scheduler, job.scaler)
+    return job, checkpoint.restore_training_checkpoint(resume_from, *parts, class_names)
+
+
 def seed_everything(seed: int) -> None:
+    """Seeds the global RNGs that model initialisation and augmentation draw from."""
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
 
 
-def worker_count(setting: int | str) -> int:
-    """`auto` is one worker per core, at most 8; an int is taken as is."""
-    if setting == "auto":
-        return min(os.cpu_count() or 1, 8)
-    return int(setting)
+def prepare_data(cfg: DictConfig, output_dir: Path, context: distributed.Context) -> tuple[list[str], dict[str, Split]]:
+    """Class names and checked splits; rank 0 lists problem files and writes labels.json."""
+    class_names, splits = prepare_and_scan(settings.data_source(cfg.data), worker_count(cfg.data.scan_workers), context)
+    if context.is_main:
+        reported = write_skipped_report(splits.values(), output_dir / SKIPPED_NAME)
+        if reported:
+            log.warning("%d problem file(s) listed in %s", reported, output_dir / SKIPPED_NAME)
+        reports.write_labels(class_names, output_dir / reports.LABELS_NAME)
+    return class_names, splits
 
 
-def prepare_data_root(data_cfg: DictConfig) -> Path:
-    """Makes sure `data.root` holds the splits: generate, download, or use what is there."""
-    root = Path(data_cfg.root)
-    if str(data_cfg.root).startswith("s3://"):  # mirrored into a local cache, then read from there
-        return sync_to_cache(str(data_cfg.root), Path(data_cfg.s3_cache))
-    if data_cfg.synthetic is not None:
-        return generate(root, SyntheticSpec(**data_cfg.synthetic))
-    if root.exists():
-        return root
-    if not data_cfg.download_url:
-        raise DataError(
-            f"{root} does not exist and data.download_url is empty; set data.root=... or use data=synthetic"
+def build_network(cfg: DictConfig, num_classes: int, runtime: Runtime) -> nn.Module:
+    """The `model` config's network, initialised, frozen as asked, on the training device."""
+    spec = ModelSpec(cfg.model.arch, num_classes, cfg.model.head, cfg.model.mlp_hidden)
+    model = build_model(spec, pretrained=cfg.model.pretrained and not cfg.model.get("init_weights"))
+    if cfg.model.get("init_weights"):
+        load_backbone(model, Path(cfg.model.init_weights))
+    apply_freeze(model, cfg.model.freeze)
+    # Module.to takes a device and a memory format together; torch's stubs have no such overload.
+    model.to(runtime.device, memory_format=runtime.memory_format)  # type: ignore[call-overload]
+    if runtime.device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input shapes: pick the fastest kernels once
+    return model
+
+
+def wire_for_training(
+    cfg: DictConfig, model: nn.Module, splits: dict[str, Split], runtime: Runtime, context: distributed.Context
+) -> tuple[dict[str, Any], nn.Module]:
+    """The loaders, and the module that trains on them: the model, or its head on cached features."""
+    cached = use_feature_cache(cfg.trainer.feature_cache, cfg.model.freeze)
+    loaders: dict[str, Any]
+    trained: nn.Module
+    if cached:
+        loaders = make_feature_loaders(
+            settings.loader_settings(cfg), settings.feature_cache_settings(cfg), model, splits, runtime, context
         )
-    return fetch_dogimages(root, data_cfg.download_url, data_cfg.expected_classes)
-
-
-def scan_dataset(root: Path, scan_workers: int) -> tuple[list[str], dict[str, Split]]:
-    """Class folders and the checked files of each split."""
-    folders = discover_classes(root)
-    started = time.perf_counter()
-    splits = {name: scan_split(root, name, folders, scan_workers) for name in SPLITS}
-    counts = ", ".join(f"{name} {len(split.samples)}" for name, split in splits.items())
-    log.info("%d classes; images %s (checked in %.1f s)", len(folders), counts, time.perf_counter() - started)
-    for split in splits.values():
-        for item in split.skipped:
-            log.warning("%s %s: %s", "kept" if item.kept else "skipped", item.path, item.reason)
-    return [breed_name(folder) for folder in folders], splits
-
-
-def sampling(dataset: Any, is_train: bool, context: distributed.Context, seed: int) -> dict[str, Any]:
-    """DataLoader sampling arguments: each rank its own shard under torchrun, else plain shuffling."""
-    if not context.enabled:
-        return {"shuffle": is_train}
-    if is_train:  # reshuffled per epoch by set_epoch in start_epoch
-        sampler = DistributedSampler(dataset, context.world_size, context.rank, shuffle=True, seed=seed)
-        return {"sampler": sampler}
-    return {"sampler": distributed.ShardSampler(len(dataset), context)}
-
-
-def make_loaders(
-    cfg: DictConfig, splits: dict[str, Split], runtime: Runtime, context: distributed.Context
-) -> dict[str, Any]:
-    workers = worker_count(cfg.data.num_workers)
-    common = {
-        "num_workers": workers,
-        "pin_memory": runtime.device.type == "cuda",
-        # Workers are re-created each epoch and seeded from the loader's generator, which
-        # is what makes a resumed run draw the same augmentations as an uninterrupted one.
-        "persistent_workers": False,
-    }
-    loaders: dict[str, Any] = {}
-    for name in SPLITS:
-        is_train = name == "train"
-        samples = splits[name].samples
-        if cfg.data.decode_on_device:
-            dataset = EncodedImages(samples)
-            common["collate_fn"] = collate_encoded
-        else:
-            preset = TrainPreset(cfg.data.image_size) if is_train else EvalPreset(cfg.data.image_size)
-            dataset = ImageFolderDataset(samples, preset, resize_size_for(cfg.data.image_size))
-        loader = DataLoader(
-            dataset,
-            batch_size=cfg.data.batch_size if is_train else cfg.data.eval_batch_size,
-            # A last batch of one sample breaks BatchNorm in training mode.
-            drop_last=is_train and len(dataset) > cfg.data.batch_size * context.world_size,
-            generator=torch.Generator() if is_train else None,
-            **sampling(dataset, is_train, context, cfg.trainer.seed),
-            **common,
+        trained = model.get_submodule("fc")  # the head trains on features; model.pth still holds the whole model
+    else:
+        loaders = make_loaders(settings.loader_settings(cfg), splits, runtime, context)
+        trained = model
+    if context.enabled:  # gradients averaged over ranks; `model` keeps the plain state_dict keys
+        trained = DistributedDataParallel(
+            trained, device_ids=[context.local_rank] if runtime.device.type == "cuda" else None
         )
-        if cfg.data.decode_on_device:
-            transform = DeviceBatchTransform(cfg.data.image_size, is_train, runtime.device, runtime.channels_last)
-            loader = DeviceDecodingLoader(loader, transform)
-        loaders[name] = loader
-    return loaders
-
-
-def use_feature_cache(cfg: DictConfig) -> bool:
-    setting = cfg.trainer.feature_cache
-    if setting == "auto":
-        return cfg.model.freeze == "backbone"
-    if setting and cfg.model.freeze != "backbone":
-        raise ValueError("trainer.feature_cache=true needs model.freeze=backbone (other layers train)")
-    return bool(setting)
-
-
-def make_feature_loaders(
-    cfg: DictConfig,
-    model: nn.Module,
-    splits: dict[str, Split],
-    runtime: Runtime,
-    context: distributed.Context = distributed.SINGLE_PROCESS,
-) -> dict[str, DataLoader]:
-    """Loaders over cached backbone features; the model's `fc` head is what trains on them."""
-    settings = ExtractionSettings(
-        image_size=cfg.data.image_size,
-        batch_size=cfg.trainer.extract_batch_size,
-        num_workers=worker_count(cfg.data.num_workers),
-        compile=str(cfg.trainer.compile).lower(),
-        seed=cfg.trainer.seed,
-        progress=cfg.trainer.progress_bar,
-    )
-    cache = FeatureCache(Path(cfg.paths.cache_dir) / "features")
-    digest = module_digest(backbone_of(model))
-    loaders = {}
-    for name, split in splits.items():
-        views = cfg.trainer.feature_cache_views if name == "train" else 1
-        dataset = cache.features(model, name, split.samples, views, runtime, settings, digest, context)
-        is_train = name == "train"
-        loaders[name] = DataLoader(
-            dataset,
-            batch_size=cfg.data.batch_size if is_train else cfg.data.eval_batch_size,
-            drop_last=is_train and len(dataset) > cfg.data.batch_size * context.world_size,
-            generator=torch.Generator() if is_train else None,
-            **sampling(dataset, is_train, context, cfg.trainer.seed),
-        )
-    return loaders
-
-
-def start_epoch(loader: DataLoader | DeviceDecodingLoader, seed: int, epoch: int) -> None:
-    """The data order (and cached view) depends only on (seed, epoch): resumed runs see the same batches."""
-    loader.generator.manual_seed(seed + epoch)
-    if isinstance(loader.sampler, DistributedSampler):
-        loader.sampler.set_epoch(epoch)
-    if isinstance(loader.dataset, FeatureViews):
-        loader.dataset.set_epoch(epoch)
-
-
-@dataclass
-class TrainingState:
-    """Everything besides model/optimizer/scheduler that a resumed run needs."""
-
-    epoch: int = 0
-    best_loss: float = float("inf")
-    best_epoch: int = 0
-    best_top1: float = 0.0
-    bad_epochs: int = 0
-    history: list[dict[str, Any]] = field(default_factory=list)
-    best_model: dict[str, torch.Tensor] | None = None
-    # An interrupted epoch: batches of epoch `epoch + 1` already trained, and their loss/accuracy sums.
-    step: int = 0
-    partial: dict[str, float] | None = None
-
-
-def save_training_checkpoint(
-    path: Path,
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scheduler: Any,
-    scaler: torch.amp.GradScaler,
-    state: TrainingState,
-    cfg: DictConfig,
-    class_names: list[str],
-) -> None:
-    checkpoint.atomic_torch_save(
-        {
-            "format": 1,
-            "epoch": state.epoch,
-            "step": state.step,
-            "partial_epoch": state.partial,
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "scaler": scaler.state_dict(),
-            "rng": checkpoint.rng_state(),
-            "early_stopping": {
-                "best_loss": state.best_loss,
-                "best_epoch": state.best_epoch,
-                "best_top1": state.best_top1,
-                "bad_epochs": state.bad_epochs,
-            },
-            # Omitted when the current weights are the best, to keep checkpoints small.
-            "best_model": None if state.best_epoch == state.epoch and not state.step else state.best_model,
-            "history": state.history,
-            "config": OmegaConf.to_container(cfg, resolve=True),
-            "class_names": class_names,
-            "versions": checkpoint.versions(),
-        },
-        path,
-    )
-
-
-def restore_training_checkpoint(
-    path: Path,
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scheduler: Any,
-    scaler: torch.amp.GradScaler,
-    class_names: list[str],
-) -> TrainingState:
-    saved = checkpoint.load_checkpoint(path)
-    if saved["class_names"] != class_names:
-        raise DataError(
-            f"cannot resume from {path}: it was trained on {len(saved['class_names'])} classes "
-            f"that differ from the {len(class_names)} in data.root"
-        )
-    model.load_state_dict(saved["model"])
-    optimizer.load_state_dict(saved["optimizer"])
-    scheduler.load_state_dict(saved["scheduler"])
-    scaler.load_state_dict(saved["scaler"])
-    checkpoint.restore_rng_state(saved["rng"])
-    stopping = saved["early_stopping"]
-    best_model = saved["best_model"] if saved["best_model"] is not None else copy.deepcopy(saved["model"])
-    log.info("resumed from %s after epoch %d, batch %d", path, saved["epoch"], saved.get("step", 0))
-    return TrainingState(
-        epoch=saved["epoch"],
-        best_loss=stopping["best_loss"],
-        best_epoch=stopping["best_epoch"],
-        best_top1=stopping["best_top1"],
-        bad_epochs=stopping["bad_epochs"],
-        history=saved["history"],
-        best_model=best_model,
-        step=saved.get("step", 0),
-        partial=saved.get("partial_epoch"),
-    )
+    if not cached:
+        trained = compile_for_training(trained, cfg.trainer.compile, runtime)
+    return loaders, trained
 
 
 def compile_for_training(model: nn.Module, setting: Any, runtime: Runtime) -> nn.Module:
@@ -289,39 +189,13 @@ def compile_for_training(model: nn.Module, setting: Any, runtime: Runtime) -> nn
     setting = str(setting).lower()
     if setting == "true" or (setting == "auto" and runtime.device.type == "cuda"):
         log.info("compiling the model for training")
-        return torch.compile(model)
+        return cast(nn.Module, torch.compile(model))
     return model
-
-
-def check_identical_weights(model: nn.Module, context: distributed.Context) -> None:
-    """DDP keeps replicas in step; a mismatch would mean silently wrong results, so fail loudly."""
-    digests = distributed.gather_objects(module_digest(model))
-    if len(set(digests)) != 1:
-        raise RuntimeError(f"the {context.world_size} ranks ended with different weights: {digests}")
-    log.info("weights identical on all %d ranks (sha256 %s...)", context.world_size, digests[0][:12])
-
-
-def cpu_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {key: value.detach().to("cpu", copy=True) for key, value in model.state_dict().items()}
-
-
-def train(cfg: DictConfig) -> float:
-    """Runs one training job and returns the best validation top-1 accuracy.
-
-    SIGTERM, SIGINT or an EC2 spot notice stop it after the current step with a checkpoint
-    (`TrainingInterrupted`); with storage=s3 a failed upload ends it with `UploadError`.
-    """
-    context = distributed.init(resolve_device(cfg.trainer.device))  # a single process unless torchrun
-    try:
-        with StopRequest.from_config(cfg.trainer) as stop:
-            return run_training(cfg, stop, context)
-    finally:
-        distributed.shutdown()
 
 
 def build_optimizer(optim_cfg: DictConfig, params: list[nn.Parameter], world_size: int) -> torch.optim.Optimizer:
     """Instantiates `optim`; with `scale_lr_with_batch` the lr grows with the global batch (linear rule)."""
-    settings = OmegaConf.to_container(optim_cfg, resolve=True)
+    settings = cast(dict[str, Any], OmegaConf.to_container(optim_cfg, resolve=True))
     scale = settings.pop("scale_lr_with_batch", False)
     if world_size > 1:
         if scale:
@@ -334,185 +208,31 @@ def build_optimizer(optim_cfg: DictConfig, params: list[nn.Parameter], world_siz
     return instantiate(settings)(params=params)
 
 
-def export_for_sagemaker(output_dir: Path, model_dir: Path) -> None:
-    """model.pth + labels.json into SM_MODEL_DIR: SageMaker tars it into a deployable model.tar.gz."""
-    model_dir.mkdir(parents=True, exist_ok=True)
-    for name in (checkpoint.WEIGHTS_NAME, reports.LABELS_NAME):
-        shutil.copy2(output_dir / name, model_dir / name)
-    log.info("copied %s and %s to %s", checkpoint.WEIGHTS_NAME, reports.LABELS_NAME, model_dir)
+def find_checkpoint(cfg: DictConfig, uploads: storage.RunUploads | None) -> Path | None:
+    """The checkpoint `trainer.resume` names (a path, s3://..., or auto: local and S3), or None."""
+    # The run's S3 location is the one its uploads go to, worked out once by `settings.run_uploads`.
+    run = uploads.dest if uploads is not None else None
+    client = functools.partial(settings.storage_client, cfg.storage) if run is not None else s3.make_client
+    return resolve_resume(cfg.trainer.resume, Path(cfg.paths.output_root), run, client)
 
 
-def prepare_and_scan(cfg: DictConfig, context: distributed.Context) -> tuple[list[str], dict[str, Split]]:
-    """One process per machine fetches/generates the data, then rank 0's scan is shared by all."""
-    if context.local_rank == 0:
-        root = prepare_data_root(cfg.data)
-    distributed.barrier()
-    if context.local_rank != 0:
-        root = prepare_data_root(cfg.data)  # already there: returns at once
-    scanned = scan_dataset(root, worker_count(cfg.data.scan_workers)) if context.is_main else None
-    return distributed.broadcast_object(scanned)
-
-
-def run_training(cfg: DictConfig, stop: StopRequest, context: distributed.Context) -> float:
-    started = time.perf_counter()
-    output_dir = Path(cfg.paths.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    trainer = cfg.trainer
-    seed_everything(trainer.seed)
-    runtime = Runtime.from_names(trainer.device, trainer.precision, trainer.channels_last)
-    is_main = context.is_main
-    if not is_main:  # rank 0 logs and draws progress bars for everyone
-        logging.getLogger().setLevel(logging.WARNING)
-    uploads = storage.run_uploads(cfg, output_dir) if is_main else None  # None with storage=local
-    log.info(
-        "device %s, precision %s, malloc %s, output %s",
-        runtime.device,
-        runtime.precision,
-        "tuned" if os.environ.get("GLIBC_TUNABLES") else "default",
-        output_dir,
-    )
-
-    class_names, splits = prepare_and_scan(cfg, context)
-    if is_main:
-        reported = write_skipped_report(splits.values(), output_dir / SKIPPED_NAME)
-        if reported:
-            log.warning("%d problem file(s) listed in %s", reported, output_dir / SKIPPED_NAME)
-        reports.write_labels(class_names, output_dir / reports.LABELS_NAME)
-
-    spec = ModelSpec(cfg.model.arch, len(class_names), cfg.model.head, cfg.model.mlp_hidden)
-    model = build_model(spec, pretrained=cfg.model.pretrained and not cfg.model.get("init_weights"))
-    if cfg.model.get("init_weights"):
-        load_backbone(model, Path(cfg.model.init_weights))
-    apply_freeze(model, cfg.model.freeze)
-    model.to(runtime.device, memory_format=runtime.memory_format)
-    if runtime.device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # fixed input shapes: pick the fastest kernels once
-    cached = use_feature_cache(cfg)
-    if cached:
-        loaders = make_feature_loaders(cfg, model, splits, runtime, context)
-        trained = model.fc  # the head trains on features; model.pth still holds the whole model
-    else:
-        loaders = make_loaders(cfg, splits, runtime, context)
-        trained = model
-    if context.enabled:  # gradients averaged over ranks; `model` keeps the plain state_dict keys
-        trained = DistributedDataParallel(
-            trained, device_ids=[context.local_rank] if runtime.device.type == "cuda" else None
-        )
-    if not cached:
-        trained = compile_for_training(trained, cfg.trainer.compile, runtime)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    log.info(
-        "%s (%s head, freeze=%s): %d of %d parameters train",
-        spec.arch,
-        spec.head,
-        cfg.model.freeze,
-        sum(p.numel() for p in trainable),
-        sum(p.numel() for p in model.parameters()),
-    )
-    optimizer = build_optimizer(cfg.optim, trainable, context.world_size)
-    scheduler = instantiate(cfg.sched)(optimizer=optimizer)
-    scaler = runtime.grad_scaler()
-    criterion = nn.CrossEntropyLoss(label_smoothing=trainer.label_smoothing)
-
-    state = TrainingState()
-    # Rank 0 finds the checkpoint; every rank loads it (a shared path or s3:// across machines).
-    resume_from = distributed.broadcast_object(
-        resolve_resume(cfg, output_dir) if is_main else None
-    )  # a path, s3://..., or auto (local and S3)
-    if resume_from is not None:
-        state = restore_training_checkpoint(resume_from, model, optimizer, scheduler, scaler, class_names)
-
-    weights_path = output_dir / checkpoint.WEIGHTS_NAME
-    checkpoint_path = output_dir / checkpoint.CHECKPOINT_NAME
-    limit = trainer.limit_batches
-    progress = trainer.progress_bar and is_main
-    while state.epoch < trainer.epochs:
-        epoch = state.epoch + 1
-        start_epoch(loaders["train"], trainer.seed, epoch)
-        lr = optimizer.param_groups[0]["lr"]
-        # Starts after the batches an interrupted run already trained; ends early on a stop request.
-        batches = EpochBatches(loaders["train"], state.step, limit, stop, f"epoch {epoch}/{trainer.epochs}")
-        fit = train_one_epoch(
-            trained,
-            batches,
-            criterion,
-            optimizer,
-            scaler,
-            runtime,
-            f"epoch {epoch}/{trainer.epochs}",
-            None,
-            progress,
-        )
-        fit = merge_partial(state.partial, fit)
-        if batches.stopped:  # mid-epoch: checkpoint this step, upload it, say how to resume
-            state.step, state.partial = batches.done, partial_record(fit)
-            if is_main:
-                save_training_checkpoint(checkpoint_path, model, optimizer, scheduler, scaler, state, cfg, class_names)
-            where = f"epoch {epoch}, after batch {batches.done} of {batches.total}"
-            raise interrupted(stop, where, checkpoint_path, output_dir, uploads)
-        state.step, state.partial = 0, None
-        valid = evaluate(trained, loaders["valid"], criterion, runtime, len(class_names), "valid", limit, progress)
-        scheduler.step()
-        state.epoch = epoch
-        state.history.append(
-            {
-                "epoch": epoch,
-                "lr": lr,
-                "train_loss": fit.loss,
-                "train_acc": fit.accuracy,
-                "valid_loss": valid.loss,
-                "valid_top1": valid.top1,
-                "valid_top5": valid.top5,
-                "train_images_per_s": round(fit.images_per_s, 2),
-                "seconds": round(fit.seconds, 2),
-            }
-        )
-        log.info(
-            "epoch %d/%d  train loss %.4f acc %.3f | valid loss %.4f top1 %.3f top5 %.3f | %.1f img/s | lr %.2e",
-            epoch,
-            trainer.epochs,
-            fit.loss,
-            fit.accuracy,
-            valid.loss,
-            valid.top1,
-            valid.top5,
-            fit.images_per_s,
-            lr,
-        )
-        if valid.loss < state.best_loss:
-            state.best_loss, state.best_epoch, state.best_top1, state.bad_epochs = valid.loss, epoch, valid.top1, 0
-            state.best_model = cpu_state_dict(model)
-            if is_main:
-                checkpoint.atomic_torch_save(state.best_model, weights_path)
-        else:
-            state.bad_epochs += 1
-        if is_main:
-            save_training_checkpoint(checkpoint_path, model, optimizer, scheduler, scaler, state, cfg, class_names)
-        if uploads is not None:
-            uploads.checkpoint(checkpoint_path)
-        patience = trainer.early_stopping_patience
-        if patience and state.bad_epochs >= patience:
-            log.info("early stop: validation loss has not improved for %d epochs", patience)
-            break
-        if stop_agreed(stop):  # it came during evaluation or the upload: the epoch is complete
-            raise interrupted(stop, f"after epoch {epoch}", checkpoint_path, output_dir, uploads)
-
+def finish(job: Job, state: checkpoint.TrainingState) -> float:
+    """Evaluates the best weights, then on rank 0 writes reports, exports and uploads; returns valid top-1."""
     if state.best_model is None:
         raise RuntimeError("training finished without a single evaluated epoch (trainer.epochs must be >= 1)")
-    if is_main and not weights_path.exists():  # resumed in a new run dir: best weights from the checkpoint
-        checkpoint.atomic_torch_save(state.best_model, weights_path)
-    model.load_state_dict(state.best_model)
-    final = {
-        name: evaluate(trained, loaders[name], criterion, runtime, len(class_names), name, limit, progress)
-        for name in ("valid", "test")
-    }
-    if context.enabled:
-        check_identical_weights(model, context)
-    if not is_main:
+    # Resumed in a new run dir and no later epoch was better: model.pth is the checkpoint's best weights.
+    if job.context.is_main and not job.weights_path.exists():
+        checkpoint.atomic_torch_save(state.best_model, job.weights_path)
+    job.model.load_state_dict(state.best_model)
+    final = {name: job.evaluate(name) for name in ("valid", "test")}
+    if job.context.enabled:
+        check_identical_weights(job.model, job.context)
+    if not job.context.is_main:
         return final["valid"].top1
-    write_final_reports(output_dir, state, final, class_names, time.perf_counter() - started, runtime)
-    if cfg.paths.get("model_dir"):
-        export_for_sagemaker(output_dir, Path(cfg.paths.model_dir))
+    seconds = time.perf_counter() - job.started
+    reports.write_final_reports(job.output_dir, state, final, job.class_names, seconds, job.runtime)
+    if job.model_dir is not None:
+        export_for_sagemaker(job.output_dir, job.model_dir)
     log.info(
         "best epoch %d: valid top1 %.3f | test top1 %.3f top5 %.3f",
         state.best_epoch,
@@ -520,48 +240,23 @@ def run_training(cfg: DictConfig, stop: StopRequest, context: distributed.Contex
         final["test"].top1,
         final["test"].top5,
     )
-    log.info("weights: %s", weights_path.resolve())
-    if uploads is not None:  # raises UploadError (non-zero exit) naming what stayed local
-        uploads.finish()
+    log.info("weights: %s", job.weights_path.resolve())
+    if job.uploads is not None:  # raises UploadError (non-zero exit) naming what stayed local
+        job.uploads.finish()
     return final["valid"].top1
 
 
-def write_final_reports(
-    output_dir: Path,
-    state: TrainingState,
-    final: dict[str, EvalResult],
-    class_names: list[str],
-    seconds: float,
-    runtime: Runtime,
-) -> None:
-    def summary(result: EvalResult) -> dict[str, Any]:
-        per_class = result.confusion.per_class_accuracy()
-        return {
-            "loss": result.loss,
-            "top1": result.top1,
-            "top5": result.top5,
-            "images": result.images,
-            "per_class_accuracy": dict(zip(class_names, per_class, strict=True)),
-        }
+def check_identical_weights(model: nn.Module, context: distributed.Context) -> None:
+    """DDP keeps replicas in step; a mismatch would mean silently wrong results, so fail loudly."""
+    digests = distributed.gather_objects(module_digest(model))
+    if len(set(digests)) != 1:
+        raise RuntimeError(f"the {context.world_size} ranks ended with different weights: {digests}")
+    log.info("weights identical on all %d ranks (sha256 %s...)", context.world_size, digests[0][:12])
 
-    reports.write_history_csv(state.history, output_dir / "metrics.csv")
-    reports.plot_curves(state.history, output_dir / "curves.png")
-    reports.plot_confusion(
-        final["test"].confusion.counts,
-        class_names,
-        output_dir / "confusion.png",
-        f"test confusion (top-1 {final['test'].top1:.3f})",
-    )
-    reports.write_json(
-        {
-            "best_epoch": state.best_epoch,
-            "epochs_run": state.epoch,
-            "valid": summary(final["valid"]),
-            "test": summary(final["test"]),
-            "seconds": round(seconds, 1),
-            "device": str(runtime.device),
-            "precision": runtime.precision,
-            "versions": checkpoint.versions(),
-        },
-        output_dir / "metrics.json",
-    )
+
+def export_for_sagemaker(output_dir: Path, model_dir: Path) -> None:
+    """model.pth + labels.json into SM_MODEL_DIR: SageMaker tars it into a deployable model.tar.gz."""
+    model_dir.mkdir(parents=True, exist_ok=True)
+    for name in (checkpoint.WEIGHTS_NAME, reports.LABELS_NAME):
+        shutil.copy2(output_dir / name, model_dir / name)
+    log.info("copied %s and %s to %s", checkpoint.WEIGHTS_NAME, reports.LABELS_NAME, model_dir)

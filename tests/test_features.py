@@ -12,10 +12,11 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from dogbreed import training
+from dogbreed import settings, training
 from dogbreed.data import ImageFolderDataset, scan_split
 from dogbreed.engine import evaluate
 from dogbreed.features import FeatureViews, backbone_of
+from dogbreed.loaders import make_feature_loaders, scan_dataset, start_epoch
 from dogbreed.runtime import Runtime
 from dogbreed.serving.architecture import ModelSpec, build_model
 from dogbreed.serving.preprocess import EvalPreset
@@ -109,8 +110,14 @@ def test_frozen_backbone_is_untouched_by_a_cached_run(make_cfg) -> None:
 def test_views_store_augmented_copies_that_epochs_cycle_through(make_cfg) -> None:
     cfg = make_cfg([*CACHED, "trainer.feature_cache_views=3"])
     model = build_model(ModelSpec("resnet18", 4))
-    _, splits = training.scan_dataset(Path(cfg.data.root), 0)
-    loaders = training.make_feature_loaders(cfg, model, splits, Runtime.from_names("cpu", "fp32"))
+    _, splits = scan_dataset(Path(cfg.data.root), 0)
+    loaders = make_feature_loaders(
+        settings.loader_settings(cfg),
+        settings.feature_cache_settings(cfg),
+        model,
+        splits,
+        Runtime.from_names("cpu", "fp32"),
+    )
     train_views = loaders["train"].dataset
     assert isinstance(train_views, FeatureViews)
     assert train_views.features.shape == (3, len(splits["train"].samples), 512)
@@ -124,7 +131,7 @@ def test_views_store_augmented_copies_that_epochs_cycle_through(make_cfg) -> Non
     assert torch.allclose(train_views.features[0, 0], clean[0], atol=1e-4)
     seen = []
     for epoch in (1, 2, 3, 4):
-        training.start_epoch(loaders["train"], cfg.trainer.seed, epoch)
+        start_epoch(loaders["train"], cfg.trainer.seed, epoch)
         seen.append(train_views.view)
     assert seen == [0, 1, 2, 0]
 

@@ -17,9 +17,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from omegaconf import OmegaConf
 
-from dogbreed import training
+from dogbreed import checkpoint, training
 from dogbreed.interrupt import StopRequest
 from dogbreed.resume import TrainingInterrupted
 from tests.conftest import REPO
@@ -168,18 +167,18 @@ def test_spot_notice_during_training_stops_after_one_step_with_a_resumable_check
 
 def test_checkpoint_written_for_a_stop_keeps_the_best_weights(tmp_path: Path) -> None:
     # Mid-epoch, the current weights are no longer those of the best epoch: they must be saved apart.
-    state = training.TrainingState(epoch=1, best_epoch=1, step=3, best_model={"w": torch.ones(1)})
+    state = checkpoint.TrainingState(epoch=1, best_epoch=1, step=3, best_model={"w": torch.ones(1)})
     model = torch.nn.Linear(1, 1)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, 1)
-    training.save_training_checkpoint(
+    checkpoint.save_training_checkpoint(
         tmp_path / "c.pt",
         model,
         optimizer,
         scheduler,
         torch.amp.GradScaler("cpu", enabled=False),
         state,
-        OmegaConf.create({}),
+        {},
         ["a"],
     )
     saved = torch.load(tmp_path / "c.pt", weights_only=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -10,7 +11,7 @@ from pathlib import Path
 import boto3
 import pytest
 
-from dogbreed import datasync, storage, training
+from dogbreed import datasync, loaders, settings, storage, training
 from dogbreed.errors import DogbreedError
 from dogbreed.resume import resolve_resume
 from dogbreed.s3 import MiB, S3Location, S3Uploader, UploadSettings, VerificationError, file_digest
@@ -100,7 +101,7 @@ def test_training_from_s3_data_syncs_once(s3, make_cfg, tiny_dataset: Path, tmp_
     assert (Path(cfg.paths.output_dir) / "labels.json").is_file()
 
     # A second run's data step: nothing to fetch.
-    assert training.prepare_data_root(cfg.data) == synced
+    assert loaders.prepare_data_root(settings.data_source(cfg.data)) == synced
     assert f"0 downloaded, {count} up to date, 0 removed" in caplog.text
 
     changed, gone = sorted(tiny_dataset.rglob("*.jpg"))[:2]
@@ -124,27 +125,34 @@ def put_checkpoint(client: object, key: str, data: bytes) -> None:
 def test_resume_from_an_s3_uri_downloads_and_verifies(s3, make_cfg) -> None:
     put_checkpoint(s3, "runs/a/checkpoint.pt", b"checkpoint bytes")
     cfg = make_cfg([f"trainer.resume=s3://{BUCKET}/runs/a/checkpoint.pt"])
+    output_root = Path(cfg.paths.output_root)
 
-    path = resolve_resume(cfg, Path(cfg.paths.output_dir))
+    path = resolve_resume(cfg.trainer.resume, output_root, None, storage.make_client)
 
     assert path is not None and path.read_bytes() == b"checkpoint bytes"
     s3.put_object(Bucket=BUCKET, Key="runs/b/checkpoint.pt", Body=b"damaged", Metadata={"sha256": sha256(b"x")})
     cfg = make_cfg([f"trainer.resume=s3://{BUCKET}/runs/b/checkpoint.pt"])
     with pytest.raises(DogbreedError, match="does not match the sha256 recorded at upload"):
-        resolve_resume(cfg, Path(cfg.paths.output_dir))
+        resolve_resume(cfg.trainer.resume, output_root, None, storage.make_client)
     cfg = make_cfg([f"trainer.resume=s3://{BUCKET}/runs/none/checkpoint.pt"])
     with pytest.raises(DogbreedError, match="cannot download"):
-        resolve_resume(cfg, Path(cfg.paths.output_dir))
+        resolve_resume(cfg.trainer.resume, output_root, None, storage.make_client)
 
 
 def test_resume_auto_with_s3_takes_the_newest_checkpoint_of_the_run(s3, make_cfg, tmp_path: Path) -> None:
     overrides = ["storage=s3", f"storage.s3_uri=s3://{BUCKET}/runs", "storage.run_name=spot-1", "trainer.resume=auto"]
     cfg = make_cfg(overrides)
-    output_dir = Path(cfg.paths.output_dir)
-    assert resolve_resume(cfg, output_dir) is None
+    run = settings.run_location(cfg, Path(cfg.paths.output_dir))
+
+    def resume() -> Path | None:
+        return resolve_resume(
+            cfg.trainer.resume, Path(cfg.paths.output_root), run, functools.partial(storage.make_client, cfg.storage)
+        )
+
+    assert resume() is None
 
     put_checkpoint(s3, "runs/spot-1/checkpoint.pt", b"from the lost instance")
-    found = resolve_resume(cfg, output_dir)
+    found = resume()
     assert found is not None and found.read_bytes() == b"from the lost instance"
     assert found.name != "checkpoint.pt", "a download must not look like a local run"
 
@@ -153,12 +161,12 @@ def test_resume_auto_with_s3_takes_the_newest_checkpoint_of_the_run(s3, make_cfg
     local.parent.mkdir(parents=True)
     local.write_bytes(b"newer, local")
     os.utime(local, (2e9, 2e9))
-    assert resolve_resume(cfg, output_dir) == local
+    assert resume() == local
 
     # A finished run in S3 is not resumed.
     os.utime(local, (1e9, 1e9))
     s3.put_object(Bucket=BUCKET, Key="runs/spot-1/metrics.json", Body=b"{}")
-    assert resolve_resume(cfg, output_dir) == local
+    assert resume() == local
 
 
 def test_storage_s3_without_a_bucket_is_a_clear_error(make_cfg, monkeypatch: pytest.MonkeyPatch) -> None:

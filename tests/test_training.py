@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from dogbreed import training
+from dogbreed import fitting, training
 from dogbreed.checkpoint import find_resumable, load_checkpoint
 from dogbreed.errors import DataError
 from dogbreed.serving.architecture import ModelSpec, build_model
@@ -73,7 +73,7 @@ def test_resumed_run_ends_with_the_same_weights(make_cfg, monkeypatch: pytest.Mo
     reference_cfg = make_cfg(overrides, run="reference")
     training.train(reference_cfg)
 
-    real_epoch = training.train_one_epoch
+    real_epoch = fitting.train_one_epoch
     calls = []
 
     def interrupted_epoch(*args, **kwargs):
@@ -82,11 +82,11 @@ def test_resumed_run_ends_with_the_same_weights(make_cfg, monkeypatch: pytest.Mo
             raise KeyboardInterrupt  # Ctrl-C in the middle of the third epoch
         return real_epoch(*args, **kwargs)
 
-    monkeypatch.setattr(training, "train_one_epoch", interrupted_epoch)
+    monkeypatch.setattr(fitting, "train_one_epoch", interrupted_epoch)
     interrupted_cfg = make_cfg(overrides, run="interrupted")
     with pytest.raises(KeyboardInterrupt):
         training.train(interrupted_cfg)
-    monkeypatch.setattr(training, "train_one_epoch", real_epoch)
+    monkeypatch.setattr(fitting, "train_one_epoch", real_epoch)
     partial = Path(interrupted_cfg.paths.output_dir) / "checkpoint.pt"
     assert load_checkpoint(partial)["epoch"] == 2
 

@@ -1,0 +1,226 @@
+"""The data a run trains on: the dataset on disk, its checked splits, and their loaders.
+
+Everything here takes plain values or the small settings below; `dogbreed.training`
+builds those from the Hydra config once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Sized
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from dogbreed import distributed
+from dogbreed.data import SPLITS, ImageFolderDataset, Split, breed_name, discover_classes, scan_split
+from dogbreed.datasync import sync_to_cache
+from dogbreed.download import fetch_dogimages
+from dogbreed.errors import DataError
+from dogbreed.features import ExtractionSettings, FeatureCache, FeatureViews, backbone_of, module_digest
+from dogbreed.gpu_decode import DeviceBatchTransform, DeviceDecodingLoader, EncodedImages, collate_encoded
+from dogbreed.runtime import Runtime
+from dogbreed.serving.preprocess import EvalPreset, resize_size_for
+from dogbreed.synthetic import SyntheticSpec, generate
+from dogbreed.transforms import TrainPreset
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DataSource:
+    """Where the splits come from (`data.*`).
+
+    Attributes:
+        root: A local folder, or an s3:// prefix mirrored into `s3_cache`.
+        synthetic: Generate the dataset at `root` instead of reading one.
+        download_url: Fetched into `root` when the folder does not exist; empty to refuse.
+        expected_classes: Checked against the download.
+        s3_cache: The local mirror of an s3:// root.
+    """
+
+    root: str
+    synthetic: SyntheticSpec | None
+    download_url: str | None
+    expected_classes: int | None
+    s3_cache: Path
+
+
+@dataclass(frozen=True)
+class LoaderSettings:
+    """How the split loaders batch, shuffle and decode.
+
+    Attributes:
+        image_size: Side of the square crops the model sees.
+        batch_size: Training batch per rank.
+        eval_batch_size: Validation and test batch per rank.
+        workers: DataLoader worker processes (already resolved from `auto`).
+        seed: Seeds the training order of each epoch, with the epoch number.
+        decode_on_device: Decode JPEGs on the training device instead of in the workers.
+    """
+
+    image_size: int
+    batch_size: int
+    eval_batch_size: int
+    workers: int
+    seed: int
+    decode_on_device: bool = False
+
+
+@dataclass(frozen=True)
+class FeatureCacheSettings:
+    """Where backbone features are cached and how they are extracted.
+
+    Attributes:
+        directory: Shared by every run and sweep trial on the machine.
+        train_views: Stored views per training image; the other splits keep one.
+        extraction: How the backbone pass runs.
+    """
+
+    directory: Path
+    train_views: int
+    extraction: ExtractionSettings
+
+
+def worker_count(setting: int | str) -> int:
+    """`auto` is one worker per core, at most 8; an int is taken as is."""
+    if setting == "auto":
+        return min(os.cpu_count() or 1, 8)
+    return int(setting)
+
+
+def prepare_data_root(source: DataSource) -> Path:
+    """Makes sure the source's root holds the splits: sync, generate, download, or use what is there."""
+    root = Path(source.root)
+    if source.root.startswith("s3://"):  # mirrored into a local cache, then read from there
+        return sync_to_cache(source.root, source.s3_cache)
+    if source.synthetic is not None:
+        return generate(root, source.synthetic)
+    if root.exists():
+        return root
+    if not source.download_url:
+        raise DataError(
+            f"{root} does not exist and data.download_url is empty; set data.root=... or use data=synthetic"
+        )
+    return fetch_dogimages(root, source.download_url, source.expected_classes)
+
+
+def scan_dataset(root: Path, scan_workers: int) -> tuple[list[str], dict[str, Split]]:
+    """Class folders and the checked files of each split."""
+    folders = discover_classes(root)
+    started = time.perf_counter()
+    splits = {name: scan_split(root, name, folders, scan_workers) for name in SPLITS}
+    counts = ", ".join(f"{name} {len(split.samples)}" for name, split in splits.items())
+    log.info("%d classes; images %s (checked in %.1f s)", len(folders), counts, time.perf_counter() - started)
+    for split in splits.values():
+        for item in split.skipped:
+            log.warning("%s %s: %s", "kept" if item.kept else "skipped", item.path, item.reason)
+    return [breed_name(folder) for folder in folders], splits
+
+
+def prepare_and_scan(
+    source: DataSource, scan_workers: int, context: distributed.Context
+) -> tuple[list[str], dict[str, Split]]:
+    """One process per machine fetches/generates the data, then rank 0's scan is shared by all."""
+    if context.local_rank == 0:
+        root = prepare_data_root(source)
+    distributed.barrier()
+    if context.local_rank != 0:
+        root = prepare_data_root(source)  # already there: returns at once
+    scanned = scan_dataset(root, scan_workers) if context.is_main else None
+    return distributed.broadcast_object(scanned)
+
+
+def sampling(dataset: Any, is_train: bool, context: distributed.Context, seed: int) -> dict[str, Any]:
+    """DataLoader sampling arguments: each rank its own shard under torchrun, else plain shuffling."""
+    if not context.enabled:
+        return {"shuffle": is_train}
+    if is_train:  # reshuffled per epoch by set_epoch in start_epoch
+        return {"sampler": DistributedSampler(dataset, context.world_size, context.rank, shuffle=True, seed=seed)}
+    return {"sampler": distributed.ShardSampler(len(dataset), context)}
+
+
+def batching(settings: LoaderSettings, dataset: Sized, is_train: bool, context: distributed.Context) -> dict[str, Any]:
+    """DataLoader arguments for batch size, order and sharding, the same for images and features."""
+    return {
+        "batch_size": settings.batch_size if is_train else settings.eval_batch_size,
+        # A last batch of one sample breaks BatchNorm in training mode.
+        "drop_last": is_train and len(dataset) > settings.batch_size * context.world_size,
+        "generator": torch.Generator() if is_train else None,
+        **sampling(dataset, is_train, context, settings.seed),
+    }
+
+
+def make_loaders(
+    settings: LoaderSettings, splits: dict[str, Split], runtime: Runtime, context: distributed.Context
+) -> dict[str, DataLoader | DeviceDecodingLoader]:
+    """Image loaders for each split: decoded and augmented in workers, or on the device."""
+    common: dict[str, Any] = {
+        "num_workers": settings.workers,
+        "pin_memory": runtime.device.type == "cuda",
+        # Workers are re-created each epoch and seeded from the loader's generator, which
+        # is what makes a resumed run draw the same augmentations as an uninterrupted one.
+        "persistent_workers": False,
+    }
+    loaders: dict[str, DataLoader | DeviceDecodingLoader] = {}
+    for name in SPLITS:
+        is_train = name == "train"
+        samples = splits[name].samples
+        dataset: Dataset
+        if settings.decode_on_device:
+            dataset = EncodedImages(samples)
+            common["collate_fn"] = collate_encoded
+        else:
+            preset = TrainPreset(settings.image_size) if is_train else EvalPreset(settings.image_size)
+            dataset = ImageFolderDataset(samples, preset, resize_size_for(settings.image_size))
+        loader = DataLoader(dataset, **batching(settings, dataset, is_train, context), **common)
+        if settings.decode_on_device:
+            transform = DeviceBatchTransform(settings.image_size, is_train, runtime.device, runtime.channels_last)
+            loaders[name] = DeviceDecodingLoader(loader, transform)
+        else:
+            loaders[name] = loader
+    return loaders
+
+
+def use_feature_cache(setting: bool | str, freeze: str) -> bool:
+    """Whether to train on cached features: `trainer.feature_cache` given `model.freeze`."""
+    if setting == "auto":
+        return freeze == "backbone"
+    if setting and freeze != "backbone":
+        raise ValueError("trainer.feature_cache=true needs model.freeze=backbone (other layers train)")
+    return bool(setting)
+
+
+def make_feature_loaders(
+    settings: LoaderSettings,
+    cache_settings: FeatureCacheSettings,
+    model: nn.Module,
+    splits: dict[str, Split],
+    runtime: Runtime,
+    context: distributed.Context = distributed.SINGLE_PROCESS,
+) -> dict[str, DataLoader]:
+    """Loaders over cached backbone features; the model's `fc` head is what trains on them."""
+    cache = FeatureCache(cache_settings.directory)
+    digest = module_digest(backbone_of(model))
+    loaders = {}
+    for name, split in splits.items():
+        is_train = name == "train"
+        views = cache_settings.train_views if is_train else 1
+        dataset = cache.features(model, name, split.samples, views, runtime, cache_settings.extraction, digest, context)
+        loaders[name] = DataLoader(dataset, **batching(settings, dataset, is_train, context))
+    return loaders
+
+
+def start_epoch(loader: DataLoader | DeviceDecodingLoader, seed: int, epoch: int) -> None:
+    """The data order (and cached view) depends only on (seed, epoch): resumed runs see the same batches."""
+    loader.generator.manual_seed(seed + epoch)
+    if isinstance(loader.sampler, DistributedSampler):
+        loader.sampler.set_epoch(epoch)
+    if isinstance(loader.dataset, FeatureViews):
+        loader.dataset.set_epoch(epoch)
