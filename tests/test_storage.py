@@ -14,7 +14,7 @@ import pytest
 from dogbreed import datasync, loaders, settings, storage, training
 from dogbreed.errors import DogbreedError
 from dogbreed.resume import resolve_resume
-from dogbreed.s3 import MiB, S3Location, S3Uploader, UploadSettings, VerificationError, file_digest
+from dogbreed.s3 import MiB, S3Location, S3Uploader, UploadSettings, VerificationError, file_digest, make_client
 from tests.test_training import ARTIFACTS
 
 BUCKET = "dogbreed-artifacts"
@@ -127,16 +127,16 @@ def test_resume_from_an_s3_uri_downloads_and_verifies(s3, make_cfg) -> None:
     cfg = make_cfg([f"trainer.resume=s3://{BUCKET}/runs/a/checkpoint.pt"])
     output_root = Path(cfg.paths.output_root)
 
-    path = resolve_resume(cfg.trainer.resume, output_root, None, storage.make_client)
+    path = resolve_resume(cfg.trainer.resume, output_root, None, make_client)
 
     assert path is not None and path.read_bytes() == b"checkpoint bytes"
     s3.put_object(Bucket=BUCKET, Key="runs/b/checkpoint.pt", Body=b"damaged", Metadata={"sha256": sha256(b"x")})
     cfg = make_cfg([f"trainer.resume=s3://{BUCKET}/runs/b/checkpoint.pt"])
     with pytest.raises(DogbreedError, match="does not match the sha256 recorded at upload"):
-        resolve_resume(cfg.trainer.resume, output_root, None, storage.make_client)
+        resolve_resume(cfg.trainer.resume, output_root, None, make_client)
     cfg = make_cfg([f"trainer.resume=s3://{BUCKET}/runs/none/checkpoint.pt"])
     with pytest.raises(DogbreedError, match="cannot download"):
-        resolve_resume(cfg.trainer.resume, output_root, None, storage.make_client)
+        resolve_resume(cfg.trainer.resume, output_root, None, make_client)
 
 
 def test_resume_auto_with_s3_takes_the_newest_checkpoint_of_the_run(s3, make_cfg, tmp_path: Path) -> None:
@@ -145,9 +145,8 @@ def test_resume_auto_with_s3_takes_the_newest_checkpoint_of_the_run(s3, make_cfg
     run = settings.run_location(cfg, Path(cfg.paths.output_dir))
 
     def resume() -> Path | None:
-        return resolve_resume(
-            cfg.trainer.resume, Path(cfg.paths.output_root), run, functools.partial(storage.make_client, cfg.storage)
-        )
+        client = functools.partial(settings.storage_client, cfg.storage)
+        return resolve_resume(cfg.trainer.resume, Path(cfg.paths.output_root), run, client)
 
     assert resume() is None
 

@@ -24,7 +24,7 @@ def long_functions(root: Path, limit: int) -> list[str]:
             if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
                 length = (node.end_lineno or node.lineno) - node.lineno + 1
                 if length > limit:
-                    found.append(f"{path.relative_to(REPO)}:{node.lineno} {node.name} ({length} lines)")
+                    found.append(f"{path.relative_to(root.parent)}:{node.lineno} {node.name} ({length} lines)")
     return found
 
 
