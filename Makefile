@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo test test-full test-deploy test-s3 integ-deploy lint format bench clean
+.PHONY: help setup demo test test-full test-dogbreed test-deploy test-ami test-aws integ-deploy lint format bench clean
 
 help: ## Show this help
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-10s %s\n", $$1, $$2}'
@@ -29,14 +29,20 @@ test: $(STAMP) ## Run the default (fast) test suite
 test-full: $(STAMP) ## Run every test that can run here, slow ones included
 	$(PY) -m pytest -m "not gpu and not integ"
 
-test-deploy: $(STAMP) ## AWS deploy tests against a local moto server (no AWS account needed)
-	$(PY) -m pytest tests/test_deploy_cloud_config.py tests/test_deploy_cloud_policies.py tests/test_deploy_cloud_services.py tests/test_deploy_cloud_flow.py
+test-dogbreed: $(STAMP) ## Tests of the library: data, training, resume, S3 storage, the shipped serving code
+	$(PY) -m pytest tests/dogbreed
 
-test-s3: $(STAMP) ## S3 storage and spot-interruption tests (moto server on loopback)
-	$(PY) -m pytest tests/test_storage.py tests/test_storage_failure.py tests/test_interrupt.py tests/test_interrupt_training.py
+test-deploy: $(STAMP) ## Tests of deploy/: packaging, local endpoint, Lambda handler, AWS against moto
+	$(PY) -m pytest tests/deploy
+
+test-ami: $(STAMP) ## Tests of ami/: EC2 launch and teardown against moto, bootstrap, choose
+	$(PY) -m pytest tests/ami
+
+test-aws: $(STAMP) ## Every test that runs against the local moto server (no AWS account needed)
+	$(PY) -m pytest -m "aws and not slow and not gpu and not integ"
 
 integ-deploy: $(STAMP) ## Deploy flow on real AWS (costs money): DOGBREED_INTEG_S3_URI=s3://bucket/prefix
-	DOGBREED_INTEG=1 $(PY) -m pytest -m integ tests/test_deploy_integ.py
+	DOGBREED_INTEG=1 $(PY) -m pytest -m integ tests/deploy
 
 bench: $(STAMP) ## Speed benchmarks against the course recipe on generated dogImages-sized data (~20 min)
 	$(PY) -m benchmarks.training_speed

@@ -4,48 +4,23 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
-from PIL import Image
 
-from dogbreed.synthetic import SyntheticSpec, generate
-
-REPO = Path(__file__).resolve().parents[1]
-CONF_DIR = REPO / "conf"
-
-TINY_SPEC = SyntheticSpec(classes=4, train_per_class=12, valid_per_class=4, test_per_class=4, width=64, height=48)
+from dogbreed.synthetic import generate
+from tests.helpers.config import TINY_SPEC, compose_config, shrunk_overrides
+from tests.helpers.net import free_port
 
 
-def compose_config(overrides: list[str] | None = None) -> DictConfig:
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose(config_name="train", overrides=overrides or [])
-
-
-def shrunk_overrides(output_dir: Path, data_root: Path) -> list[str]:
-    """CPU, no workers, tiny images and model: a run takes seconds. Later overrides win."""
-    return [
-        f"paths.output_dir={output_dir}",
-        f"paths.output_root={output_dir.parent}",
-        f"paths.cache_dir={output_dir.parent.parent / 'cache'}",
-        f"data.root={data_root}",
-        "data.synthetic=null",
-        "data.num_workers=0",
-        "data.scan_workers=0",
-        "data.image_size=32",
-        "data.batch_size=8",
-        "data.eval_batch_size=16",
-        "model.arch=resnet18",
-        "model.pretrained=false",
-        "trainer.device=cpu",
-        "trainer.epochs=1",
-        "trainer.progress_bar=false",
-    ]
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Marks every test that talks to the moto server `aws`, so `make test-aws` selects them all."""
+    for item in items:
+        if "moto_server" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.aws)
 
 
 @pytest.fixture(scope="session")
@@ -63,23 +38,10 @@ def make_cfg(tmp_path: Path, tiny_dataset: Path) -> Callable[..., DictConfig]:
     return make
 
 
-def write_image(path: Path, mode: str = "RGB", size: tuple[int, int] = (40, 30), fmt: str | None = None) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    color = {"RGB": (200, 30, 30), "L": 128, "CMYK": (0, 200, 200, 0), "RGBA": (0, 0, 255, 128), "P": 3}[mode]
-    Image.new(mode, size, color).save(path, format=fmt)
-    return path
-
-
 @pytest.fixture
 def closed_port() -> int:
     """A loopback port with nothing listening: connections are refused at once."""
     return free_port()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="session")

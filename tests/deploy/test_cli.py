@@ -16,8 +16,10 @@ import torch
 from deploy.cli import main, wait_for_ping
 from deploy.model_archive import package_run
 from dogbreed.serving import handler
-from tests.conftest import REPO, free_port
-from tests.serving_support import image_bytes, train_run
+from tests.helpers.config import REPO
+from tests.helpers.images import image_bytes
+from tests.helpers.net import free_port
+from tests.helpers.runs import train_run
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from parliament import analyze_policy_string
 
 from deploy.cloud import iam
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 ACCOUNT = "123456789012"
 REPOSITORY = "arn:aws:ecr:eu-west-1:763104351884:repository/pytorch-inference"
 

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from dogbreed.sweep import write_summary
-from tests.conftest import REPO
+from tests.helpers.config import REPO
 
 
 def test_optuna_head_sweep_reuses_one_cache_and_names_the_best_trial(tiny_dataset: Path, tmp_path: Path) -> None:

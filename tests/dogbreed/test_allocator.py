@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from dogbreed.allocator import OPT_OUT, TUNABLES, tuned_environment
-from tests.conftest import REPO
+from tests.helpers.config import REPO
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc only")

@@ -21,7 +21,8 @@ import dogbreed.serving
 from deploy.cli import main
 from deploy.model_archive import PackageError, package_run
 from dogbreed.errors import WeightsError
-from tests.serving_support import image_bytes, train_run
+from tests.helpers.images import image_bytes
+from tests.helpers.runs import train_run
 
 SERVING_DIR = Path(dogbreed.serving.__file__).parent
 # What the container offers besides the standard library (sagemaker_inference: errors.py tries it).

@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from dogbreed.storage import run_files
-from tests.conftest import REPO, shrunk_overrides
+from tests.helpers.config import REPO, shrunk_overrides
 
 BUCKET = "dogbreed-flaky"
 

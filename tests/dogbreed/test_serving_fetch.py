@@ -13,7 +13,7 @@ import pytest
 
 from dogbreed.serving.errors import RequestError
 from dogbreed.serving.fetch import FetchPolicy, check_address, fetch
-from tests.serving_support import image_bytes
+from tests.helpers.images import image_bytes
 
 IMAGE = image_bytes()
 LOOPBACK = FetchPolicy(allow_loopback=True)

@@ -17,7 +17,7 @@ from botocore.config import Config
 from botocore.response import StreamingBody
 from botocore.stub import Stubber
 
-from tests.serving_support import image_bytes
+from tests.helpers.images import image_bytes
 
 JPEG = image_bytes(size=(64, 48))
 ANSWER = {"predictions": [{"breed": "Beagle", "index": 3, "probability": 0.9}], "model": {"name": "run"}}

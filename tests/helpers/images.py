@@ -1,4 +1,4 @@
-"""Helpers shared by the serving tests: a trained tiny run and images of every awkward kind."""
+"""Images of every awkward kind, written to disk or as bytes."""
 
 from __future__ import annotations
 
@@ -7,17 +7,22 @@ import struct
 import zlib
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 
-import dogbreed.training
-from tests.conftest import compose_config, shrunk_overrides
+
+def write_image(path: Path, mode: str = "RGB", size: tuple[int, int] = (40, 30), fmt: str | None = None) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    color = {"RGB": (200, 30, 30), "L": 128, "CMYK": (0, 200, 200, 0), "RGBA": (0, 0, 255, 128), "P": 3}[mode]
+    Image.new(mode, size, color).save(path, format=fmt)
+    return path
 
 
-def train_run(output_dir: Path, data_root: Path) -> Path:
-    """A ResNet18 trained one epoch on the tiny dataset (4 classes, 32 px): seconds on CPU."""
-    cfg = compose_config(shrunk_overrides(output_dir, data_root))
-    dogbreed.training.train(cfg)
-    return output_dir
+def jpeg_bytes(size: tuple[int, int] = (160, 120), seed: int = 0) -> bytes:
+    pixels = np.random.default_rng(seed).integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "JPEG")
+    return buffer.getvalue()
 
 
 def image_bytes(

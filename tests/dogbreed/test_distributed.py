@@ -22,7 +22,7 @@ from dogbreed.sagemaker_job import cluster_environment, hydra_argv
 from dogbreed.serving.architecture import ModelSpec, build_model
 from dogbreed.serving.preprocess import EvalPreset
 from dogbreed.training import build_optimizer
-from tests.conftest import REPO, compose_config
+from tests.helpers.config import REPO, compose_config
 
 TINY = ["model.arch=resnet18", "model.pretrained=false", "data.image_size=32", "data.num_workers=0",
         "data.scan_workers=0", "data.batch_size=8", "trainer.device=cpu", "trainer.precision=fp32",

@@ -270,7 +270,7 @@ def test_ssh_subcommand_execs_ssh_to_the_running_instance(dlami: str, tmp_path: 
     fake_bin.mkdir()
     (fake_bin / "ssh").write_text('#!/bin/sh\necho "ssh $*"\n')
     (fake_bin / "ssh").chmod(0o755)
-    env = {**os.environ, "PATH": f"{fake_bin}:{os.environ['PATH']}", "PYTHONPATH": str(Path(__file__).parents[1])}
+    env = {**os.environ, "PATH": f"{fake_bin}:{os.environ['PATH']}", "PYTHONPATH": str(Path(__file__).parents[2])}
     result = subprocess.run(
         [sys.executable, "-m", "ami", "ssh", *overrides(tmp_path)], env=env, capture_output=True, text=True, timeout=60
     )

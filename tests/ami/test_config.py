@@ -100,7 +100,7 @@ def test_code_archive_is_reproducible_and_holds_only_the_training_project() -> N
         names = tar.getnames()
     assert {"pyproject.toml", "train.py", "conf/train.yaml", "dogbreed/training.py"} <= set(names)
     # train.py composes from all of conf/: every group and the help template travel with it.
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     assert {p.relative_to(root).as_posix() for p in (root / "conf").rglob("*.yaml")} <= set(names)
     assert not [n for n in names if n.startswith(("ami/", "tests/", "deploy/")) or "__pycache__" in n]
 

@@ -14,7 +14,7 @@ import boto3
 import pytest
 import torch
 
-from tests.conftest import REPO
+from tests.helpers.config import REPO
 
 BUCKET = "dogbreed-spot"
 

@@ -15,7 +15,7 @@ from dogbreed import datasync, loaders, settings, storage, training
 from dogbreed.errors import DogbreedError
 from dogbreed.resume import resolve_resume
 from dogbreed.s3 import MiB, S3Location, S3Uploader, UploadSettings, VerificationError, file_digest, make_client
-from tests.test_training import ARTIFACTS
+from tests.helpers.runs import ARTIFACTS
 
 BUCKET = "dogbreed-artifacts"
 # Every artifact of a local run, plus the resolved config that storage=s3 runs write.

@@ -20,8 +20,9 @@ from botocore.config import Config
 
 from deploy.server import BackgroundServer, create_app, prepare_model_dir
 from dogbreed.serving import handler
-from tests.conftest import free_port
-from tests.serving_support import image_bytes, png_bomb, train_run
+from tests.helpers.images import image_bytes, png_bomb
+from tests.helpers.net import free_port
+from tests.helpers.runs import train_run
 
 JPEG = image_bytes()
 

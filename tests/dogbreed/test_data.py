@@ -12,14 +12,7 @@ from PIL import Image
 from dogbreed.data import SPLITS, ImageFolderDataset, breed_name, discover_classes, scan_split
 from dogbreed.errors import DataError
 from dogbreed.serving.preprocess import EvalPreset, decode_image
-from tests.conftest import write_image
-
-
-def jpeg_bytes(size: tuple[int, int] = (160, 120), seed: int = 0) -> bytes:
-    pixels = np.random.default_rng(seed).integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, "JPEG")
-    return buffer.getvalue()
+from tests.helpers.images import jpeg_bytes, write_image
 
 
 def png_bytes() -> bytes:

@@ -1,7 +1,7 @@
 """The whole deploy flow against real AWS: train a tiny run, `up`, `up` again, invoke, `status`, `down`.
 
 Opt-in only (it costs money, minutes and needs deploy/iam/deployer-policy.json):
-`DOGBREED_INTEG=1 DOGBREED_INTEG_S3_URI=s3://bucket/prefix pytest -m integ tests/test_deploy_integ.py`.
+`DOGBREED_INTEG=1 DOGBREED_INTEG_S3_URI=s3://bucket/prefix pytest -m integ tests/deploy/test_integ.py`.
 Extra deploy overrides go in DOGBREED_INTEG_OVERRIDES (space-separated), e.g.
 `deploy.serverless.enabled=true deploy.lambda.provisioned_concurrency=0` for the cheapest run.
 """

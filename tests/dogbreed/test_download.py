@@ -16,7 +16,8 @@ import pytest
 from dogbreed.data import SPLITS
 from dogbreed.download import fetch_dogimages
 from dogbreed.errors import DataError
-from tests.conftest import REPO, write_image
+from tests.helpers.config import REPO
+from tests.helpers.images import write_image
 
 
 class ShortReadHandler(http.server.SimpleHTTPRequestHandler):

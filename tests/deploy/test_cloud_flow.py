@@ -27,7 +27,7 @@ from deploy.cloud import orchestrator
 from deploy.cloud.config import load_config
 from deploy.cloud.orchestrator import Clients
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 BUCKET = "dogbreed-deploy-test"
 ACCOUNT = "123456789012"  # moto's default account
 IMAGE = "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-inference:2.6.0-cpu-py312"

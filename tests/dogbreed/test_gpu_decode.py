@@ -11,7 +11,7 @@ import torch
 from dogbreed import training
 from dogbreed.gpu_decode import DeviceBatchTransform, EncodedImages, collate_encoded
 from dogbreed.serving.preprocess import EvalPreset, decode_image
-from tests.conftest import write_image
+from tests.helpers.images import write_image
 
 
 def encoded_batch(paths: list[Path]) -> list[torch.Tensor]:

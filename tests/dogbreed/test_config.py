@@ -13,7 +13,7 @@ import yaml
 from hydra.utils import instantiate
 
 from dogbreed.training import build_optimizer
-from tests.conftest import CONF_DIR, REPO, compose_config
+from tests.helpers.config import CONF_DIR, REPO, compose_config
 
 EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
 CONTRACT_KEYS = [

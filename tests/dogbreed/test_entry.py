@@ -17,7 +17,7 @@ from botocore.exceptions import ClientError, EndpointConnectionError, NoRegionEr
 from dogbreed.entry import explain, reported_errors
 from dogbreed.errors import DataError
 from dogbreed.train_args import hydra_args
-from tests.conftest import REPO
+from tests.helpers.config import REPO
 
 NO_CREDENTIALS = "error: no AWS credentials: Unable to locate credentials — set AWS_PROFILE, run `aws configure`"
 

@@ -16,18 +16,8 @@ from dogbreed.checkpoint import find_resumable, load_checkpoint
 from dogbreed.errors import DataError
 from dogbreed.serving.architecture import ModelSpec, build_model
 from dogbreed.synthetic import SyntheticSpec, generate
-from tests.test_data import jpeg_bytes
-
-ARTIFACTS = [
-    "model.pth",
-    "labels.json",
-    "checkpoint.pt",
-    "metrics.json",
-    "metrics.csv",
-    "curves.png",
-    "confusion.png",
-    "skipped_files.txt",
-]
+from tests.helpers.images import jpeg_bytes
+from tests.helpers.runs import ARTIFACTS
 
 
 def test_run_with_broken_files_writes_every_artifact(make_cfg, tiny_dataset: Path, tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ import torch
 from dogbreed import checkpoint, training
 from dogbreed.interrupt import StopRequest
 from dogbreed.resume import TrainingInterrupted
-from tests.conftest import REPO
+from tests.helpers.config import REPO
 
 TOKEN = "session-token-123"
 
