@@ -43,11 +43,6 @@ class StopRequest:
         self._previous: dict[int, Any] = {}
         self._poller = SpotNoticePoller(spot_endpoint, spot_poll_s, self) if spot_endpoint else None
 
-    @classmethod
-    def from_config(cls, trainer: Any) -> StopRequest:
-        interrupt = trainer.interrupt
-        return cls(interrupt.imds_endpoint if interrupt.spot_notice else None, float(interrupt.spot_poll_s))
-
     @property
     def requested(self) -> bool:
         return self._event.is_set()

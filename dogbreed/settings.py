@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from dogbreed.errors import DogbreedError
 from dogbreed.features import ExtractionSettings
+from dogbreed.interrupt import StopRequest
 from dogbreed.loaders import DataSource, FeatureCacheSettings, LoaderSettings, worker_count
 from dogbreed.s3 import MiB, S3Location, UploadSettings, make_client
 from dogbreed.storage import RESOLVED_CONFIG_NAME, RunUploads
@@ -113,3 +114,8 @@ def run_uploads(cfg: Any, run_dir: Path) -> RunUploads | None:
         storage_client(storage),
         bool(storage.upload_checkpoints),
     )
+
+
+def stop_request(interrupt: DictConfig) -> StopRequest:
+    """Signals always stop a run; `trainer.interrupt.spot_notice` adds the EC2 spot-notice poller."""
+    return StopRequest(interrupt.imds_endpoint if interrupt.spot_notice else None, float(interrupt.spot_poll_s))

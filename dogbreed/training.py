@@ -26,7 +26,6 @@ from dogbreed import checkpoint, distributed, reports, s3, settings, storage
 from dogbreed.data import Split, write_skipped_report
 from dogbreed.features import module_digest
 from dogbreed.fitting import Job, Schedule, fit
-from dogbreed.interrupt import StopRequest
 from dogbreed.loaders import (
     make_feature_loaders,
     make_loaders,
@@ -52,7 +51,7 @@ def train(cfg: DictConfig) -> float:
     """
     context = distributed.init(resolve_device(cfg.trainer.device))  # a single process unless torchrun
     try:
-        with StopRequest.from_config(cfg.trainer) as stop:
+        with settings.stop_request(cfg.trainer.interrupt) as stop:
             job, state = set_up(cfg, context)
             fit(job, state, stop)
             return finish(job, state)
