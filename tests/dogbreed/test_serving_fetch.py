@@ -28,12 +28,23 @@ class Handler(http.server.BaseHTTPRequestHandler):
         elif self.path == "/slow":
             time.sleep(1.5)
             self.reply(200, IMAGE)
+        elif self.path in ("/drip-headers", "/drip-body"):
+            self.drip(self.path == "/drip-body")
         elif self.path.startswith("/to/"):  # /to/<url>: a redirect to <url>
             self.send_response(302)
             self.send_header("Location", self.path.removeprefix("/to/"))
             self.end_headers()
         else:
             self.reply(404, b"no")
+
+    def drip(self, in_body: bool) -> None:
+        """One byte every 0.1 s for 4 s: every read succeeds, the response never ends in time."""
+        head = b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" if in_body else b"HTTP/1.1 200 OK\r\n"
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            self.wfile.write(head)
+            for _ in range(40):
+                self.wfile.write(b"x")
+                time.sleep(0.1)
 
     def reply(self, status: int, body: bytes) -> None:
         self.send_response(status)
@@ -117,3 +128,20 @@ def test_public_addresses_pass() -> None:
     for address in ("93.184.216.34", "2606:2800:220:1:248:1893:25c8:1946"):
         check_address(ipaddress.ip_address(address), FetchPolicy())
     check_address(ipaddress.ip_address("::ffff:127.0.0.1"), LOOPBACK)
+
+
+@pytest.mark.parametrize("path", ["/drip-headers", "/drip-body"])
+def test_one_deadline_over_headers_and_body(origin: str, path: str) -> None:
+    """A server dripping a byte per 0.1 s never trips the per-read timeout; the total deadline stops it."""
+    started = time.monotonic()
+    with pytest.raises(RequestError, match="took longer than 1 s") as caught:
+        fetch(f"{origin}{path}", FetchPolicy(total_timeout=1.0, allow_loopback=True))
+    assert caught.value.status == 400
+    assert time.monotonic() - started < 1.6
+
+
+def test_deadline_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DOGBREED_FETCH_TIMEOUT", "1.5")
+    assert FetchPolicy.from_env().total_timeout == 1.5
+    monkeypatch.setenv("DOGBREED_FETCH_TIMEOUT", "99")  # never longer than the default
+    assert FetchPolicy.from_env().total_timeout == 10.0
