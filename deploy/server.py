@@ -14,6 +14,7 @@ and uvicorn writes one access-log line per request.
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import json
 import logging
@@ -25,9 +26,10 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import anyio
+import anyio.to_thread
 import uvicorn
 from starlette.applications import Starlette
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -43,6 +45,11 @@ DRAIN_BYTES = 4 * MAX_BODY_BYTES  # beyond this, an oversized upload is cut off 
 # How `python -m deploy serve --workers N` hands its choices to the worker processes it spawns.
 MODEL_DIR_ENV = "DOGBREED_MODEL_DIR"
 HANDLER_ENV = "DOGBREED_HANDLER"
+BODY_TIMEOUT_S = 30.0  # the whole upload, first byte to last: a client dripping bytes is cut off (408)
+# Threads for JSON requests (which may fetch a URL: up to 10 s each, mostly waiting) and, apart, for
+# the work on image bytes: URLs that are slow on purpose cannot take the threads good images need.
+INPUT_THREADS = 64
+MODEL_THREADS = 16
 
 
 def error(status: int, message: str) -> JSONResponse:
@@ -54,11 +61,9 @@ def apply_query(data: Any, query: dict[str, str]) -> Any:
     if not isinstance(data, default_handler.Request):
         return data
     if "topk" in query:
-        if not query["topk"].isdigit() or int(query["topk"]) < 1:
-            raise RequestError(400, f"topk must be a positive integer, got {query['topk']!r}")
-        data.topk = int(query["topk"])
+        data.topk = default_handler.check_topk(query["topk"], from_query=True)
     if "logits" in query:
-        data.logits = query["logits"].lower() in ("1", "true", "yes")
+        data.logits = default_handler.check_logits(query["logits"], from_query=True)
     return data
 
 
@@ -79,25 +84,35 @@ async def read_body(request: Request) -> bytes | None:
     return bytes(body) if size <= MAX_BODY_BYTES else None
 
 
-def create_app(handler: ModuleType, model: Any) -> Starlette:
+def create_app(handler: ModuleType, model: Any, body_timeout: float = BODY_TIMEOUT_S) -> Starlette:
     """The endpoint for `model` as returned by `handler.model_fn`."""
+    input_threads = anyio.CapacityLimiter(INPUT_THREADS)
+    model_threads = anyio.CapacityLimiter(MODEL_THREADS)
 
-    def answer(body: bytes, content_type: str | None, accept: str | None, query: dict[str, str]) -> str | bytes:
-        data = apply_query(handler.input_fn(body, content_type), query)
-        return handler.output_fn(handler.predict_fn(data, model), accept or "application/json")
+    def predict(data: Any, accept: str | None, query: dict[str, str]) -> str | bytes:
+        return handler.output_fn(handler.predict_fn(apply_query(data, query), model), accept or "application/json")
+
+    async def answer(body: bytes, content_type: str | None, accept: str | None, query: dict[str, str]) -> str | bytes:
+        # JSON may mean a URL fetch: its own threads, so hostile URLs only ever wait on each other.
+        json_body = "json" in (content_type or "").lower()
+        data = await anyio.to_thread.run_sync(
+            handler.input_fn, body, content_type, limiter=input_threads if json_body else model_threads
+        )
+        return await anyio.to_thread.run_sync(predict, data, accept, query, limiter=model_threads)
 
     async def ping(request: Request) -> Response:
         return Response(status_code=200)
 
     async def invocations(request: Request) -> Response:
-        body = await read_body(request)
+        try:
+            body = await asyncio.wait_for(read_body(request), body_timeout)
+        except TimeoutError:
+            return error(408, f"the body did not arrive within {body_timeout:g} s")
         if body is None:
             return error(413, f"the body is over the {MAX_BODY_BYTES:,}-byte limit")
         headers = request.headers
         try:
-            result = await run_in_threadpool(
-                answer, body, headers.get("content-type"), headers.get("accept"), dict(request.query_params)
-            )
+            result = await answer(body, headers.get("content-type"), headers.get("accept"), dict(request.query_params))
         except RequestError as err:
             log.info("%s %s -> %d: %s", request.method, request.url.path, err.status, err.message)
             return error(err.status, err.message)

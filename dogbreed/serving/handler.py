@@ -11,11 +11,16 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
+import ctypes
+import ctypes.util
 import json
 import logging
 import os
+import re
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -34,6 +39,13 @@ log = logging.getLogger(__name__)
 SERVING_INFO_NAME = "serving.json"
 MAX_BODY_BYTES = 6 * 1024 * 1024  # the real-time endpoint's payload cap
 MAX_PIXELS = 50_000_000  # a 50-megapixel photo decodes; a decompression bomb does not
+# One decode may hold this much (preprocess.decoded_bytes: mode x size, from the header): a 50 MP
+# RGB photo (200 MB) fits, a 7000x7000 RGBA PNG (588 MB) does not.
+MAX_DECODED_BYTES = 512 * 1024 * 1024
+# Decodes in flight together hold at most this much; the rest wait their turn.
+DECODE_BUDGET_BYTES = 512 * 1024 * 1024
+MAX_TOPK = 10_000
+MAX_URL_CHARS = 8192
 IMAGE_TYPES = ("image/jpeg", "image/png", "application/x-image")
 JSON_TYPE = "application/json"
 DEFAULT_TOPK = 5
@@ -66,6 +78,53 @@ class Request:
     image: bytes
     topk: int = DEFAULT_TOPK
     logits: bool = False
+
+
+class ByteBudget:
+    """A semaphore counted in bytes: `hold(n)` waits until n more bytes fit under the budget.
+
+    A request larger than the whole budget still runs, alone. When the last holder leaves,
+    the C heap is trimmed, so the memory a burst of large decodes took goes back to the system.
+    """
+
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
+        self.held = 0
+        self._changed = threading.Condition()
+
+    @contextlib.contextmanager
+    def hold(self, size: int) -> Iterator[None]:
+        size = min(size, self.budget)
+        with self._changed:
+            self._changed.wait_for(lambda: self.held + size <= self.budget)
+            self.held += size
+        try:
+            yield
+        finally:
+            with self._changed:
+                self.held -= size
+                idle = self.held == 0
+                self._changed.notify_all()
+            if idle and size > 16 * 1024 * 1024:
+                trim_heap()
+
+
+def _load_malloc_trim() -> Any:
+    """glibc's malloc_trim, or None (musl, macOS, Windows): freed large blocks otherwise stay in the heap."""
+    with contextlib.suppress(OSError, AttributeError, TypeError):
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    return None
+
+
+_MALLOC_TRIM = _load_malloc_trim()
+
+
+def trim_heap() -> None:
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
+
+
+DECODES = ByteBudget(DECODE_BUDGET_BYTES)
 
 
 def choose_dtype(device: torch.device) -> torch.dtype:
@@ -129,29 +188,55 @@ def _media_type(content_type: str | None) -> str:
     return (content_type or "").split(";")[0].strip().lower()
 
 
-def _options(payload: dict[str, Any]) -> tuple[int, bool]:
-    topk = payload.get("topk", DEFAULT_TOPK)
-    if not isinstance(topk, int) or isinstance(topk, bool) or topk < 1:
-        raise RequestError(400, f"topk must be a positive integer, got {topk!r}")
-    return topk, bool(payload.get("logits", False))
+_DECIMAL = re.compile(r"[0-9]{1,9}")  # ASCII digits only: str.isdigit() also takes '²'
+
+
+def check_topk(topk: object, from_query: bool = False) -> int:
+    """A JSON integer in 1..MAX_TOPK (from a query string: ASCII digits only)."""
+    if from_query and isinstance(topk, str) and _DECIMAL.fullmatch(topk):
+        topk = int(topk)
+    if not isinstance(topk, int) or isinstance(topk, bool) or not 1 <= topk <= MAX_TOPK:
+        shown = repr(topk)[:40]
+        raise RequestError(400, f"topk must be a positive integer up to {MAX_TOPK:,}, got {shown}")
+    return topk
+
+
+def check_logits(logits: object, from_query: bool = False) -> bool:
+    """A JSON boolean (from a query: true/false/1/0); anything else is refused, not guessed."""
+    if from_query and isinstance(logits, str) and logits.lower() in ("true", "false", "1", "0"):
+        return logits.lower() in ("true", "1")
+    if not isinstance(logits, bool):
+        raise RequestError(400, f"logits must be true or false, got {repr(logits)[:40]}")
+    return logits
+
+
+def _parse_json(body: bytes) -> dict[str, Any]:
+    try:
+        payload = json.loads(body)
+    except (UnicodeDecodeError, ValueError) as err:  # JSONDecodeError, and ints over Python's digit limit
+        raise RequestError(400, f"the body is not valid JSON: {str(err)[:200]}") from None
+    except RecursionError:
+        raise RequestError(400, "the body is not valid JSON: nested too deeply") from None
+    if not isinstance(payload, dict) or not ({"url", "image_b64"} & payload.keys()):
+        raise RequestError(400, 'a JSON request needs {"url": "https://..."} or {"image_b64": "..."}')
+    return payload
 
 
 def _json_image(body: bytes) -> tuple[bytes, int, bool]:
-    try:
-        payload = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise RequestError(400, f"the body is not valid JSON: {err}") from None
-    if not isinstance(payload, dict) or not ({"url", "image_b64"} & payload.keys()):
-        raise RequestError(400, 'a JSON request needs {"url": "https://..."} or {"image_b64": "..."}')
-    topk, logits = _options(payload)
+    payload = _parse_json(body)
+    topk = check_topk(payload.get("topk", DEFAULT_TOPK))
+    logits = check_logits(payload.get("logits", False))
     if "image_b64" in payload:
+        if not isinstance(payload["image_b64"], str):
+            raise RequestError(400, "image_b64 must be a string")
         try:
             return base64.b64decode(payload["image_b64"], validate=True), topk, logits
         except (binascii.Error, TypeError, ValueError) as err:
             raise RequestError(400, f"image_b64 is not valid base64: {err}") from None
-    if not isinstance(payload["url"], str):
-        raise RequestError(400, "url must be a string")
-    return fetch(payload["url"], FetchPolicy.from_env()), topk, logits
+    url = payload["url"]
+    if not isinstance(url, str) or not 0 < len(url) <= MAX_URL_CHARS:
+        raise RequestError(400, f"url must be a string of 1 to {MAX_URL_CHARS:,} characters")
+    return fetch(url, FetchPolicy.from_env()), topk, logits
 
 
 def input_fn(request_body: bytes | bytearray | str, request_content_type: str | None) -> Request:
@@ -173,8 +258,14 @@ def input_fn(request_body: bytes | bytearray | str, request_content_type: str | 
 def decode(image_bytes: bytes, preset: EvalPreset) -> Image.Image:
     """Bytes to an RGB image; JPEGs decode at reduced size when much larger than the preset needs."""
     try:
-        image = decode_image(image_bytes, min_size=preset.resize_size, max_pixels=MAX_PIXELS)
-    except ValueError as err:  # our own pixel limit, checked from the header
+        image = decode_image(
+            image_bytes,
+            min_size=preset.resize_size,
+            max_pixels=MAX_PIXELS,
+            max_bytes=MAX_DECODED_BYTES,
+            reserve=DECODES.hold,
+        )
+    except ValueError as err:  # our own pixel and byte limits, checked from the header
         raise RequestError(400, str(err)) from None
     except UnidentifiedImageError:
         raise RequestError(400, "the body is not an image in a format the endpoint reads (JPEG, PNG, ...)") from None
@@ -204,8 +295,33 @@ def predict_fn(input_data: Request, model: Predictor) -> dict[str, Any]:
     return result
 
 
+def accepts_json(accept: str | None) -> bool:
+    """Whether an Accept header admits application/json: some range with q > 0 matches it.
+
+    A browser's `text/html,application/json;q=0.9,*/*;q=0.8` does; `image/png` or
+    `application/json;q=0` does not. An empty header accepts anything.
+    """
+    if not (accept or "").strip():
+        return True
+    for item in (accept or "").split(","):
+        media_range, *params = (part.strip() for part in item.split(";"))
+        if media_range.lower() not in ("*/*", "application/*", JSON_TYPE):
+            continue
+        quality = 1.0
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    quality = float(value)
+                except ValueError:
+                    quality = 0.0
+        if quality > 0:
+            return True
+    return False
+
+
 def output_fn(prediction: dict[str, Any], accept: str | None) -> str:
     """JSON is the one response format."""
-    if _media_type(accept) not in ("", "*/*", JSON_TYPE):
-        raise RequestError(406, f"responses are {JSON_TYPE} only, not {accept!r}")
+    if not accepts_json(accept):
+        raise RequestError(406, f"responses are {JSON_TYPE} only, not {str(accept)[:100]!r}")
     return json.dumps(prediction)

@@ -11,7 +11,10 @@ torchvision 0.21, Python 3.12), so it only uses APIs present there.
 
 from __future__ import annotations
 
+import contextlib
 import io
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import torch
@@ -49,27 +52,85 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def decode_image(source: str | Path | bytes, min_size: int | None = None, max_pixels: int | None = None) -> Image.Image:
-    """Decodes a file path or encoded bytes into an RGB PIL image.
+# PIL's storage per pixel: 1 byte for 8-bit single-band modes, 2 for 16-bit, 4 for the rest
+# (multi-band images are stored 4 bytes a pixel, RGB included).
+_PIXEL_BYTES = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16L": 2, "I;16B": 2, "I;16N": 2}
+# EXIF orientation -> the transpose that shows the picture upright (the table ImageOps.exif_transpose uses).
+_ORIENTATION = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+EXIF_ORIENTATION = 0x0112
 
-    With `min_size`, JPEGs much larger than needed are decoded at a reduced
-    scale (PIL draft mode, DCT downscaling), never below `min_size` on the
-    shorter side, which is the size the eval preset resizes to anyway.
+
+def decoded_bytes(mode: str, size: tuple[int, int]) -> int:
+    """The most that decoding an image of `mode` and `size` holds at once.
+
+    The decoded pixels, plus, for any mode but RGB, up to two full-size 4-byte copies on the way
+    to RGB (a palette with transparency goes through RGBA, then onto a white RGB background).
+    """
+    pixels = size[0] * size[1]
+    return pixels * (_PIXEL_BYTES.get(mode, 4) + (0 if mode == "RGB" else 8))
+
+
+def _orientation(image: Image.Image) -> int:
+    with contextlib.suppress(Exception):  # a broken EXIF block is no reason to refuse the picture
+        return int(image.getexif().get(EXIF_ORIENTATION, 1))
+    return 1
+
+
+def decode_image(
+    source: str | Path | bytes,
+    min_size: int | None = None,
+    max_pixels: int | None = None,
+    max_bytes: int | None = None,
+    reserve: Callable[[int], AbstractContextManager[object]] | None = None,
+) -> Image.Image:
+    """Decodes a file path or encoded bytes into an upright RGB PIL image.
+
+    With `min_size`, images much larger than needed come out reduced, never below
+    `min_size` on the shorter side (the size the eval preset resizes to anyway):
+    JPEGs decode at a reduced scale (PIL draft mode, DCT downscaling), other formats
+    are box-reduced by an integer factor right after decoding. The EXIF orientation
+    is applied, so a phone photo stored sideways comes out upright.
+
+    `reserve(n)` is entered around the decode with the bytes it will hold at its
+    peak (from the header), so a caller can bound decodes in flight by memory.
 
     Raises:
-        ValueError: the header declares more than `max_pixels` pixels; checked
-            before any pixel is decoded, so a decompression bomb costs nothing.
+        ValueError: the header declares more than `max_pixels` pixels, or a decode
+            that would hold more than `max_bytes`; checked before any pixel is
+            decoded, so a decompression bomb costs nothing.
     """
     stream = io.BytesIO(source) if isinstance(source, bytes) else source
     with Image.open(stream) as image:
         if max_pixels is not None and image.width * image.height > max_pixels:
             raise ValueError(f"image is {image.width}x{image.height} pixels, more than the limit of {max_pixels:,}")
+        orientation = _orientation(image)
         if min_size is not None and image.format == "JPEG":
             width, height = image.size
             scale = min_size / min(width, height)
             image.draft("RGB", (max(1, round(width * scale)), max(1, round(height * scale))))
-        image.load()
-        return to_rgb(image)
+        cost = decoded_bytes(image.mode, image.size)
+        if max_bytes is not None and cost > max_bytes:
+            raise ValueError(
+                f"image is {image.width}x{image.height} {image.mode}, {cost:,} bytes decoded, "
+                f"more than the limit of {max_bytes:,}"
+            )
+        with reserve(cost) if reserve is not None else contextlib.nullcontext():
+            image.load()
+            rgb = to_rgb(image)
+            factor = min(rgb.size) // min_size if min_size else 1
+            if factor >= 2:  # box average by an integer factor: the preset's resize then has little to do
+                rgb = rgb.reduce(factor)
+    if orientation in _ORIENTATION:
+        rgb = rgb.transpose(_ORIENTATION[orientation])
+    return rgb
 
 
 class EvalPreset:

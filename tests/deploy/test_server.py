@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import http.server
+import io
 import json
+import socket
 import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -17,9 +21,11 @@ import boto3
 import pytest
 from botocore import UNSIGNED
 from botocore.config import Config
+from PIL import Image
 
 from deploy.server import BackgroundServer, create_app, prepare_model_dir
 from dogbreed.serving import handler
+from dogbreed.serving.preprocess import decode_image, decoded_bytes
 from tests.helpers.images import image_bytes, png_bomb
 from tests.helpers.net import free_port
 from tests.helpers.runs import train_run
@@ -38,7 +44,8 @@ def endpoint(tmp_path_factory: pytest.TempPathFactory, tiny_dataset: Path) -> It
     root = tmp_path_factory.mktemp("serving-server")
     run_dir = train_run(root / "run", tiny_dataset)
     model_dir = prepare_model_dir(str(run_dir), root / "work")
-    server = BackgroundServer(create_app(handler, handler.load_predictor(model_dir, compile_model=False)), free_port())
+    predictor = handler.load_predictor(model_dir, compile_model=False)
+    server = BackgroundServer(create_app(handler, predictor, body_timeout=2.0), free_port())
     server.start()
     yield server.url, run_dir
     server.stop()
@@ -74,8 +81,12 @@ def handle(monkeypatch: pytest.MonkeyPatch) -> Callable[..., dict[str, Any]]:
     return lambda_function.handle
 
 
-def post(url: str, body: bytes, content_type: str | None, path: str = "/invocations") -> tuple[int, dict[str, Any]]:
+def post(
+    url: str, body: bytes, content_type: str | None, path: str = "/invocations", accept: str | None = None
+) -> tuple[int, dict[str, Any]]:
     headers = {"Content-Type": content_type} if content_type else {}
+    if accept is not None:
+        headers["Accept"] = accept
     request = urllib.request.Request(url + path, data=body, headers=headers, method="POST")
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
@@ -145,6 +156,13 @@ BAD_REQUESTS = [
     ("http url", b'{"url": "http://example.com/dog.jpg"}', "application/json", 400, "only https"),
     ("metadata url", b'{"url": "https://169.254.169.254/latest/meta-data/"}', "application/json", 400, "not a public"),
     ("loopback url", b'{"url": "https://127.0.0.1/dog.jpg"}', "application/json", 400, "not a public address"),
+    ("deeply nested json", b'{"url": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "application/json", 400, "deeply"),
+    ("huge topk", b'{"image_b64": "", "topk": ' + b"9" * 5000 + b"}", "application/json", 400, "not valid JSON"),
+    ("topk over the cap", b'{"image_b64": "", "topk": 10001}', "application/json", 400, "topk"),
+    ("logits as a string", b'{"image_b64": "", "logits": "false"}', "application/json", 400, "logits must be"),
+    ("topk as a string", b'{"image_b64": "", "topk": "3"}', "application/json", 400, "topk must be"),
+    ("image_b64 not a string", b'{"image_b64": 5}', "application/json", 400, "image_b64 must be a string"),
+    ("url not a string", b'{"url": ["https://a"]}', "application/json", 400, "url must be a string"),
 ]
 
 
@@ -196,3 +214,138 @@ def test_lambda_course_event_with_loopback_url(
         "isBase64Encoded": True,
     }
     assert json.loads(handle(proxy, client, "dogbreed")["body"])["predictions"] == direct["predictions"]
+
+
+@pytest.mark.parametrize(
+    ("query", "fragment"),
+    [("topk=%C2%B2", "topk"), ("topk=0", "topk"), ("topk=99999999999", "topk"), ("logits=maybe", "logits")],
+)
+def test_bad_query_options_are_400_with_a_message(endpoint: tuple[str, Path], query: str, fragment: str) -> None:
+    status, answer = post(endpoint[0], JPEG, "image/jpeg", f"/invocations?{query}")
+    assert status == 400 and fragment in answer["message"]
+
+
+def test_query_logits_false_means_false(endpoint: tuple[str, Path]) -> None:
+    status, answer = post(endpoint[0], JPEG, "image/jpeg", "/invocations?logits=false")
+    assert status == 200 and "logits" not in answer
+
+
+@pytest.mark.parametrize(
+    ("accept", "status"),
+    [
+        ("text/html,application/xhtml+xml,application/json;q=0.9,*/*;q=0.8", 200),
+        ("text/html, application/*;q=0.5", 200),
+        ("image/png", 406),
+        ("application/json;q=0", 406),
+    ],
+)
+def test_accept_lists_are_parsed(endpoint: tuple[str, Path], accept: str, status: int) -> None:
+    assert post(endpoint[0], JPEG, "image/jpeg", accept=accept)[0] == status
+
+
+def test_a_dripping_upload_is_cut_off_with_408(endpoint: tuple[str, Path]) -> None:
+    """Content-Length 100, one byte every 0.5 s: the 2 s body limit answers 408 instead of waiting."""
+    host, port = endpoint[0].removeprefix("http://").split(":")
+    started = time.monotonic()
+    with socket.create_connection((host, int(port)), timeout=6) as sock:
+        sock.sendall(
+            b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nContent-Length: 100\r\n\r\n"
+        )
+        reply = b""
+        with contextlib.suppress(TimeoutError, OSError):
+            sock.settimeout(0.5)
+            for _ in range(12):
+                with contextlib.suppress(TimeoutError):
+                    sock.sendall(b"x")
+                    reply += sock.recv(4096)
+                if reply:
+                    break
+    assert reply.startswith(b"HTTP/1.1 408"), reply[:100]
+    assert time.monotonic() - started < 4
+
+
+@pytest.fixture(scope="module")
+def drip_origin() -> Iterator[str]:
+    """A loopback HTTP server that sends one header byte every 0.1 s for 8 s: every read succeeds, slowly."""
+
+    class Drip(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            with contextlib.suppress(OSError):
+                self.wfile.write(b"HTTP/1.1 200 OK\r\n")
+                for _ in range(80):
+                    self.wfile.write(b"x")
+                    time.sleep(0.1)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Drip)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/drip.jpg"
+    server.shutdown()
+    server.server_close()
+
+
+def test_dripping_urls_get_400_in_time_while_images_are_answered(
+    endpoint: tuple[str, Path], drip_origin: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """8 URLs that drip forever each end at the (shortened) fetch deadline; a JPEG meanwhile is answered at once."""
+    monkeypatch.setenv("DOGBREED_FETCH_ALLOW_LOOPBACK", "1")
+    monkeypatch.setenv("DOGBREED_FETCH_TIMEOUT", "2")
+    url, _ = endpoint
+    body = json.dumps({"url": drip_origin}).encode()
+
+    def timed_drip(_: int) -> tuple[int, float]:
+        started = time.monotonic()
+        return post(url, body, "application/json")[0], time.monotonic() - started
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        drips = [pool.submit(timed_drip, i) for i in range(8)]
+        time.sleep(0.5)
+        started = time.monotonic()
+        assert post(url, JPEG, "image/jpeg")[0] == 200
+        assert time.monotonic() - started < 1.5
+        results = [drip.result() for drip in drips]
+    assert all(status == 400 for status, _ in results), results
+    assert max(elapsed for _, elapsed in results) < 3.5, results
+
+
+def png(mode: str, size: tuple[int, int]) -> bytes:
+    buffer = io.BytesIO()
+    Image.new(mode, size).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def test_decoded_bytes_count_mode_and_size() -> None:
+    assert decoded_bytes("RGB", (7000, 7000)) == 7000 * 7000 * 4  # PIL stores RGB in 4 bytes a pixel
+    assert decoded_bytes("L", (100, 100)) == 100 * 100 * (1 + 8)
+    assert decoded_bytes("I;16", (100, 100)) == 100 * 100 * (2 + 8)
+    assert decoded_bytes("RGBA", (100, 100)) == 100 * 100 * 12
+
+
+def test_decode_refuses_too_many_decoded_bytes_from_the_header() -> None:
+    """A 7000x7000 RGBA PNG is under the pixel cap but over the byte cap: refused before decoding."""
+    with pytest.raises(ValueError, match="bytes decoded, more than the limit"):
+        decode_image(png("RGBA", (7000, 7000)), min_size=256, max_pixels=handler.MAX_PIXELS, max_bytes=1 << 29)
+
+
+def test_large_png_decodes_small_and_decodes_in_flight_stay_under_the_budget() -> None:
+    """Big non-JPEGs are box-reduced right after decoding; concurrent decodes wait for budget."""
+    budget = handler.ByteBudget(2 * decoded_bytes("RGB", (3000, 3000)))
+    peak, lock = [0], threading.Lock()
+    original = budget.hold
+
+    @contextlib.contextmanager
+    def hold(size: int) -> Iterator[None]:
+        with original(size):
+            with lock:
+                peak[0] = max(peak[0], budget.held)
+            time.sleep(0.05)
+            yield
+
+    data = png("RGB", (3000, 3000))
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        images = list(pool.map(lambda _: decode_image(data, min_size=256, reserve=hold), range(6)))
+    assert all(256 <= min(image.size) < 512 for image in images)
+    assert peak[0] <= budget.budget

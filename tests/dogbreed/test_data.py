@@ -131,3 +131,18 @@ def test_split_with_no_readable_image_is_an_error(tmp_path: Path) -> None:
     (tmp_path / "train" / "001.Akita" / "empty.jpg").write_bytes(b"")
     with pytest.raises(DataError, match="no readable images"):
         scan_split(tmp_path, "train", ["001.Akita"])
+
+
+@pytest.mark.parametrize("min_size", [None, 16])
+def test_exif_orientation_is_applied_in_the_shared_decode(tmp_path: Path, min_size: int | None) -> None:
+    """A phone photo stored landscape with 'rotate 90° clockwise' (orientation 6) comes out portrait."""
+    pixels = np.zeros((30, 60, 3), dtype=np.uint8)
+    pixels[:, :30] = (255, 0, 0)  # left half red: after the rotation it is the top half
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    path = tmp_path / "sideways.jpg"
+    Image.fromarray(pixels).save(path, "JPEG", exif=exif, quality=95)
+    image = decode_image(path, min_size)
+    assert image.size == (30, 60)
+    top, bottom = np.asarray(image)[5, 15], np.asarray(image)[55, 15]
+    assert top[0] > 200 > bottom[0]
