@@ -134,10 +134,11 @@ class _PinnedHTTPConnection(http.client.HTTPConnection):
         super().__init__(host, port, timeout=min(timeout, deadline.remaining()))
         self.address = address
         self.deadline = deadline
+        self.idle_timeout = timeout
 
     def connect(self) -> None:
-        sock = socket.create_connection((self.address, self.port), min(self.timeout, self.deadline.remaining()))
-        sock.settimeout(min(self.timeout, self.deadline.remaining()))  # idle limit per read, within the total
+        sock = socket.create_connection((self.address, self.port), min(self.idle_timeout, self.deadline.remaining()))
+        sock.settimeout(min(self.idle_timeout, self.deadline.remaining()))  # idle limit per read, within the total
         self.deadline.watch(sock)
         self.sock = sock
 

@@ -111,7 +111,6 @@ def decode_image(
     with Image.open(stream) as image:
         if max_pixels is not None and image.width * image.height > max_pixels:
             raise ValueError(f"image is {image.width}x{image.height} pixels, more than the limit of {max_pixels:,}")
-        orientation = _orientation(image)
         if min_size is not None and image.format == "JPEG":
             width, height = image.size
             scale = min_size / min(width, height)
@@ -124,6 +123,7 @@ def decode_image(
             )
         with reserve(cost) if reserve is not None else contextlib.nullcontext():
             image.load()
+            orientation = _orientation(image)  # after load: a PNG's getexif() decodes the whole image itself
             rgb = to_rgb(image)
             factor = min(rgb.size) // min_size if min_size else 1
             if factor >= 2:  # box average by an integer factor: the preset's resize then has little to do
