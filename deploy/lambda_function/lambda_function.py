@@ -62,6 +62,8 @@ def respond(status: int, payload: dict[str, Any]) -> dict[str, Any]:
 
 def _show(value: Any) -> str:
     """A short, safe rendering of a caller's value for a message."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
+        return f"an integer of {value.bit_length()} bits"  # repr() refuses over 4300 digits
     if isinstance(value, (str, int, float)) and not isinstance(value, bool):
         text = repr(value)
         return text if len(text) <= 40 else text[:37] + "..."
@@ -175,7 +177,7 @@ def _image(raw: bytes | str) -> bytes:
     try:
         return _check_size(raw.encode() if isinstance(raw, str) else raw)
     except UnicodeEncodeError:  # a lone surrogate: not text, and not an image either
-        raise BadEvent(400, "the image body is neither base64 nor bytes") from None
+        raise BadEvent(400, "the image body is not valid text; send images base64-encoded") from None
 
 
 def endpoint_request(event: Any) -> tuple[bytes, str]:
