@@ -43,8 +43,10 @@ RUNTIME = boto3.client(
     "sagemaker-runtime",
     config=Config(connect_timeout=3, read_timeout=10, retries={"total_max_attempts": 2, "mode": "standard"}),
 )
-_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
-_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+# A JSON string, or an unterminated one up to the end: matching never fails, so never backtracks.
+_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*(?:"|\\?\Z)', re.DOTALL)
+_PARENS = bytes.maketrans(b"[{]}", b"(())")
+_NOT_BRACKETS = bytes(set(range(256)) - set(b"[{]}"))
 _DECIMAL = re.compile(r"[0-9]{1,4}")  # ASCII only: str.isdigit() also accepts '²' and '٣'
 
 
@@ -127,16 +129,21 @@ def _string_map(event: dict[str, Any], key: str) -> dict[str, str]:
 def _too_deep(text: str) -> bool:
     """Whether JSON `text` nests arrays/objects deeper than MAX_JSON_DEPTH (checked before parsing).
 
-    Brackets inside strings do not count; unbalanced text is left to the parser to refuse.
+    Brackets inside strings do not count. Each pass removes the innermost `()` pairs, one level
+    of nesting, so a pair left after MAX_JSON_DEPTH passes is nested deeper. Unbalanced text is
+    invalid JSON; it is refused here only when it opens more levels than the limit (the parser
+    would recurse that deep before finding the error), and otherwise left to the parser.
     """
     if text.count("[") + text.count("{") <= MAX_JSON_DEPTH:
         return False
-    depth = 0
-    for char in _NOT_BRACKET.sub("", _JSON_STRING.sub("", text)):
-        depth += 1 if char in "[{" else -1
-        if depth > MAX_JSON_DEPTH:
-            return True
-    return False
+    outside_strings = _JSON_STRING.sub("", text).encode("utf-8", "replace")
+    shape = outside_strings.translate(_PARENS, _NOT_BRACKETS)  # only ( and ) are left
+    for _ in range(MAX_JSON_DEPTH):
+        peeled = shape.replace(b"()", b"")  # C speed, one level per pass
+        if len(peeled) == len(shape):
+            break
+        shape = peeled
+    return b"()" in shape or shape.count(b"(") > MAX_JSON_DEPTH
 
 
 def _parse_json(raw: bytes | str, content_type: str) -> Any:

@@ -155,6 +155,9 @@ URL_BODY = json.dumps({"url": URL})
         ({"body": "[" * 100_000 + "]" * 100_000}, 400, "nested deeper than 8 levels"),
         ({"body": '{"url": "' + URL + '", "x": ' + "[" * 100_000 + "]" * 100_000 + "}"}, 400, "nested deeper"),
         ({"body": '{"a":' * 50_000}, 400, "nested deeper"),  # unbalanced as well
+        # An unterminated string of escaped quotes: the depth scan stays linear (this was minutes when quadratic).
+        ({"body": "[" * 9 + '"' + '\\"' * 300_000}, 400, "nested deeper"),
+        ({"body": '["' + '\\"' * 300_000}, 400, "neither JSON"),
         ({"body": URL_BODY, "headers": "content-type: application/json"}, 400, "headers must be an object of strings"),
         ({"body": URL_BODY, "headers": [["content-type", "image/jpeg"]]}, 400, "headers must be"),
         ({"body": URL_BODY, "queryStringParameters": "topk=3"}, 400, "queryStringParameters must be"),
