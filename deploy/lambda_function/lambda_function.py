@@ -10,7 +10,9 @@ ENDPOINT_NAME environment variable. Accepted events:
 
 `topk` may be given in the JSON or as a query-string parameter. Every answer is
 `{"statusCode", "headers", "body"}` with a JSON body; failures carry a message,
-never a stack trace.
+never a stack trace. Every part of the event is checked (types, sizes, JSON depth,
+topk) before anything is sent, so any malformed event is a 4xx, and a bug is a
+logged 500 (docs/DESIGN.md section 8).
 """
 
 from __future__ import annotations
@@ -149,7 +151,7 @@ def _too_deep(text: str) -> bool:
 def _parse_json(raw: bytes | str, content_type: str) -> Any:
     neither = f"the body is neither JSON nor an image (content type {_show(content_type)})"
     try:
-        text = raw if isinstance(raw, str) else raw.decode(json.detect_encoding(raw))
+        text = raw.removeprefix("\ufeff") if isinstance(raw, str) else raw.decode(json.detect_encoding(raw))
     except UnicodeDecodeError:
         raise BadEvent(400, neither) from None
     if _too_deep(text):
