@@ -140,3 +140,105 @@ def test_module_client_and_missing_endpoint_name(module: ModuleType, monkeypatch
     monkeypatch.delenv("ENDPOINT_NAME", raising=False)
     reply = module.lambda_handler({"url": "https://e.com/a.jpg"}, None)
     assert reply["statusCode"] == 500 and "no endpoint name" in json.loads(reply["body"])["message"]
+
+
+URL = "https://example.com/dog.jpg"
+URL_BODY = json.dumps({"url": URL})
+
+
+@pytest.mark.parametrize(
+    ("event", "status", "fragment"),
+    [
+        # The cases from the hardening issue, each of which used to raise.
+        ({"body": URL_BODY, "queryStringParameters": {"topk": "²"}}, 400, "topk must be an integer from 1 to 1000"),
+        ({"body": URL_BODY, "queryStringParameters": {"topk": "٣"}}, 400, "topk must be"),
+        ({"body": "[" * 100_000 + "]" * 100_000}, 400, "nested deeper than 8 levels"),
+        ({"body": '{"url": "' + URL + '", "x": ' + "[" * 100_000 + "]" * 100_000 + "}"}, 400, "nested deeper"),
+        ({"body": '{"a":' * 50_000}, 400, "nested deeper"),  # unbalanced as well
+        # An unterminated string of escaped quotes: the depth scan stays linear (this was minutes when quadratic).
+        ({"body": "[" * 9 + '"' + '\\"' * 300_000}, 400, "nested deeper"),
+        ({"body": '["' + '\\"' * 300_000}, 400, "neither JSON"),
+        ({"body": URL_BODY, "headers": "content-type: application/json"}, 400, "headers must be an object of strings"),
+        ({"body": URL_BODY, "headers": [["content-type", "image/jpeg"]]}, 400, "headers must be"),
+        ({"body": URL_BODY, "queryStringParameters": "topk=3"}, 400, "queryStringParameters must be"),
+        ({"body": URL_BODY, "queryStringParameters": [["topk", "3"]]}, 400, "queryStringParameters must be"),
+        ({"body": URL_BODY, "queryStringParameters": {"topk": 3}}, 400, "queryStringParameters must be"),
+        # Other types and values at every level.
+        ({"body": URL_BODY, "headers": {"content-type": None}}, 400, "headers must be"),
+        ({"body": URL_BODY, "headers": {1: "x"}}, 400, "headers must be"),
+        ({"body": URL_BODY, "isBase64Encoded": "true"}, 400, "isBase64Encoded must be true or false"),
+        ({"body": URL_BODY, "isBase64Encoded": None}, 400, "isBase64Encoded must be"),
+        ({"body": {"url": URL}}, 400, "the body must be a string, got dict"),
+        ({"body": b"{}"}, 400, "the body must be a string, got bytes"),
+        ({"body": 3}, 400, "the body must be a string"),
+        ({"body": "\ud800", "headers": {"content-type": "image/png"}}, 400, "not valid text"),
+        ({"body": "\ud800"}, 400, "neither JSON nor an image"),
+        ({"body": base64.b64encode(b'{"url": "\xff"}').decode(), "isBase64Encoded": True}, 400, "neither JSON"),
+        ({"body": "٣٣٣٣", "isBase64Encoded": True}, 400, "not valid base64"),
+        ({"body": '{"url": "' + URL + '", "topk": 1' + "0" * 5000 + "}"}, 400, "neither JSON"),
+        ({"url": URL, "topk": True}, 400, "topk must be an integer from 1 to 1000, got bool"),
+        ({"url": URL, "topk": 0}, 400, "got 0"),
+        ({"url": URL, "topk": 1001}, 400, "got 1001"),
+        ({"url": URL, "topk": 3.0}, 400, "got 3.0"),
+        ({"url": URL, "topk": "²"}, 400, "got '²'"),
+        ({"url": URL, "topk": 10**5000}, 400, "an integer of 16610 bits"),
+        ({"url": URL, "topk": None}, 400, "got null"),
+        ({"url": URL, "logits": "yes"}, 400, "logits must be true or false"),
+        ({"url": 5}, 400, "url must be a non-empty string, got 5"),
+        ({"url": ""}, 400, "url must be a non-empty string"),
+        ({"image_b64": ["x"]}, 400, "image_b64 must be a non-empty string, got list"),
+        ({"image_b64": "%%%"}, 400, "image_b64 is not valid base64"),
+        ({"url": "x" * 1000, "topk": "y" * 1000}, 400, "got 'yyyyy"),
+        (None, 400, "JSON object"),
+        ("{}", 400, "JSON object"),
+        ({"body": "A" * (9 * 1024 * 1024), "isBase64Encoded": True}, 413, "over the"),
+        ({"body": json.dumps({"url": URL, "pad": "x" * (6 * 1024 * 1024)})}, 413, "over the"),
+    ],
+)
+def test_every_malformed_event_is_a_4xx_message(
+    module: ModuleType, stubbed: tuple[Any, Stubber], event: Any, status: int, fragment: str
+) -> None:
+    runtime, _ = stubbed  # nothing queued: reaching the endpoint would be a 502
+    reply = module.handle(event, runtime, "ep")
+    assert reply["statusCode"] == status and reply["headers"] == {"Content-Type": "application/json"}
+    body = json.loads(reply["body"])
+    assert set(body) == {"message"} and fragment in body["message"] and len(body["message"]) < 200
+
+
+@pytest.mark.parametrize(
+    ("event", "sent"),
+    [
+        ({"url": URL, "topk": 1000, "logits": True}, {"url": URL, "topk": 1000, "logits": True}),
+        ({"url": URL, "topk": "7"}, {"url": URL, "topk": 7}),  # a decimal string is converted
+        ({"body": URL_BODY, "queryStringParameters": {"topk": "007"}}, {"url": URL, "topk": 7}),
+        ({"body": URL_BODY, "headers": None, "queryStringParameters": None}, {"url": URL}),  # REST API nulls
+        # Brackets and escaped quotes inside strings do not count towards the depth limit.
+        ({"body": json.dumps({"url": URL + '?q=\\"' + "[{" * 40})}, {"url": URL + '?q=\\"' + "[{" * 40}),
+        # Nesting up to the limit is parsed; unknown keys are dropped.
+        ({"body": json.dumps({"url": URL, "extra": [[[[[[[1]]]]]]]})}, {"url": URL}),
+    ],
+)
+def test_valid_edge_cases_reach_the_endpoint(
+    module: ModuleType, stubbed: tuple[Any, Stubber], event: Any, sent: dict[str, Any]
+) -> None:
+    runtime, stubber = stubbed
+    expect_call(stubber, json.dumps(sent).encode(), "application/json")
+    reply = module.handle(event, runtime, "ep")
+    assert reply["statusCode"] == 200 and json.loads(reply["body"]) == ANSWER
+    stubber.assert_no_pending_responses()
+
+
+def test_a_bug_is_a_logged_500_without_a_traceback(
+    module: ModuleType, stubbed: tuple[Any, Stubber], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(event: Any) -> Any:
+        raise KeyError("secret detail")
+
+    monkeypatch.setattr(module, "endpoint_request", broken)
+    monkeypatch.setattr(module, "RUNTIME", stubbed[0])
+    monkeypatch.setenv("ENDPOINT_NAME", "ep")
+    for reply in (module.handle({"url": URL}, stubbed[0], "ep"), module.lambda_handler({"url": URL}, None)):
+        assert reply["statusCode"] == 500 and json.loads(reply["body"]) == {"message": module.INTERNAL}
+        assert "secret" not in reply["body"] and "Traceback" not in reply["body"]
+    logged = [record for record in caplog.records if record.exc_info]
+    assert len(logged) == 2 and "secret detail" in str(logged[0].exc_info)
