@@ -92,12 +92,9 @@ def up(cfg: DictConfig, run: str, clients: Clients, package: Package | None = No
     d = cfg.deploy
     names = Names(d.name)
     changes: list[str] = []
-    account, partition = _identity(clients.sts)
+    where = _where(clients, d.permissions_boundary)  # first: no role can be made without the boundary
     bucket, prefix = _bucket_and_prefix(d.s3_uri)
     deploy_prefix = join_key(prefix, d.name)
-    # Checked before anything is uploaded or created: without it no role can be made.
-    boundary = iam.boundary_arn(partition, account, d.permissions_boundary)
-    iam.check_boundary(clients.iam, boundary)
 
     tarball = (package or _default_package)(run)
     version = content_version(tarball)
@@ -108,9 +105,7 @@ def up(cfg: DictConfig, run: str, clients: Clients, package: Package | None = No
         changes.append(f"uploaded s3://{bucket}/{model_key}")
 
     image = _image(d, clients.region)
-    role_arn = d.role_arn or _sagemaker_role(
-        clients, names, (account, partition, boundary), bucket, deploy_prefix, image, changes
-    )
+    role_arn = d.role_arn or _sagemaker_role(clients, names, where, bucket, deploy_prefix, image, changes)
     env = {"SAGEMAKER_PROGRAM": "inference.py", "SAGEMAKER_SUBMIT_DIRECTORY": "/opt/ml/model/code"}
     model_data = f"s3://{bucket}/{model_key}"
     model = f"{d.name}-{short_hash([image, model_data, role_arn, env])}"
@@ -137,7 +132,7 @@ def up(cfg: DictConfig, run: str, clients: Clients, package: Package | None = No
         ):
             changes.append(f"scaling {resource}: {a.min_capacity}..{a.max_capacity}, {a.target_invocations}/min")
 
-    url = _front_door(cfg, clients, names, (account, partition, boundary), changes)
+    url = _front_door(cfg, clients, names, where, changes)
     record = {
         "name": d.name,
         "region": clients.region,
@@ -377,6 +372,14 @@ def _bucket_and_prefix(s3_uri: str) -> tuple[str, str]:
     """`deploy.s3_uri` as its bucket and a key prefix without slashes at its ends ("" for a bare bucket)."""
     root = S3Location.parse(s3_uri)
     return root.bucket, root.key.strip("/")
+
+
+def _where(clients: Clients, boundary_name: str) -> Where:
+    """Account, partition and the boundary ARN, once the boundary policy is known to exist."""
+    account, partition = _identity(clients.sts)
+    boundary = iam.boundary_arn(partition, account, boundary_name)
+    iam.check_boundary(clients.iam, boundary)
+    return account, partition, boundary
 
 
 def _identity(sts: Any) -> tuple[str, str]:
