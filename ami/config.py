@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from pathlib import Path
+from typing import Any
 
 from hydra import compose, initialize_config_dir
 from hydra.errors import HydraException
@@ -12,6 +15,8 @@ from omegaconf.errors import OmegaConfBaseException
 from ami.errors import AmiError, AmiOverrideError
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+# IAM policy names: 1-128 of letters, digits and +=,.@_-
+POLICY_NAME_PATTERN = re.compile(r"^[\w+=,.@-]{1,128}$")
 
 
 def load_config(overrides: list[str] | None = None) -> DictConfig:
@@ -38,3 +43,32 @@ def check(cfg: DictConfig) -> None:
     if not OmegaConf.is_list(ami.train_overrides):
         example = "\"ami.train_overrides=['trainer.epochs=5','optim.lr=3e-4']\""
         raise AmiError(f"ami.train_overrides is a list of quoted overrides, e.g. {example}")
+    if not POLICY_NAME_PATTERN.match(str(ami.permissions_boundary or "")):
+        raise AmiError(
+            f"ami.permissions_boundary={ami.permissions_boundary!r}: the name of the boundary policy "
+            "(default dogbreed-boundary), letters, digits and +=,.@_-"
+        )
+    check_ssh_range(ami)
+
+
+def check_ssh_range(ami: Any) -> None:
+    """Refuses an `ami.ssh_cidr` wider than `ami.ssh_min_prefix` (IPv6: `ssh_min_prefix_ipv6`) unless forced.
+
+    A range that does not parse is left to the launch, which says how to write one.
+    """
+    for key, most in (("ssh_min_prefix", 32), ("ssh_min_prefix_ipv6", 128)):
+        if not isinstance(ami[key], int) or not 0 <= ami[key] <= most:
+            raise AmiError(f"ami.{key} must be a prefix length from 0 to {most}, got {ami[key]!r}")
+    if ami.ssh_cidr is None or ami.allow_open_ssh:
+        return
+    try:
+        network = ipaddress.ip_network(str(ami.ssh_cidr), strict=False)
+    except ValueError:
+        return
+    key = "ssh_min_prefix" if network.version == 4 else "ssh_min_prefix_ipv6"
+    if network.prefixlen < ami[key]:
+        raise AmiError(
+            f"ami.ssh_cidr={ami.ssh_cidr} admits {network.num_addresses} addresses, wider than "
+            f"ami.{key}=/{ami[key]}; use your own address as a /{network.max_prefixlen}, lower ami.{key}, "
+            "or add ami.allow_open_ssh=true if you really mean it"
+        )

@@ -2,6 +2,9 @@
 
 The policy grants object access under `s3://bucket/prefix/*` and listing of that prefix only;
 the instance can read its code and data and write its artifacts, and nothing else in AWS.
+The role also carries the project's permissions boundary (deploy/iam/boundary-policy.json):
+the deployer policy lets a user create or change the role only with it, so no inline policy
+can lift the role above what the boundary allows.
 """
 
 from __future__ import annotations
@@ -64,6 +67,11 @@ def s3_prefix_policy(s3_uri: str, partition: str = "aws") -> dict[str, Any]:
     }
 
 
+def boundary_arn(partition: str, account: str, name: str) -> str:
+    """The ARN of the customer managed policy `name`, the instance role's permissions boundary."""
+    return f"arn:{partition}:iam::{account}:policy/{name}"
+
+
 class InstanceProfiles:
     """Role + inline policy + instance profile, all named `name`, through an injected IAM client."""
 
@@ -71,20 +79,42 @@ class InstanceProfiles:
         self.iam = iam
         self.partition = partition
 
-    def ensure(self, name: str, s3_uri: str, tags: list[dict[str, str]]) -> str:
-        """Creates what is missing, rewrites the policy (the prefix may have changed) and returns the profile ARN."""
+    def check_boundary(self, arn: str) -> None:
+        """Fails before anything is created when the boundary policy was never made in this account.
+
+        Raises:
+            AmiError: the policy does not exist; the message gives the one-time set-up command.
+        """
+        try:
+            self.iam.get_policy(PolicyArn=arn)
+        except ClientError as err:
+            if err.response["Error"]["Code"] != "NoSuchEntity":
+                raise
+            name = arn.rsplit("/", 1)[-1]
+            raise AmiError(
+                f"permissions boundary {arn} does not exist (ami.permissions_boundary); create it once with "
+                f"aws iam create-policy --policy-name {name} --policy-document file://deploy/iam/boundary-policy.json"
+            ) from None
+
+    def ensure(self, name: str, s3_uri: str, tags: list[dict[str, str]], boundary: str) -> str:
+        """Creates what is missing, rewrites the policy (the prefix may have changed) and returns the profile ARN.
+
+        The role is created with `boundary`. An existing role without a boundary (from an older
+        launch) gets it, which only narrows it; one with another boundary is refused.
+        """
         try:
             self.iam.create_role(
                 RoleName=name,
                 AssumeRolePolicyDocument=json.dumps(trust_policy()),
                 Description="dogbreed training instance",
                 Tags=tags,
+                PermissionsBoundary=boundary,
             )
-            log.info("created role %s", name)
+            log.info("created role %s with boundary %s", name, boundary)
         except ClientError as err:
             if err.response["Error"]["Code"] != "EntityAlreadyExists":
                 raise
-            log.info("reusing role %s", name)
+            self._adopt(name, boundary)
         policy = json.dumps(s3_prefix_policy(s3_uri, self.partition))
         self.iam.put_role_policy(RoleName=name, PolicyName=POLICY_NAME, PolicyDocument=policy)
         try:
@@ -97,6 +127,19 @@ class InstanceProfiles:
         if not any(role["RoleName"] == name for role in profile["Roles"]):
             self.iam.add_role_to_instance_profile(InstanceProfileName=name, RoleName=name)
         return profile["Arn"]
+
+    def _adopt(self, name: str, boundary: str) -> None:
+        role = self.iam.get_role(RoleName=name)["Role"]
+        current = role.get("PermissionsBoundary", {}).get("PermissionsBoundaryArn")
+        if current is not None and current != boundary:
+            raise AmiError(
+                f"role {name} has permissions boundary {current}, not {boundary}; "
+                "set ami.permissions_boundary to match, or choose another ami.name"
+            )
+        if current is None:
+            self.iam.put_role_permissions_boundary(RoleName=name, PermissionsBoundary=boundary)
+            log.info("put boundary %s on existing role %s", boundary, name)
+        log.info("reusing role %s", name)
 
     def delete(self, name: str) -> bool:
         """Removes profile, policy and role; False when none of them existed."""

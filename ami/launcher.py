@@ -19,7 +19,7 @@ from omegaconf.errors import MissingMandatoryValue
 from ami import network, userdata
 from ami.code_archive import build_archive, code_uri, upload_code
 from ami.errors import AmiError
-from ami.iam import InstanceProfiles, project_location
+from ami.iam import InstanceProfiles, boundary_arn, project_location
 from ami.instances import Instances, run_request, tags_for
 from ami.keypair import KeyPairs
 from ami.ssm import latest_ami_id
@@ -35,14 +35,16 @@ class Clients:
     iam: Any
     ssm: Any
     s3: Any
+    # The account id goes into the permissions boundary's ARN.
+    sts: Any
     # ARNs differ outside the commercial regions (aws-cn, aws-us-gov).
     partition: str = "aws"
 
     @classmethod
     def create(cls, region: str | None) -> Clients:
         session = boto3.Session(region_name=region)
-        ec2, iam, ssm, s3 = (session.client(name) for name in ("ec2", "iam", "ssm", "s3"))
-        return cls(ec2, iam, ssm, s3, partition=session.get_partition_for_region(ec2.meta.region_name))
+        ec2, iam, ssm, s3, sts = (session.client(name) for name in ("ec2", "iam", "ssm", "s3", "sts"))
+        return cls(ec2, iam, ssm, s3, sts, partition=session.get_partition_for_region(ec2.meta.region_name))
 
 
 def key_name(cfg: Any) -> str:
@@ -87,6 +89,10 @@ def launch(cfg: DictConfig, clients: Clients) -> list[dict[str, Any]]:
         "RUN_AS": ami.ssh_user,
     }
     userdata.render(values)
+    profiles = InstanceProfiles(clients.iam, clients.partition)
+    account = clients.sts.get_caller_identity()["Account"]
+    boundary = boundary_arn(clients.partition, account, ami.permissions_boundary)
+    profiles.check_boundary(boundary)
     image_id = latest_ami_id(clients.ssm, ami.ami_ssm_parameter)
     tags = tags_for(ami.name)
     keys = KeyPairs(clients.ec2)
@@ -97,7 +103,7 @@ def launch(cfg: DictConfig, clients: Clients) -> list[dict[str, Any]]:
     group_id = network.SecurityGroups(clients.ec2).ensure(
         ami.name, cidr, tags, ami.rendezvous_port if ami.nodes > 1 else None
     )
-    profile_arn = InstanceProfiles(clients.iam, clients.partition).ensure(ami.name, s3_uri, tags)
+    profile_arn = profiles.ensure(ami.name, s3_uri, tags, boundary)
     # The group and policy above were brought up to date (a new address, a new prefix) even when reusing.
     instances = Instances(clients.ec2, wait_timeout_s=ami.wait_timeout_s)
     running = instances.find(ami.name)

@@ -15,6 +15,8 @@ CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 # Lambda and IAM allow 64 characters; the longest derived name adds 10 ("-sagemaker").
 NAME_PATTERN = re.compile(r"^[a-zA-Z0-9](-?[a-zA-Z0-9]){0,39}$")
 URL_AUTH = ("AWS_IAM", "NONE", None)
+# IAM policy names: 1-128 of letters, digits and +=,.@_-
+POLICY_NAME_PATTERN = re.compile(r"^[\w+=,.@-]{1,128}$")
 
 
 def load_config(overrides: list[str] | None = None) -> DictConfig:
@@ -44,6 +46,11 @@ def validate(cfg: DictConfig) -> None:
         raise DeployError(f"deploy.name={d.name!r}: use 1-40 letters, digits and single hyphens")
     if OmegaConf.is_missing(d, "s3_uri") or not str(d.s3_uri).startswith("s3://") or len(str(d.s3_uri)) < 6:
         raise DeployError("deploy.s3_uri must be set to an s3://bucket/prefix for the model and the state file")
+    if not POLICY_NAME_PATTERN.match(str(d.permissions_boundary or "")):
+        raise DeployError(
+            f"deploy.permissions_boundary={d.permissions_boundary!r}: the name of the boundary policy "
+            "(default dogbreed-boundary), letters, digits and +=,.@_-"
+        )
     if d.instance_count < 1:
         raise DeployError(f"deploy.instance_count={d.instance_count}: needs at least 1")
     if d.serverless.enabled:

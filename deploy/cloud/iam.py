@@ -1,7 +1,10 @@
-"""IAM roles for the endpoint and the Lambda: trust, inline least-privilege policies, teardown.
+"""IAM roles for the endpoint and the Lambda: trust, inline least-privilege policies, boundary, teardown.
 
 Policies are inline (one per role, named after it) rather than managed "full access"
-ones, so each role can do exactly one deploy's work and disappears with it.
+ones, so each role can do exactly one deploy's work and disappears with it. Every role also
+carries the project's permissions boundary (deploy/iam/boundary-policy.json): the deployer
+policy only lets a deployer create or change roles that carry it, so whatever inline policy
+a deployer writes, the role can never do more than the boundary allows.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from typing import Any, TypeVar
 from urllib.parse import unquote
 
 from botocore.exceptions import ClientError
+
+from deploy.cloud.errors import DeployError
 
 log = logging.getLogger(__name__)
 
@@ -90,32 +95,86 @@ def lambda_policy(partition: str, region: str, account: str, endpoint: str, func
     }
 
 
-def ensure_role(iam: Any, name: str, service: str, policy: dict[str, Any], description: str) -> tuple[str, bool]:
-    """Creates the role or brings its trust and inline policy to what is asked.
+def boundary_arn(partition: str, account: str, name: str) -> str:
+    """The ARN of the customer managed policy `name` used as every role's permissions boundary."""
+    return f"arn:{partition}:iam::{account}:policy/{name}"
 
-    Returns:
-        The role ARN and whether anything changed.
+
+def check_boundary(iam: Any, arn: str) -> None:
+    """Fails before any role is made when the boundary policy was never created in this account.
+
+    Raises:
+        DeployError: the policy does not exist; the message gives the one-time set-up command.
     """
-    changed = False
-    trust = trust_policy(service)
     try:
-        role = iam.get_role(RoleName=name)["Role"]
-        if _document(role["AssumeRolePolicyDocument"]) != trust:
-            iam.update_assume_role_policy(RoleName=name, PolicyDocument=json.dumps(trust))
-            changed = True
+        iam.get_policy(PolicyArn=arn)
     except ClientError as err:
         if err.response["Error"]["Code"] != "NoSuchEntity":
             raise
-        role = iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(trust), Description=description)[
-            "Role"
-        ]
-        log.info("created role %s", name)
+        name = arn.rsplit("/", 1)[-1]
+        raise DeployError(
+            f"permissions boundary {arn} does not exist (deploy.permissions_boundary); create it once with "
+            f"aws iam create-policy --policy-name {name} --policy-document file://deploy/iam/boundary-policy.json"
+        ) from None
+
+
+def ensure_role(
+    iam: Any, name: str, service: str, policy: dict[str, Any], description: str, boundary: str
+) -> tuple[str, bool]:
+    """Creates the role with `boundary` or brings an existing one's boundary and inline policy to what is asked.
+
+    An existing role without a boundary (made by an older `up`) gets this one: that only narrows
+    what it may do. A role with another boundary, or trusting another service, was not made by
+    `up` and is refused rather than changed.
+
+    Returns:
+        The role ARN and whether anything changed.
+
+    Raises:
+        DeployError: the role exists with another boundary or another trust policy.
+    """
+    trust = trust_policy(service)
+    try:
+        role = iam.get_role(RoleName=name)["Role"]
+    except ClientError as err:
+        if err.response["Error"]["Code"] != "NoSuchEntity":
+            raise
+        role = iam.create_role(
+            RoleName=name,
+            AssumeRolePolicyDocument=json.dumps(trust),
+            Description=description,
+            PermissionsBoundary=boundary,
+        )["Role"]
+        log.info("created role %s with boundary %s", name, boundary)
         changed = True
+    else:
+        changed = _adopt(iam, role, trust, boundary)
     if _inline_policy(iam, name) != policy:
         iam.put_role_policy(RoleName=name, PolicyName=name, PolicyDocument=json.dumps(policy))
         log.info("set inline policy %s", name)
         changed = True
     return role["Arn"], changed
+
+
+def _adopt(iam: Any, role: dict[str, Any], trust: dict[str, Any], boundary: str) -> bool:
+    """Checks an existing role is ours; puts the boundary on it when it has none. Returns whether it changed."""
+    name = role["RoleName"]
+    if _document(role["AssumeRolePolicyDocument"]) != trust:
+        raise DeployError(
+            f"role {name} exists but trusts something other than {trust['Statement'][0]['Principal']['Service']}; "
+            "delete it or choose another deploy.name"
+        )
+    current = role.get("PermissionsBoundary", {}).get("PermissionsBoundaryArn")
+    if current == boundary:
+        return False
+    if current is not None:
+        raise DeployError(
+            f"role {name} has permissions boundary {current}, not {boundary}; "
+            "set deploy.permissions_boundary to match, or delete the role"
+        )
+    iam.put_role_permissions_boundary(RoleName=name, PermissionsBoundary=boundary)
+    log.info("put boundary %s on existing role %s", boundary, name)
+    return True
 
 
 def delete_role(iam: Any, name: str) -> bool:

@@ -23,6 +23,8 @@ from dogbreed.s3 import MiB, S3Location, delete_prefix
 log = logging.getLogger(__name__)
 
 Package = Callable[[str], Path]
+# (account, partition, permissions boundary ARN): what every role `up` makes is tied to.
+Where = tuple[str, str, str]
 DEFAULT_LAMBDA_SOURCE = Path(__file__).resolve().parents[1] / "lambda_function"
 
 
@@ -90,7 +92,7 @@ def up(cfg: DictConfig, run: str, clients: Clients, package: Package | None = No
     d = cfg.deploy
     names = Names(d.name)
     changes: list[str] = []
-    account, partition = _identity(clients.sts)
+    where = _where(clients, d.permissions_boundary)  # first: no role can be made without the boundary
     bucket, prefix = _bucket_and_prefix(d.s3_uri)
     deploy_prefix = join_key(prefix, d.name)
 
@@ -103,7 +105,7 @@ def up(cfg: DictConfig, run: str, clients: Clients, package: Package | None = No
         changes.append(f"uploaded s3://{bucket}/{model_key}")
 
     image = _image(d, clients.region)
-    role_arn = d.role_arn or _sagemaker_role(clients, names, account, partition, bucket, deploy_prefix, image, changes)
+    role_arn = d.role_arn or _sagemaker_role(clients, names, where, bucket, deploy_prefix, image, changes)
     env = {"SAGEMAKER_PROGRAM": "inference.py", "SAGEMAKER_SUBMIT_DIRECTORY": "/opt/ml/model/code"}
     model_data = f"s3://{bucket}/{model_key}"
     model = f"{d.name}-{short_hash([image, model_data, role_arn, env])}"
@@ -130,7 +132,7 @@ def up(cfg: DictConfig, run: str, clients: Clients, package: Package | None = No
         ):
             changes.append(f"scaling {resource}: {a.min_capacity}..{a.max_capacity}, {a.target_invocations}/min")
 
-    url = _front_door(cfg, clients, names, account, partition, changes)
+    url = _front_door(cfg, clients, names, where, changes)
     record = {
         "name": d.name,
         "region": clients.region,
@@ -280,14 +282,14 @@ def _endpoint(cfg: DictConfig, clients: Clients, names: Names, config: str, vari
     return changes
 
 
-def _front_door(
-    cfg: DictConfig, clients: Clients, names: Names, account: str, partition: str, changes: list[str]
-) -> str | None:
+def _front_door(cfg: DictConfig, clients: Clients, names: Names, where: Where, changes: list[str]) -> str | None:
     """The Lambda, its role, alias, concurrency and URL; appends what changed and returns the URL."""
     lam_cfg = cfg.deploy["lambda"]
+    account, partition, boundary = where
     policy = iam.lambda_policy(partition, clients.region, account, names.endpoint, names.function)
+    description = f"Lambda front door of {names.endpoint}"
     role_arn, role_changed = iam.ensure_role(
-        clients.iam, names.lambda_role, "lambda.amazonaws.com", policy, f"Lambda front door of {names.endpoint}"
+        clients.iam, names.lambda_role, "lambda.amazonaws.com", policy, description, boundary
     )
     if role_changed:
         changes.append(f"role {names.lambda_role} with InvokeEndpoint on {names.endpoint} only")
@@ -315,13 +317,13 @@ def _front_door(
 def _sagemaker_role(
     clients: Clients,
     names: Names,
-    account: str,
-    partition: str,
+    where: Where,
     bucket: str,
     deploy_prefix: str,
     image: str,
     changes: list[str],
 ) -> str:
+    account, partition, boundary = where
     try:
         repository = images.repository_arn(image, partition)
     except ValueError as err:
@@ -329,8 +331,9 @@ def _sagemaker_role(
     policy = iam.sagemaker_execution_policy(
         partition, clients.region, account, bucket, deploy_prefix, repository, names.endpoint
     )
+    description = f"Execution role of {names.endpoint}"
     arn, changed = iam.ensure_role(
-        clients.iam, names.sagemaker_role, "sagemaker.amazonaws.com", policy, f"Execution role of {names.endpoint}"
+        clients.iam, names.sagemaker_role, "sagemaker.amazonaws.com", policy, description, boundary
     )
     if changed:
         changes.append(f"role {names.sagemaker_role} scoped to s3://{bucket}/{deploy_prefix}/")
@@ -369,6 +372,14 @@ def _bucket_and_prefix(s3_uri: str) -> tuple[str, str]:
     """`deploy.s3_uri` as its bucket and a key prefix without slashes at its ends ("" for a bare bucket)."""
     root = S3Location.parse(s3_uri)
     return root.bucket, root.key.strip("/")
+
+
+def _where(clients: Clients, boundary_name: str) -> Where:
+    """Account, partition and the boundary ARN, once the boundary policy is known to exist."""
+    account, partition = _identity(clients.sts)
+    boundary = iam.boundary_arn(partition, account, boundary_name)
+    iam.check_boundary(clients.iam, boundary)
+    return account, partition, boundary
 
 
 def _identity(sts: Any) -> tuple[str, str]:

@@ -44,11 +44,31 @@ def test_the_documented_keys_exist_and_overrides_apply() -> None:
         ("ami.volume_gb=4", "ami.volume_gb"),
         ("ami.name=my_project!", "ami.name"),
         ("ami.train_overrides=trainer.epochs", "list of quoted overrides"),
+        ("ami.ssh_cidr=0.0.0.0/1", "wider than ami.ssh_min_prefix=/24"),
+        ("ami.ssh_cidr=10.0.0.0/8", "ami.allow_open_ssh=true"),
+        ("ami.ssh_cidr=203.0.113.0/23", "ami.ssh_min_prefix"),
+        ("ami.ssh_cidr=2001:db8::/32", "wider than ami.ssh_min_prefix_ipv6=/64"),
+        ("ami.ssh_min_prefix=33", "ami.ssh_min_prefix must be a prefix length from 0 to 32"),
+        ("ami.permissions_boundary=a/b", "ami.permissions_boundary"),
     ],
 )
 def test_bad_overrides_are_refused_before_any_aws_call(override: str, message: str) -> None:
     with pytest.raises(AmiError, match=message):
         load_config([override])
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        ["ami.ssh_cidr=203.0.113.0/24"],
+        ["ami.ssh_cidr=203.0.113.7/32"],
+        ["ami.ssh_cidr=2001:db8::/64"],
+        ["ami.ssh_cidr=10.0.0.0/8", "ami.ssh_min_prefix=8"],
+        ["ami.ssh_cidr=0.0.0.0/1", "ami.allow_open_ssh=true"],
+    ],
+)
+def test_narrow_enough_or_forced_ssh_ranges_are_accepted(override: list[str]) -> None:
+    load_config(override)
 
 
 def request(**changes: object) -> dict[str, object]:

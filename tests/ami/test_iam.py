@@ -68,3 +68,20 @@ def test_a_malformed_s3_uri_is_refused(uri: str) -> None:
 def test_the_project_prefix_has_no_slashes_at_its_ends(uri: str, bucket: str, key: str) -> None:
     location = project_location(uri)
     assert (location.bucket, location.key) == (bucket, key)
+
+
+def test_the_boundary_allows_what_the_instance_role_is_given_under_a_dogbreed_folder() -> None:
+    """The role carries deploy/iam/boundary-policy.json; an s3_uri with a dogbreed/ folder fits in it."""
+    from tests.deploy.test_cloud_policies import REPO, allowed
+
+    boundary = json.loads((REPO / "deploy" / "iam" / "boundary-policy.json").read_text())
+    policy = s3_prefix_policy("s3://team-bucket/dogbreed/runs")
+    for statement in policy["Statement"]:
+        prefixes = statement.get("Condition", {}).get("StringLike", {}).get("s3:prefix", [None])
+        for action in [statement["Action"]] if isinstance(statement["Action"], str) else statement["Action"]:
+            for prefix in prefixes:
+                context = {"s3:prefix": prefix} if prefix else {}
+                assert allowed(boundary, action, statement["Resource"], context), (action, prefix)
+    assert not allowed(boundary, "s3:GetObject", "arn:aws:s3:::team-bucket/secrets/key")
+    assert not allowed(boundary, "s3:ListBucket", "arn:aws:s3:::team-bucket", {"s3:prefix": "secrets/"})
+    assert not allowed(boundary, "iam:PassRole", "arn:aws:iam::123456789012:role/admin")

@@ -68,7 +68,24 @@ def dlami(aws: str) -> str:
         )
     )
     boto3.client("s3").create_bucket(Bucket=BUCKET)
+    create_boundary()
     return image_id
+
+
+REPO = Path(__file__).resolve().parents[2]
+BOUNDARY_NAME = "dogbreed-boundary"
+
+
+def create_boundary(name: str = BOUNDARY_NAME) -> str:
+    """The one-time set-up README asks for: the shipped boundary policy, created in the account."""
+    document = (REPO / "deploy" / "iam" / "boundary-policy.json").read_text()
+    return boto3.client("iam").create_policy(PolicyName=name, PolicyDocument=document)["Policy"]["Arn"]
+
+
+def boundary_of(role: str) -> str | None:
+    return (
+        boto3.client("iam").get_role(RoleName=role)["Role"].get("PermissionsBoundary", {}).get("PermissionsBoundaryArn")
+    )
 
 
 def overrides(tmp_path: Path, *extra: str) -> list[str]:
@@ -129,6 +146,8 @@ def test_launch_creates_a_locked_down_instance_reuses_it_and_down_removes_everyt
     assert instance["IamInstanceProfile"]["Arn"] == profile["Arn"]
     assert [r["RoleName"] for r in profile["Roles"]] == ["dogbreed"]
     assert iam.list_attached_role_policies(RoleName="dogbreed")["AttachedPolicies"] == []
+    account = boto3.client("sts").get_caller_identity()["Account"]
+    assert boundary_of("dogbreed") == f"arn:aws:iam::{account}:policy/{BOUNDARY_NAME}"
     document = iam.get_role_policy(RoleName="dogbreed", PolicyName="s3-project-prefix")["PolicyDocument"]
     document = json.loads(document) if isinstance(document, str) else document
     resources = {s["Sid"]: s["Resource"] for s in document["Statement"]}
@@ -189,6 +208,8 @@ def test_two_nodes_open_the_rendezvous_port_to_the_group_only(dlami: str, tmp_pa
     ("override", "message"),
     [
         ("ami.ssh_cidr=0.0.0.0/0", "allow_open_ssh=true"),
+        ("ami.ssh_cidr=0.0.0.0/1", "ami.ssh_min_prefix=/24"),
+        ("ami.permissions_boundary=nope", "aws iam create-policy --policy-name nope"),
         ("ami.ssh_cidr=not-an-address", "not an address range"),
         ("ami.train_overrides=['trainer.tag=" + "x" * 17000 + "']", "over EC2's 16384"),
     ],
@@ -311,3 +332,38 @@ def test_the_code_archive_goes_up_verified_once_and_a_failed_upload_names_the_ur
         upload_code(s3, other, b"changed code")
     assert len(tries) == UploadSettings().attempts
     assert head_or_none(s3, S3Location.parse(other)) is None
+
+
+def test_missing_boundary_policy_is_one_line_with_the_set_up_command(
+    dlami: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    account = boto3.client("sts").get_caller_identity()["Account"]
+    assert exit_status(["launch", *overrides(tmp_path, "ami.permissions_boundary=team-boundary")]) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        f"error: permissions boundary arn:aws:iam::{account}:policy/team-boundary does not exist "
+        "(ami.permissions_boundary); create it once with aws iam create-policy --policy-name team-boundary "
+        "--policy-document file://deploy/iam/boundary-policy.json"
+    ]
+    assert project_resources() == {"instances": [], "groups": [], "roles": [], "profiles": [], "keys": []}
+
+
+def test_an_older_role_gets_the_boundary_and_one_with_another_boundary_is_refused(dlami: str, tmp_path: Path) -> None:
+    iam = boto3.client("iam")
+    trust = json.dumps(launcher_trust())
+    iam.create_role(RoleName="dogbreed", AssumeRolePolicyDocument=trust)  # as an older launch left it
+    clients = launcher.Clients.create(None)
+    launcher.launch(load_config(overrides(tmp_path)), clients)
+    account = boto3.client("sts").get_caller_identity()["Account"]
+    assert boundary_of("dogbreed") == f"arn:aws:iam::{account}:policy/{BOUNDARY_NAME}"
+
+    other = create_boundary("other-boundary")
+    iam.put_role_permissions_boundary(RoleName="dogbreed", PermissionsBoundary=other)
+    with pytest.raises(AmiError, match="role dogbreed has permissions boundary"):
+        launcher.launch(load_config(overrides(tmp_path)), clients)
+    assert boundary_of("dogbreed") == other
+
+
+def launcher_trust() -> dict[str, object]:
+    from ami.iam import trust_policy
+
+    return trust_policy()

@@ -25,6 +25,7 @@ from botocore.stub import ANY, Stubber
 from deploy.cli import main as deploy_main
 from deploy.cloud import orchestrator
 from deploy.cloud.config import load_config
+from deploy.cloud.errors import DeployError
 from deploy.cloud.orchestrator import Clients
 
 REPO = Path(__file__).resolve().parents[2]
@@ -107,9 +108,23 @@ def package(run: str) -> Path:
     return out
 
 
+BOUNDARY = f"arn:aws:iam::{ACCOUNT}:policy/dogbreed-boundary"
+
+
+def create_boundary(name: str = "dogbreed-boundary") -> str:
+    """The one-time set-up README asks for: the shipped boundary policy, created in the account."""
+    document = (REPO / "deploy" / "iam" / "boundary-policy.json").read_text()
+    return boto3.client("iam").create_policy(PolicyName=name, PolicyDocument=document)["Policy"]["Arn"]
+
+
+def boundary_of(iam_client: Any, role: str) -> str | None:
+    return iam_client.get_role(RoleName=role)["Role"].get("PermissionsBoundary", {}).get("PermissionsBoundaryArn")
+
+
 @pytest.fixture
 def deploy_env(aws: str, handler_dir: Path) -> Callable[..., Any]:
     boto3.client("s3").create_bucket(Bucket=BUCKET)
+    create_boundary()
 
     def make(*overrides: str) -> Any:
         base = [f"deploy.s3_uri=s3://{BUCKET}/deploys", f"deploy.lambda.source_dir={handler_dir}"]
@@ -188,6 +203,9 @@ def test_up_creates_every_resource_with_the_configured_numbers(
     assert invoke["Action"] == "sagemaker:InvokeEndpoint"
     assert invoke["Resource"] == f"arn:aws:sagemaker:us-east-1:{ACCOUNT}:endpoint/dogbreed"
     assert clients.iam.list_attached_role_policies(RoleName="dogbreed-lambda")["AttachedPolicies"] == []
+    # Both roles carry the project boundary: no inline policy can lift them above it.
+    assert boundary_of(clients.iam, "dogbreed-lambda") == BOUNDARY
+    assert boundary_of(clients.iam, "dogbreed-sagemaker") == BOUNDARY
 
     key = model_url.removeprefix(f"s3://{BUCKET}/")
     head = clients.s3.head_object(Bucket=BUCKET, Key=key, ChecksumMode="ENABLED")
@@ -463,3 +481,56 @@ def test_a_given_execution_role_is_used_and_never_deleted(
     ProvisionedConcurrency(clients.lambda_, "dogbreed-invoke").absent()
     orchestrator.down(deploy_env("deploy.lambda.provisioned_concurrency=0"), clients)  # role_arn forgotten here
     assert clients.iam.get_role(RoleName="team-sagemaker")["Role"]["Arn"] == role["Arn"]
+
+
+def test_missing_boundary_policy_is_one_line_with_the_set_up_command_and_nothing_is_made(
+    aws: str,
+    clients: Clients,
+    run_dir: Path,
+    handler_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    boto3.client("s3").create_bucket(Bucket=BUCKET)  # but no boundary policy
+    monkeypatch.setattr(orchestrator.Clients, "create", classmethod(lambda cls, region=None: clients))
+    monkeypatch.setattr(orchestrator, "_default_package", package)
+    overrides = [f"deploy.s3_uri=s3://{BUCKET}/deploys", f"deploy.lambda.source_dir={handler_dir}"]
+
+    with pytest.raises(SystemExit) as stop:
+        deploy_main(["up", str(run_dir), *overrides])
+
+    assert stop.value.code == 1
+    assert capsys.readouterr().err.splitlines() == [
+        f"error: permissions boundary {BOUNDARY} does not exist (deploy.permissions_boundary); create it once with "
+        "aws iam create-policy --policy-name dogbreed-boundary --policy-document file://deploy/iam/boundary-policy.json"
+    ]
+    assert snapshot(clients)["roles"] == [] and snapshot(clients)["functions"] == {}
+    assert clients.s3.list_objects_v2(Bucket=BUCKET).get("Contents", []) == []  # nothing uploaded either
+
+
+def test_an_existing_role_gets_the_boundary_and_one_with_another_boundary_is_refused(
+    deploy_env: Callable[..., Any], clients: Clients, run_dir: Path
+) -> None:
+    """A role an older `up` made has no boundary: it gets ours (that only narrows it). A foreign one is left alone."""
+    lambda_service = {"Service": "lambda.amazonaws.com"}
+    trust = {"Version": "2012-10-17",
+             "Statement": [{"Effect": "Allow", "Principal": lambda_service, "Action": "sts:AssumeRole"}]}  # fmt: skip
+    clients.iam.create_role(RoleName="dogbreed-lambda", AssumeRolePolicyDocument=json.dumps(trust))
+    cfg = deploy_env("deploy.lambda.provisioned_concurrency=0")
+    ProvisionedConcurrency(clients.lambda_, "dogbreed-invoke").absent()
+    orchestrator.up(cfg, str(run_dir), clients, package)
+    assert boundary_of(clients.iam, "dogbreed-lambda") == BOUNDARY
+
+    wider = create_boundary("wider-boundary")
+    clients.iam.put_role_permissions_boundary(RoleName="dogbreed-lambda", PermissionsBoundary=wider)
+    ProvisionedConcurrency(clients.lambda_, "dogbreed-invoke").absent()
+    with pytest.raises(DeployError, match=r"role dogbreed-lambda has permissions boundary .*wider-boundary"):
+        orchestrator.up(cfg, str(run_dir), clients, package)
+    assert boundary_of(clients.iam, "dogbreed-lambda") == wider
+
+
+def test_another_boundary_name_is_configurable_and_checked(deploy_env: Callable[..., Any]) -> None:
+    assert deploy_env().deploy.permissions_boundary == "dogbreed-boundary"
+    assert deploy_env("deploy.permissions_boundary=team-boundary").deploy.permissions_boundary == "team-boundary"
+    with pytest.raises(DeployError, match=r"deploy\.permissions_boundary"):
+        deploy_env("deploy.permissions_boundary=no/slashes")

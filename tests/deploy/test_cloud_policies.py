@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
@@ -64,29 +66,180 @@ def test_trust_policy_names_one_service() -> None:
     }
 
 
-def test_deployer_policy_is_scoped_to_deploy_names_except_where_aws_allows_no_scope() -> None:
-    text = (REPO / "deploy" / "iam" / "deployer-policy.json").read_text()
-    policy = json.loads(text)
-    # Application Auto Scaling targets have opaque ARNs, so its writes cannot be name-scoped.
-    assert findings(text) == [
-        (
-            "RESOURCE_STAR",
-            [
-                "application-autoscaling:DeleteScalingPolicy",
-                "application-autoscaling:DeregisterScalableTarget",
-                "application-autoscaling:PutScalingPolicy",
-                "application-autoscaling:RegisterScalableTarget",
-            ],
-        )
+def deployer_text() -> str:
+    return (REPO / "deploy" / "iam" / "deployer-policy.json").read_text()
+
+
+def deployer() -> dict[str, Any]:
+    return json.loads(deployer_text())
+
+
+def as_list(value: str | list[str]) -> list[str]:
+    return [value] if isinstance(value, str) else list(value)
+
+
+# The condition operators the shipped policies use; an operator missing here never grants.
+OPERATORS: dict[str, Callable[[str, str], bool]] = {
+    "StringEquals": lambda value, wanted: value == wanted,
+    "StringLike": fnmatchcase,
+    "ArnEquals": lambda value, wanted: value == wanted,
+    "ArnLike": fnmatchcase,
+}
+
+
+def condition_holds(condition: dict[str, dict[str, Any]], context: dict[str, str]) -> bool:
+    for operator, keys in condition.items():
+        for key, wanted in keys.items():
+            value = context.get(key)
+            if operator not in OPERATORS or value is None:
+                return False  # an absent key fails every positive operator
+            if not any(OPERATORS[operator](value, w) for w in as_list(wanted)):
+                return False
+    return True
+
+
+def allowed(policy: dict[str, Any], action: str, resource: str, context: dict[str, str] | None = None) -> bool:
+    """IAM's answer for one identity policy: an explicit Deny wins, then any matching Allow; default deny.
+
+    Actions match case-insensitively and resources case-sensitively, `*` and `?` as wildcards.
+    """
+    verdicts = set()
+    for statement in policy["Statement"]:
+        if not any(fnmatchcase(action.lower(), a.lower()) for a in as_list(statement["Action"])):
+            continue
+        if not any(fnmatchcase(resource, r) for r in as_list(statement["Resource"])):
+            continue
+        if condition_holds(statement.get("Condition", {}), context or {}):
+            verdicts.add(statement["Effect"])
+    return "Allow" in verdicts and "Deny" not in verdicts
+
+
+ROLE = f"arn:aws:iam::{ACCOUNT}:role/dogbreed-x"
+BOUNDARY = f"arn:aws:iam::{ACCOUNT}:policy/dogbreed-boundary"
+OTHER_BOUNDARIES = [
+    f"arn:aws:iam::{ACCOUNT}:policy/AdminEverything",
+    "arn:aws:iam::aws:policy/AdministratorAccess",
+    f"arn:aws:iam::{ACCOUNT}:policy/dogbreed-boundary-wide",
+]
+
+
+def test_evaluator_reads_policies_as_iam_does() -> None:
+    policy = {"Statement": [
+        {"Effect": "Allow", "Action": "s3:Get*", "Resource": "arn:aws:s3:::b/*",
+         "Condition": {"StringEquals": {"aws:PrincipalTag/team": "ml"}}},
+        {"Effect": "Deny", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::b/secret/*"},
+    ]}  # fmt: skip
+    team = {"aws:PrincipalTag/team": "ml"}
+    assert allowed(policy, "S3:GETOBJECT", "arn:aws:s3:::b/x", team)
+    assert not allowed(policy, "s3:GetObject", "arn:aws:s3:::b/x")
+    assert not allowed(policy, "s3:GetObject", "arn:aws:s3:::b/secret/x", team)
+    assert not allowed(policy, "s3:PutObject", "arn:aws:s3:::b/x", team)
+
+
+@pytest.mark.parametrize("action", ["iam:CreateRole", "iam:PutRolePolicy", "iam:PutRolePermissionsBoundary"])
+def test_deployer_makes_or_changes_roles_only_under_the_project_boundary(action: str) -> None:
+    policy = deployer()
+    # Without a boundary a deployer could make dogbreed-x with an inline *:* policy and run code as it.
+    assert not allowed(policy, action, ROLE)
+    assert allowed(policy, action, ROLE, {"iam:PermissionsBoundary": BOUNDARY})
+    assert allowed(policy, action, f"arn:aws:iam::{ACCOUNT}:role/dogbreed", {"iam:PermissionsBoundary": BOUNDARY})
+    for other in OTHER_BOUNDARIES:
+        assert not allowed(policy, action, ROLE, {"iam:PermissionsBoundary": other})
+    assert not allowed(policy, action, f"arn:aws:iam::{ACCOUNT}:role/admin", {"iam:PermissionsBoundary": BOUNDARY})
+
+
+@pytest.mark.parametrize(
+    "action",
+    [
+        "iam:AttachRolePolicy", "iam:DeleteRolePermissionsBoundary", "iam:UpdateAssumeRolePolicy",
+        "iam:CreatePolicy", "iam:CreatePolicyVersion", "iam:SetDefaultPolicyVersion", "iam:DeletePolicy",
+        "iam:CreateUser", "iam:PutUserPolicy", "sts:AssumeRole",
+    ],
+)  # fmt: skip
+def test_no_way_around_the_boundary_is_allowed(action: str) -> None:
+    """Attaching managed policies, lifting the boundary, rewriting its document or assuming a role: all refused."""
+    policy = deployer()
+    for resource in (ROLE, BOUNDARY, f"arn:aws:iam::{ACCOUNT}:user/dogbreed-x"):
+        for context in ({}, {"iam:PermissionsBoundary": BOUNDARY}):
+            assert not allowed(policy, action, resource, context)
+
+
+SERVICES = ["sagemaker.amazonaws.com", "lambda.amazonaws.com", "ec2.amazonaws.com", "glue.amazonaws.com",
+            "cloudformation.amazonaws.com", "ecs-tasks.amazonaws.com"]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("role", "service"),
+    [
+        ("dogbreed-sagemaker", "sagemaker.amazonaws.com"),
+        ("dogbreed-prod-sagemaker", "sagemaker.amazonaws.com"),
+        ("dogbreed-lambda", "lambda.amazonaws.com"),
+        ("dogbreed", "ec2.amazonaws.com"),  # the ami instance role
+        ("dogbreed-x", None),
+        ("admin", None),
+    ],
+)
+def test_each_role_is_passed_only_to_the_service_that_runs_it(role: str, service: str | None) -> None:
+    policy = deployer()
+    arn = f"arn:aws:iam::{ACCOUNT}:role/{role}"
+    passed = [s for s in SERVICES if allowed(policy, "iam:PassRole", arn, {"iam:PassedToService": s})]
+    assert passed == ([service] if service else [])
+    assert not allowed(policy, "iam:PassRole", arn)  # without the service named, nothing
+
+
+def test_deployer_policy_passes_parliament_with_community_auditors() -> None:
+    found = analyze_policy_string(deployer_text(), include_community_auditors=True).findings
+    issues = {f.issue: f for f in found}
+    # Justified findings, and only these:
+    # - RESOURCE_STAR: Application Auto Scaling targets have opaque ARNs, so its writes cannot be name-scoped.
+    # - PERMISSIONS_MANAGEMENT_ACTIONS: making and removing the project's roles is the job; every action
+    #   that grants (CreateRole, PutRolePolicy, PutRolePermissionsBoundary) requires the project boundary.
+    # - PRIVILEGE_ESCALATION of type EditExistingLambdaFunctionWithRole: parliament flags
+    #   lambda:UpdateFunctionCode whatever its scope. Here it only reaches dogbreed-* functions, whose
+    #   roles PassRole limits to dogbreed*-lambda ones, which carry the boundary. Every role-based
+    #   escalation (CreateRole/PutRolePolicy/AttachRolePolicy/PassRole to a new function) is gone.
+    assert set(issues) == {"RESOURCE_STAR", "PERMISSIONS_MANAGEMENT_ACTIONS", "PRIVILEGE_ESCALATION"}
+    escalations = [f.location["type"] for f in found if f.issue == "PRIVILEGE_ESCALATION"]
+    assert escalations == ["EditExistingLambdaFunctionWithRole"]
+    assert issues["RESOURCE_STAR"].detail == [
+        "application-autoscaling:DeleteScalingPolicy",
+        "application-autoscaling:DeregisterScalableTarget",
+        "application-autoscaling:PutScalingPolicy",
+        "application-autoscaling:RegisterScalableTarget",
     ]
-    by_sid = statements(policy)
-    assert by_sid["PassDeployRolesToTheirServices"]["Condition"]["StringEquals"]["iam:PassedToService"] == [
-        "sagemaker.amazonaws.com",
-        "lambda.amazonaws.com",
+    assert "iam:updateassumerolepolicy" not in issues["PERMISSIONS_MANAGEMENT_ACTIONS"].location["actions"]
+    # Without the community auditors: only the justified RESOURCE_STAR.
+    assert [f.issue for f in analyze_policy_string(deployer_text()).findings] == ["RESOURCE_STAR"]
+
+
+def test_boundary_policy_is_clean_but_for_the_ecr_login_aws_cannot_scope() -> None:
+    text = (REPO / "deploy" / "iam" / "boundary-policy.json").read_text()
+    assert [f.issue for f in analyze_policy_string(text).findings] == []
+    # ecr:GetAuthorizationToken returns a registry token; the endpoint needs it to pull its image.
+    found = analyze_policy_string(text, include_community_auditors=True).findings
+    assert [(f.issue, f.location["actions"]) for f in found] == [
+        ("CREDENTIALS_EXPOSURE", ["ecr:getauthorizationtoken"])
     ]
-    for sid in ("DeployRoles", "Hosting", "FrontDoor"):
-        resources = by_sid[sid]["Resource"]
-        assert all("dogbreed" in arn for arn in ([resources] if isinstance(resources, str) else resources))
+    boundary = json.loads(text)
+    assert not any(a.endswith("*") for s in boundary["Statement"] for a in as_list(s["Action"]))
+    assert not any(
+        a.startswith(("iam:", "sts:", "lambda:")) for s in boundary["Statement"] for a in as_list(s["Action"])
+    )
+
+
+def test_boundary_allows_everything_the_deploy_roles_are_given() -> None:
+    boundary = json.loads((REPO / "deploy" / "iam" / "boundary-policy.json").read_text())
+    for policy in (
+        iam.lambda_policy("aws", "eu-west-1", ACCOUNT, "dogbreed", "dogbreed-invoke"),
+        iam.sagemaker_execution_policy("aws", "eu-west-1", ACCOUNT, "bkt", "deploys/dogbreed", REPOSITORY, "dogbreed"),
+    ):
+        for statement in policy["Statement"]:
+            for action in as_list(statement["Action"]):
+                assert allowed(boundary, action, statement["Resource"]), (action, statement["Resource"])
+    # and nothing beyond the project's names
+    assert not allowed(boundary, "sagemaker:InvokeEndpoint", f"arn:aws:sagemaker:eu-west-1:{ACCOUNT}:endpoint/other")
+    assert not allowed(boundary, "s3:GetObject", "arn:aws:s3:::bkt/other/model.tar.gz")
+    assert not allowed(boundary, "s3:DeleteObject", "arn:aws:s3:::bkt/deploys/dogbreed/x")
 
 
 @pytest.mark.parametrize(

@@ -222,7 +222,8 @@ def test_interrupted_deploy_is_waited_for_not_redone() -> None:
 def test_live_alias_catches_up_after_an_interrupted_publish(aws: str, tmp_path: Path) -> None:
     lam, iam_client = boto3.client("lambda"), boto3.client("iam")
     policy = iam.lambda_policy("aws", "us-east-1", "123456789012", "dogbreed", "dogbreed-invoke")
-    role, _ = iam.ensure_role(iam_client, "dogbreed-lambda", "lambda.amazonaws.com", policy, "test")
+    boundary = "arn:aws:iam::123456789012:policy/dogbreed-boundary"
+    role, _ = iam.ensure_role(iam_client, "dogbreed-lambda", "lambda.amazonaws.com", policy, "test", boundary)
     folder = tmp_path / "handler"
     folder.mkdir()
     (folder / "lambda_function.py").write_text("def lambda_handler(event, context):\n    return 1\n")
