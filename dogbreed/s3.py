@@ -402,6 +402,9 @@ class S3Uploader:
                     ExtraArgs={"ChecksumAlgorithm": "SHA256", "Metadata": {"sha256": digest.sha256}},
                     Config=self.settings.transfer_config(),
                 )
+                if abandoned.is_set():
+                    # A newer upload of this key may be under way; checking (and deleting) is its job now.
+                    raise UploadTimeout(what=f"upload of {dest.uri}", seconds=0.0, reason="given up by the caller")
                 self.verify(dest, digest)
                 log.info("uploaded %s to %s (%s bytes, sha256 verified)", path.name, dest.uri, digest.size)
                 return digest
