@@ -175,8 +175,10 @@ def upload_and_explain_stop(
 ) -> TrainingInterrupted:
     """Uploads the checkpoint just written; returns the exception that says how to resume.
 
-    The message names the local checkpoint and, when the upload worked, the S3 copy with
-    the command that resumes on another machine; the caller raises it.
+    The upload gets `storage.interrupt_upload_budget_s` (`RunUploads.checkpoint(always=True)`),
+    so a hung S3 cannot keep the run past a spot notice's two minutes. The message names the
+    local checkpoint and, when the upload worked, the S3 copy with the command that resumes
+    on another machine; the caller raises it.
     """
     lines = [
         f"stopped: {stop.reason}, {where}.",

@@ -5,9 +5,12 @@ through here. Uploads use boto3's transfer manager (multipart, concurrent parts)
 SHA-256 checksums that S3 checks on receipt; afterwards `head_object` must report the
 local size and checksum, else the object is deleted and the upload retried. A failed
 multipart upload is aborted (by s3transfer at once, or by the next attempt when S3 was
-down), so a key never holds a partial object that looks complete. Downloads are checked
-against the SHA-256 recorded at upload. Credentials, region and endpoint come from the
-standard boto3 chain (instance profile on EC2, `AWS_ENDPOINT_URL`).
+down), so a key never holds a partial object that looks complete. An upload has an overall
+time budget (a hung S3 cannot stall its caller for longer), and refusals that another try
+cannot change (no such bucket, access denied, bad credentials) are not retried. Downloads
+are always checked against a SHA-256 recorded at upload; an object without one is refused.
+Credentials, region and endpoint come from the standard boto3 chain (instance profile on
+EC2, `AWS_ENDPOINT_URL`).
 """
 
 from __future__ import annotations
@@ -16,16 +19,25 @@ import base64
 import hashlib
 import json
 import logging
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import boto3
 from boto3.exceptions import S3UploadFailedError
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    NoCredentialsError,
+    NoRegionError,
+    ParamValidationError,
+    PartialCredentialsError,
+)
 from s3transfer.utils import ChunksizeAdjuster
 
 from dogbreed.errors import DogbreedError
@@ -38,6 +50,30 @@ MiB = 1024 * 1024
 NOT_FOUND = ("404", "NoSuchKey", "NotFound", "NoSuchBucket")
 # Uploads that fail in these ways are worth another try; anything else is a bug or bad input.
 TRANSIENT = (BotoCoreError, ClientError, S3UploadFailedError)
+# ... except these refusals, which another try cannot change: the bucket or the credentials are
+# wrong, or they lack a permission. They fail at once (see `permanent_failure`).
+PERMANENT_CODES = frozenset(
+    {
+        "NoSuchBucket",
+        "InvalidBucketName",
+        "AccessDenied",
+        "AllAccessDisabled",
+        "AccountProblem",
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+        "InvalidToken",
+        "ExpiredToken",
+        "AuthorizationHeaderMalformed",
+        "PermanentRedirect",
+        "InvalidRequest",
+        "InvalidArgument",
+        "403",
+    }
+)
+PERMANENT_TYPES = (NoCredentialsError, PartialCredentialsError, NoRegionError, ParamValidationError)
+# How often a caller waiting on an upload checks whether it should give up.
+POLL_S = 0.1
+T = TypeVar("T")
 
 
 class S3AddressError(DogbreedError):
@@ -46,6 +82,20 @@ class S3AddressError(DogbreedError):
 
 class VerificationError(Exception):
     """The object S3 holds after an upload does not match the local file."""
+
+
+class UnverifiedObjectError(DogbreedError):
+    """An object to download has no SHA-256 recorded at upload, so its bytes cannot be checked."""
+
+
+class UploadTimeout(BotoCoreError):
+    """An upload did not finish within its time budget, or was given up (S3 hung, or a stop came).
+
+    A BotoCoreError, like the connection errors it stands for, so every caller that handles
+    an unreachable S3 handles this too.
+    """
+
+    fmt = "{what} given up after {seconds:.1f} s: {reason}"
 
 
 @dataclass(frozen=True)
@@ -115,6 +165,64 @@ def is_not_found(err: ClientError) -> bool:
     return err.response["Error"]["Code"] in NOT_FOUND
 
 
+def permanent_failure(err: BaseException) -> str | None:
+    """Why another try of the call that raised `err` cannot succeed (an S3 error code), or None.
+
+    Looks through the exceptions `err` was raised from: boto3's S3UploadFailedError wraps the
+    ClientError of the request that failed.
+    """
+    seen: BaseException | None = err
+    for _ in range(4):
+        if seen is None:
+            break
+        if isinstance(seen, ClientError) and error_code(seen) in PERMANENT_CODES:
+            return error_code(seen)
+        if isinstance(seen, PERMANENT_TYPES):
+            return type(seen).__name__
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def within_budget(
+    work: Callable[[], T], budget_s: float | None, what: str, give_up: Callable[[], bool] | None = None
+) -> T:
+    """`work()`, waited for at most `budget_s` seconds (None: no limit) and only while `give_up()` is false.
+
+    `work` runs in a daemon thread. A request in flight cannot be interrupted, so on time-out
+    the thread is left to end at its own socket timeout; callers pass a `work` that checks
+    a flag before starting anything new (see `S3Uploader.upload`).
+
+    Raises:
+        UploadTimeout: the budget ran out, or `give_up()` turned true, first.
+        Exception: whatever `work` raised.
+    """
+    if budget_s is None and give_up is None:
+        return work()
+    outcome: dict[str, Any] = {}
+    done = threading.Event()
+
+    def run() -> None:
+        try:
+            outcome["value"] = work()
+        except BaseException as err:  # handed to the waiting thread
+            outcome["error"] = err
+        finally:
+            done.set()
+
+    started = time.monotonic()
+    deadline = None if budget_s is None else started + budget_s
+    threading.Thread(target=run, name=f"s3: {what}", daemon=True).start()
+    while not done.wait(POLL_S if deadline is None else max(0.0, min(POLL_S, deadline - time.monotonic()))):
+        if give_up is not None and give_up():
+            raise UploadTimeout(what=what, seconds=time.monotonic() - started, reason="a stop was requested")
+        if deadline is not None and time.monotonic() >= deadline:
+            reason = f"over its {budget_s:g} s budget (S3 unreachable or too slow)"
+            raise UploadTimeout(what=what, seconds=time.monotonic() - started, reason=reason)
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
 def head_or_none(client: Any, location: S3Location, checksums: bool = False) -> dict[str, Any] | None:
     """`head_object` of `location`, or None when there is no such object.
 
@@ -132,20 +240,31 @@ def head_or_none(client: Any, location: S3Location, checksums: bool = False) -> 
         raise
 
 
+def whole_object_sha256(head: dict[str, Any]) -> str | None:
+    """S3's own hex SHA-256 of the whole object from a `head_object(ChecksumMode=ENABLED)` answer, or None.
+
+    A multipart checksum is a checksum of part checksums, not of the file, so it is not one:
+    real S3 marks it with `-<parts>` and `ChecksumType` COMPOSITE; a multipart ETag (`"…-3"`)
+    gives it away on stores that do neither.
+    """
+    checksum = head.get("ChecksumSHA256")
+    if not checksum or "-" in checksum or head.get("ChecksumType") == "COMPOSITE" or "-" in head.get("ETag", ""):
+        return None
+    return base64.b64decode(checksum).hex()
+
+
 def recorded_sha256(head: dict[str, Any]) -> str | None:
     """The hex SHA-256 of the whole object, as recorded at upload, from a `head_object` answer.
 
     `S3Uploader` stores it as `sha256` metadata; for other objects a whole-object
-    `ChecksumSHA256` (asked for with `checksums=True`) is used. A multipart checksum is a
-    checksum of part checksums, not of the file, so it is not.
+    `ChecksumSHA256` (asked for with `checksums=True`) is used.
     """
-    recorded = head.get("Metadata", {}).get("sha256")
-    if recorded:
-        return recorded
-    checksum = head.get("ChecksumSHA256")
-    if not checksum or "-" in checksum or head.get("ChecksumType") == "COMPOSITE":
-        return None
-    return base64.b64decode(checksum).hex()
+    return head.get("Metadata", {}).get("sha256") or whole_object_sha256(head)
+
+
+def recorded_digests(head: dict[str, Any]) -> set[str]:
+    """Every SHA-256 of the whole object S3 recorded: its own checksum and the `sha256` metadata."""
+    return {digest for digest in (whole_object_sha256(head), head.get("Metadata", {}).get("sha256")) if digest}
 
 
 @dataclass(frozen=True)
@@ -198,10 +317,14 @@ class UploadSettings:
     multipart_threshold: int = 64 * MiB
     multipart_chunksize: int = 16 * MiB
     max_concurrency: int = 8
+    # Seconds one upload may take in all (every try and wait); None: no limit.
+    budget_s: float | None = None
 
     def __post_init__(self) -> None:
         if self.attempts < 1:
             raise DogbreedError(f"an upload needs at least 1 attempt, got {self.attempts}")
+        if self.budget_s is not None and self.budget_s <= 0:
+            raise DogbreedError(f"an upload budget must be above 0 seconds, got {self.budget_s}")
 
     def transfer_config(self) -> TransferConfig:
         """These settings as boto3's transfer manager takes them."""
@@ -224,22 +347,52 @@ class S3Uploader:
         self.client = client
         self.settings = settings
 
-    def upload(self, path: Path, dest: S3Location) -> Digest:
+    def upload(
+        self,
+        path: Path,
+        dest: S3Location,
+        budget_s: float | None = None,
+        give_up: Callable[[], bool] | None = None,
+    ) -> Digest:
         """Uploads `path` to `dest` unless S3 already holds the same bytes; returns the file's digest.
 
         Each attempt aborts multipart uploads an earlier one left behind, uploads with
         SHA-256 checksums and checks size and checksum with `head_object`; attempts are
-        `settings.backoff_s`, then twice that, ... apart.
+        `settings.backoff_s`, then twice that, ... apart. A refusal another try cannot
+        change (`permanent_failure`) is raised at once.
+
+        Args:
+            path: the file.
+            dest: its key.
+            budget_s: seconds for the whole upload, every try included; None: `settings.budget_s`.
+            give_up: polled while waiting; when it turns true the upload is given up at once.
 
         Raises:
             BotoCoreError, ClientError, S3UploadFailedError, VerificationError: the last
                 attempt's failure; `dest` then holds no object that looks like this file.
+            UploadTimeout: the budget ran out or `give_up()` turned true; no new request of
+                this upload starts afterwards.
         """
+        budget = self.settings.budget_s if budget_s is None else budget_s
+        abandoned = threading.Event()
+        deadline = None if budget is None else time.monotonic() + budget
+        try:
+            return within_budget(
+                lambda: self.try_upload(path, dest, deadline, abandoned), budget, f"upload of {dest.uri}", give_up
+            )
+        except UploadTimeout:
+            abandoned.set()
+            raise
+
+    def try_upload(self, path: Path, dest: S3Location, deadline: float | None, abandoned: threading.Event) -> Digest:
+        """`upload`'s tries, until one works, a refusal is permanent, or a wait would pass `deadline`."""
         digest = file_digest(path, self.settings.part_size(path.stat().st_size))
         if self.holds(dest, digest):
             log.info("%s already in S3 at %s", path.name, dest.uri)
             return digest
         for attempt in range(1, self.settings.attempts + 1):
+            if abandoned.is_set():  # the caller has given up: start nothing new
+                raise UploadTimeout(what=f"upload of {dest.uri}", seconds=0.0, reason="given up by the caller")
             try:
                 self.abort_incomplete(dest)
                 self.client.upload_file(
@@ -249,16 +402,30 @@ class S3Uploader:
                     ExtraArgs={"ChecksumAlgorithm": "SHA256", "Metadata": {"sha256": digest.sha256}},
                     Config=self.settings.transfer_config(),
                 )
+                if abandoned.is_set():
+                    # A newer upload of this key may be under way; checking (and deleting) is its job now.
+                    raise UploadTimeout(what=f"upload of {dest.uri}", seconds=0.0, reason="given up by the caller")
                 self.verify(dest, digest)
                 log.info("uploaded %s to %s (%s bytes, sha256 verified)", path.name, dest.uri, digest.size)
                 return digest
             except (*TRANSIENT, VerificationError) as err:
+                permanent = permanent_failure(err)
                 log.warning(
-                    "upload of %s to %s failed (try %s/%s): %s", path, dest.uri, attempt, self.settings.attempts, err
+                    "upload of %s to %s failed (try %s/%s%s): %s",
+                    path,
+                    dest.uri,
+                    attempt,
+                    self.settings.attempts,
+                    f"; {permanent} is not retried" if permanent else "",
+                    err,
                 )
-                if attempt == self.settings.attempts:
+                wait = self.settings.backoff_s * 2 ** (attempt - 1)
+                if permanent or attempt == self.settings.attempts:
                     raise
-                time.sleep(self.settings.backoff_s * 2 ** (attempt - 1))
+                if deadline is not None and time.monotonic() + wait >= deadline:
+                    log.warning("no time left in the upload budget for another try of %s", dest.uri)
+                    raise
+                time.sleep(wait)
         raise AssertionError("unreachable: the last attempt returns or raises")
 
     def holds(self, dest: S3Location, digest: Digest) -> bool:
@@ -303,23 +470,44 @@ class S3Uploader:
             log.debug("cannot list multipart uploads of %s: %s", dest.uri, err)
 
 
+def put_command(source: S3Location) -> str:
+    """The command that uploads one file to `source` the verified way (`python -m dogbreed.storage put`)."""
+    return f"python -m dogbreed.storage put <file> {source.uri}"
+
+
 def download_verified(client: Any, source: S3Location, dest: Path) -> Path:
-    """Downloads `source` to `dest` and checks it against the SHA-256 recorded at upload.
+    """Downloads `source` to `dest` and checks it against every SHA-256 S3 recorded for it.
+
+    Those are S3's own whole-object `ChecksumSHA256` and the `sha256` metadata `S3Uploader`
+    writes. An object with neither (written by a plain `aws s3 cp` or `put_object`, which
+    also drops the metadata when it overwrites) cannot be checked and is refused before
+    anything is downloaded. Every download whose bytes matter goes through here: resume
+    from S3, deploy packaging from an s3:// run. Data sync (`dogbreed.datasync`) does not:
+    it mirrors the user's own images by ETag and size, and the scan checks each file.
 
     Raises:
+        UnverifiedObjectError: the object has no recorded SHA-256 (the message says how to re-upload it).
         DogbreedError: S3 refused, or the bytes do not match (the download is then removed).
     """
     dest.parent.mkdir(parents=True, exist_ok=True)
     try:
-        head = client.head_object(Bucket=source.bucket, Key=source.key)
+        head = client.head_object(Bucket=source.bucket, Key=source.key, ChecksumMode="ENABLED")
+        expected = recorded_digests(head)
+        if not expected:
+            raise UnverifiedObjectError(
+                f"{source.uri} has no SHA-256 to check it against (no sha256 metadata, no whole-object "
+                "ChecksumSHA256): it was written or overwritten without dogbreed's verified upload, so it is "
+                "refused. Re-upload it with `python -m dogbreed.storage push <run dir> <run s3 uri>` "
+                f"or `{put_command(source)}`"
+            )
         client.download_file(source.bucket, source.key, str(dest))
     except ClientError as err:
         raise DogbreedError(f"cannot download {source.uri}: {error_code(err)} ({err})") from None
-    expected = head.get("Metadata", {}).get("sha256")
-    if expected and sha256_file(dest) != expected:
+    actual = sha256_file(dest)
+    if expected != {actual}:
         dest.unlink()
         raise DogbreedError(f"{source.uri} does not match the sha256 recorded at upload; download it again")
-    log.info("downloaded %s to %s", source.uri, dest)
+    log.info("downloaded %s to %s (sha256 verified)", source.uri, dest)
     return dest
 
 

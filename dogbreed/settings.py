@@ -17,7 +17,7 @@ from dogbreed.features import ExtractionSettings
 from dogbreed.interrupt import StopRequest
 from dogbreed.loaders import DataSource, FeatureCacheSettings, LoaderSettings, worker_count
 from dogbreed.s3 import MiB, S3Location, UploadSettings, make_client
-from dogbreed.storage import RESOLVED_CONFIG_NAME, RunUploads
+from dogbreed.storage import RESOLVED_CONFIG_NAME, RunUploads, preflight
 from dogbreed.synthetic import SyntheticSpec
 
 log = logging.getLogger(__name__)
@@ -75,6 +75,11 @@ def run_location(cfg: Any, output_dir: Path) -> S3Location:
     return S3Location.parse(str(cfg.storage.s3_uri)).child(run_name(cfg, output_dir))
 
 
+def optional_seconds(value: Any) -> float | None:
+    """A budget in seconds; null (or 0) means no limit."""
+    return float(value) if value else None
+
+
 def upload_settings(storage: Any) -> UploadSettings:
     """The upload settings of a `storage` config group (conf/storage/s3.yaml), in bytes and seconds."""
     return UploadSettings(
@@ -83,6 +88,7 @@ def upload_settings(storage: Any) -> UploadSettings:
         multipart_threshold=int(storage.multipart_threshold_mb * MiB),
         multipart_chunksize=int(storage.multipart_chunk_mb * MiB),
         max_concurrency=int(storage.max_concurrency),
+        budget_s=optional_seconds(storage.upload_budget_s),
     )
 
 
@@ -98,21 +104,27 @@ def storage_client(storage: Any) -> Any:
 def run_uploads(cfg: Any, run_dir: Path) -> RunUploads | None:
     """The run's uploads as the training config sets them; None unless `storage.backend` is s3.
 
-    Writes the resolved config into the run dir first, so it goes up with the artifacts.
+    First checks that the bucket takes writes under the run's prefix (`storage.preflight`:
+    seconds, within `storage.upload_budget_s`), so a wrong `storage.s3_uri` fails the run
+    before any data is prepared. Then writes the resolved config into the run dir, so it goes
+    up with the artifacts.
     """
     if cfg.storage.backend != "s3":
         return None
     dest = run_location(cfg, run_dir)
+    storage = cfg.storage
+    settings, client = upload_settings(storage), storage_client(storage)
+    preflight(client, dest, settings.budget_s)
     # .hydra/config.yaml keeps interpolations; this copy says exactly what ran.
     (run_dir / RESOLVED_CONFIG_NAME).write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    storage = cfg.storage
     return RunUploads.start(
         run_dir,
         dest,
         run_name(cfg, run_dir),
-        upload_settings(storage),
-        storage_client(storage),
+        settings,
+        client,
         bool(storage.upload_checkpoints),
+        optional_seconds(storage.interrupt_upload_budget_s),
     )
 
 

@@ -3,8 +3,11 @@
 Every file goes up through `dogbreed.s3.S3Uploader` (transfer manager, SHA-256 checked by
 S3 and by `head_object`, retried, never a partial object that looks complete). A failed
 upload never stops training: the files stay in the run directory and `push` finishes the job.
+Each upload has a time budget, so a hung S3 delays training by at most that; a bucket that is
+missing or not writable fails the run at its start (`preflight`), not after the first epoch.
 
     python -m dogbreed.storage push RUN_DIR s3://bucket/prefix/run-name
+    python -m dogbreed.storage put FILE s3://bucket/prefix/run-name/checkpoint.pt   (one file)
     python -m dogbreed.storage sync s3://bucket/dogImages/ data/s3cache/bucket/dogImages   (see dogbreed.datasync)
 """
 
@@ -14,10 +17,12 @@ import argparse
 import logging
 import shlex
 import sys
+import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from botocore.exceptions import BotoCoreError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from dogbreed.datasync import sync_prefix
 from dogbreed.errors import DogbreedError
@@ -27,8 +32,11 @@ from dogbreed.s3 import (
     S3Uploader,
     UploadSettings,
     VerificationError,
+    error_code,
     head_or_none,
     make_client,
+    permanent_failure,
+    within_budget,
 )
 
 log = logging.getLogger(__name__)
@@ -57,8 +65,9 @@ def push_command(run_dir: Path, dest: S3Location) -> str:
 def push(uploader: S3Uploader, run_dir: Path, dest: S3Location) -> list[Path]:
     """Uploads every artifact of `run_dir` under `dest`; returns the files that could not be uploaded.
 
-    Once a file fails because S3 cannot be reached at all, the rest are not tried: with
-    timeouts, each would take minutes to fail the same way.
+    Once a file fails because S3 cannot be reached at all, or refuses in a way no retry
+    changes (no such bucket, access denied), the rest are not tried: each would fail the
+    same way, after its whole time budget when S3 hangs.
     """
     files = run_files(run_dir)
     failed: list[Path] = []
@@ -67,7 +76,7 @@ def push(uploader: S3Uploader, run_dir: Path, dest: S3Location) -> list[Path]:
             uploader.upload(run_dir / relative, dest.child(relative.as_posix()))
         except (*TRANSIENT, VerificationError) as err:
             log.error("could not upload %s: %s", relative, err)
-            if isinstance(err, BotoCoreError):
+            if isinstance(err, BotoCoreError) or permanent_failure(err):
                 return [*failed, *files[index:]]
             failed.append(relative)
     return failed
@@ -82,6 +91,48 @@ def upload_failure(run_dir: Path, dest: S3Location, failed: list[Path]) -> Uploa
     )
 
 
+def preflight(client: Any, dest: S3Location, budget_s: float | None) -> None:
+    """Checks that the run's bucket exists and takes writes under `dest`: a small put, then its delete.
+
+    Takes seconds, so a typo in `storage.s3_uri` or a missing permission fails the run before
+    any data is prepared, instead of after the first epoch's training.
+
+    Raises:
+        DogbreedError: the bucket is missing, refuses the write, or cannot be reached within
+            `budget_s`; the message names the bucket and what to fix.
+    """
+    probe = dest.child(f".dogbreed-preflight-{uuid.uuid4().hex[:12]}")
+    fix = "fix storage.s3_uri (or DOGBREED_S3_URI)"
+    try:
+        within_budget(lambda: write_and_remove(client, probe), budget_s, f"write check of {dest.uri}")
+    except ClientError as err:
+        code = error_code(err)
+        if code in ("NoSuchBucket", "InvalidBucketName"):
+            raise DogbreedError(
+                f"storage=s3: bucket {dest.bucket!r} does not exist ({code}); create it or {fix}"
+            ) from None
+        raise DogbreedError(
+            f"storage=s3: cannot write to bucket {dest.bucket!r} under {dest.uri} ({code}: "
+            f"{' '.join(str(err.response['Error'].get('Message', '')).split())}); the credentials need "
+            f"s3:PutObject there, or {fix}"
+        ) from None
+    except BotoCoreError as err:
+        raise DogbreedError(
+            f"storage=s3: cannot reach bucket {dest.bucket!r} ({' '.join(str(err).split())}); check the network, "
+            f"AWS_ENDPOINT_URL and credentials, or run with storage=local"
+        ) from None
+    log.info("bucket %s is writable under %s", dest.bucket, dest.uri)
+
+
+def write_and_remove(client: Any, probe: S3Location) -> None:
+    client.put_object(Bucket=probe.bucket, Key=probe.key, Body=b"dogbreed storage check\n")
+    try:
+        client.delete_object(Bucket=probe.bucket, Key=probe.key)
+    except ClientError as err:
+        # Writing is what training needs; a role without s3:DeleteObject (ami's) leaves the probe behind.
+        log.warning("could not delete %s (%s); it is safe to delete", probe.uri, error_code(err))
+
+
 def unfinished_checkpoint(
     client: Any, run: S3Location, checkpoint_name: str
 ) -> tuple[S3Location, dict[str, Any]] | None:
@@ -93,22 +144,47 @@ def unfinished_checkpoint(
     return location, found
 
 
+class StopFlag(Protocol):
+    """What `RunUploads` needs of `dogbreed.interrupt.StopRequest`."""
+
+    @property
+    def requested(self) -> bool: ...
+
+
 class RunUploads:
     """The S3 side of one training run: the checkpoint after each epoch, every artifact at the end.
 
     A failed upload never stops training; the files stay in the run dir and `finish` reports them.
     """
 
-    def __init__(self, uploader: S3Uploader, run_dir: Path, name: str, dest: S3Location, every_epoch: bool) -> None:
+    def __init__(
+        self,
+        uploader: S3Uploader,
+        run_dir: Path,
+        name: str,
+        dest: S3Location,
+        every_epoch: bool,
+        stop_budget_s: float | None = None,
+    ) -> None:
         self.uploader = uploader
         self.run_dir = run_dir
         self.name = name
         self.dest = dest
         self.every_epoch = every_epoch
+        self.stop_budget_s = stop_budget_s
+        # Set by `give_up_on`: an epoch's checkpoint upload yields to a stop request at once.
+        self.stopping: Callable[[], bool] | None = None
 
     @classmethod
     def start(
-        cls, run_dir: Path, dest: S3Location, name: str, settings: UploadSettings, client: Any, every_epoch: bool
+        cls,
+        run_dir: Path,
+        dest: S3Location,
+        name: str,
+        settings: UploadSettings,
+        client: Any,
+        every_epoch: bool,
+        stop_budget_s: float | None = None,
     ) -> RunUploads:
         """Uploads of `run_dir` to `dest`.
 
@@ -116,19 +192,37 @@ class RunUploads:
             run_dir: the local run directory; artifact keys are paths relative to it.
             dest: the run's S3 folder (`dogbreed.settings.run_location`).
             name: the run name, for the resume command on another machine.
-            settings: tries, backoff and multipart split of each upload.
+            settings: tries, backoff, time budget and multipart split of each upload.
             client: the S3 client to upload with.
             every_epoch: upload the checkpoint after each epoch, not only on `finish` or interruption.
+            stop_budget_s: time budget of the checkpoint upload on a stop (it must fit in a
+                spot notice's two minutes); None: the budget of `settings`.
         """
         log.info("artifacts will be uploaded to %s", dest.uri)
-        return cls(S3Uploader(client, settings), run_dir, name, dest, every_epoch)
+        return cls(S3Uploader(client, settings), run_dir, name, dest, every_epoch, stop_budget_s)
+
+    def give_up_on(self, stop: StopFlag) -> None:
+        """From now on, an epoch's checkpoint upload is given up as soon as `stop` is requested.
+
+        The stop's own checkpoint is then written and uploaded (`checkpoint(always=True)`),
+        so a slow upload never delays the checkpoint a spot notice asks for.
+        """
+        self.stopping = lambda: stop.requested
 
     def checkpoint(self, path: Path, always: bool = False) -> bool:
-        """Uploads the checkpoint if `every_epoch` (or `always`); True when S3 now holds it."""
+        """Uploads the checkpoint if `every_epoch` (or `always`, on a stop); True when S3 now holds it.
+
+        An epoch's upload gets the settings' time budget and yields to a stop request; the
+        stop's upload (`always`) gets `stop_budget_s`.
+        """
         if not (self.every_epoch or always):
             return False
+        dest = self.dest.child(path.relative_to(self.run_dir).as_posix())
         try:
-            self.uploader.upload(path, self.dest.child(path.relative_to(self.run_dir).as_posix()))
+            if always:
+                self.uploader.upload(path, dest, budget_s=self.stop_budget_s)
+            else:
+                self.uploader.upload(path, dest, give_up=self.stopping)
         except (*TRANSIENT, VerificationError) as err:
             log.warning("checkpoint not uploaded (kept in %s; training goes on): %s", self.run_dir, err)
             return False
@@ -142,8 +236,14 @@ class RunUploads:
         log.info("all artifacts are in %s", self.dest.uri)
 
 
+def give_up_uploads_on(uploads: RunUploads | None, stop: StopFlag) -> None:
+    """`uploads.give_up_on(stop)` when the run uploads (storage=s3, rank 0)."""
+    if uploads is not None:
+        uploads.give_up_on(stop)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """`push` or `sync`; returns 0, or exits with the status and line of `dogbreed.entry`."""
+    """`push`, `put` or `sync`; returns 0, or exits with the status and line of `dogbreed.entry`."""
     # The command line's own imports; the module above is the library that training uses.
     import boto3
     from botocore.exceptions import NoCredentialsError
@@ -159,6 +259,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     push_parser.add_argument("run_dir", type=Path)
     push_parser.add_argument("s3_uri")
+    put_parser = commands.add_parser(
+        "put", help="upload one file to s3://bucket/key (verified; replaces what is there)", parents=[DEBUG_OPTION]
+    )
+    put_parser.add_argument("file", type=Path)
+    put_parser.add_argument("s3_uri")
     sync_parser = commands.add_parser(
         "sync", help="mirror an s3:// prefix into a local folder (only new or changed)", parents=[DEBUG_OPTION]
     )
@@ -170,12 +275,18 @@ def main(argv: list[str] | None = None) -> int:
         dest = S3Location.parse(args.s3_uri)
         if args.command == "push" and not args.run_dir.is_dir():
             raise DogbreedError(f"{args.run_dir} is not a directory; pass the run directory to upload")
+        if args.command == "put" and (not args.file.is_file() or not dest.key or dest.key.endswith("/")):
+            raise DogbreedError(f"put takes a file and the object's full s3://bucket/key, got {args.file} {dest.uri}")
         client = make_client()
         if boto3.Session().get_credentials() is None:
             # Said once, now, rather than after every file's upload retries have failed.
             raise NoCredentialsError()
         if args.command == "sync":
             sync_prefix(client, dest, args.dest)
+            return 0
+        if args.command == "put":
+            S3Uploader(client, UploadSettings()).upload(args.file, dest)
+            log.info("%s is in %s (sha256 verified)", args.file, dest.uri)
             return 0
         failed = push(S3Uploader(client, UploadSettings()), args.run_dir, dest)
         if failed:

@@ -52,7 +52,8 @@ def train(cfg: DictConfig) -> float:
     context = distributed.init(resolve_device(cfg.trainer.device))  # a single process unless torchrun
     try:
         with settings.stop_request(cfg.trainer.interrupt) as stop:
-            job, state = set_up(cfg, context)
+            job, state = set_up(cfg, context)  # with storage=s3, fails fast on a bucket it cannot write to
+            storage.give_up_uploads_on(job.uploads, stop)  # an epoch's upload yields to a stop's checkpoint
             fit(job, state, stop)
             return finish(job, state)
     finally:

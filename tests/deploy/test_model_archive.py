@@ -145,10 +145,13 @@ def test_foreign_or_missing_weights_are_clear_errors(
 def test_s3_run_prefix(run_dir: Path, tmp_path: Path, aws: str) -> None:
     s3 = boto3.client("s3")
     s3.create_bucket(Bucket="runs")
+    # One PUT each with a SHA-256 checksum: S3's whole-object checksum is what the verified download checks.
     for name in ("model.pth", "labels.json"):
-        s3.upload_file(str(run_dir / name), "runs", f"exp/run-7/{name}")
+        body = (run_dir / name).read_bytes()
+        s3.put_object(Bucket="runs", Key=f"exp/run-7/{name}", Body=body, ChecksumAlgorithm="SHA256")
     # A CLI run's Hydra config (no checkpoint.pt here, to keep the upload small).
-    s3.put_object(Bucket="runs", Key="exp/run-7/.hydra/config.yaml", Body=b"data:\n  image_size: 48\n")
+    config = b"data:\n  image_size: 48\n"
+    s3.put_object(Bucket="runs", Key="exp/run-7/.hydra/config.yaml", Body=config, ChecksumAlgorithm="SHA256")
     tarball = package_run("s3://runs/exp/run-7/", tmp_path / "s3.tar.gz")
     info = serving_info(tarball)
     assert info["name"] == "run-7" and info["image_size"] == 48

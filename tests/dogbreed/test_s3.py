@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import time
 from pathlib import Path
 
 import boto3
@@ -18,7 +19,9 @@ from dogbreed.s3 import (
     S3AddressError,
     S3Location,
     S3Uploader,
+    UnverifiedObjectError,
     UploadSettings,
+    UploadTimeout,
     delete_prefix,
     download_verified,
     error_code,
@@ -27,9 +30,12 @@ from dogbreed.s3 import (
     head_or_none,
     is_not_found,
     make_client,
+    permanent_failure,
     put_json,
+    recorded_digests,
     recorded_sha256,
     sha256_file,
+    within_budget,
 )
 
 BUCKET = "dogbreed-s3-module"
@@ -193,3 +199,87 @@ def test_download_verified_checks_the_recorded_sha256(s3, tmp_path: Path) -> Non
     assert not (tmp_path / "d" / "bad").exists()
     with pytest.raises(DogbreedError, match=r"cannot download s3://dogbreed-s3-module/none: 404"):
         download_verified(s3, S3Location(BUCKET, "none"), tmp_path / "d" / "none")
+
+
+def test_download_refuses_an_object_without_a_recorded_sha256(s3, tmp_path: Path) -> None:
+    path = tmp_path / "checkpoint.pt"
+    path.write_bytes(b"checkpoint")
+    source = S3Location(BUCKET, "runs/r/checkpoint.pt")
+    S3Uploader(s3, NO_WAIT).upload(path, source)
+    s3.put_object(Bucket=BUCKET, Key=source.key, Body=b"checkpoinT")  # `aws s3 cp` over it: metadata gone
+
+    with pytest.raises(UnverifiedObjectError) as refused:
+        download_verified(s3, source, tmp_path / "d" / "checkpoint.pt")
+
+    message = str(refused.value)
+    assert "\n" not in message and source.uri in message and "has no SHA-256" in message
+    assert "python -m dogbreed.storage push" in message
+    assert f"python -m dogbreed.storage put <file> {source.uri}" in message
+    assert not (tmp_path / "d" / "checkpoint.pt").exists(), "refused before downloading"
+
+
+def test_download_checks_s3s_own_whole_object_checksum(s3, tmp_path: Path) -> None:
+    s3.put_object(Bucket=BUCKET, Key="plain", Body=b"weights", ChecksumAlgorithm="SHA256")
+    assert download_verified(s3, S3Location(BUCKET, "plain"), tmp_path / "plain").read_bytes() == b"weights"
+    # Metadata left over from another upload disagrees with S3's own checksum: refused.
+    stale = {"sha256": hashlib.sha256(b"older weights").hexdigest()}
+    s3.put_object(Bucket=BUCKET, Key="stale", Body=b"weights", ChecksumAlgorithm="SHA256", Metadata=stale)
+    with pytest.raises(DogbreedError, match="does not match the sha256 recorded at upload"):
+        download_verified(s3, S3Location(BUCKET, "stale"), tmp_path / "stale")
+    assert not (tmp_path / "stale").exists()
+
+
+def test_a_multipart_checksum_is_not_taken_for_the_files() -> None:
+    checksum = base64.b64encode(hashlib.sha256(b"x").digest()).decode()
+    assert recorded_sha256({"ChecksumSHA256": checksum, "ETag": '"abc-3"'}) is None
+    assert recorded_digests({"ChecksumSHA256": checksum, "ETag": '"abc"', "Metadata": {"sha256": "ab"}}) == {
+        hashlib.sha256(b"x").hexdigest(),
+        "ab",
+    }
+
+
+@pytest.mark.parametrize("code", ["AccessDenied", "NoSuchBucket", "InvalidAccessKeyId", "SignatureDoesNotMatch"])
+def test_a_refusal_no_retry_can_change_fails_at_once(s3, tmp_path: Path, monkeypatch, code: str) -> None:
+    path = tmp_path / "model.pth"
+    path.write_bytes(b"weights")
+    calls: list[object] = []
+
+    def refused(*args: object, **kwargs: object) -> None:
+        calls.append(args)
+        try:  # as boto3 raises it: S3UploadFailedError while handling the request's ClientError
+            raise ClientError({"Error": {"Code": code, "Message": "no"}}, "PutObject")
+        except ClientError as err:
+            raise S3UploadFailedError(f"Failed to upload: {err}")  # noqa: B904
+
+    monkeypatch.setattr(s3, "upload_file", refused)
+    with pytest.raises(S3UploadFailedError, match=code):
+        S3Uploader(s3, UploadSettings(attempts=3, backoff_s=30)).upload(path, S3Location(BUCKET, "runs/r/m"))
+    assert len(calls) == 1
+    assert permanent_failure(S3UploadFailedError("Failed to upload: SlowDown")) is None
+
+
+def test_a_missing_bucket_is_asked_once(aws: str, tmp_path: Path) -> None:
+    path = tmp_path / "model.pth"
+    path.write_bytes(b"weights")
+    client = boto3.client("s3")
+    sent: list[str] = []
+    client.meta.events.register("before-send.s3", lambda request, **_: sent.append(f"{request.method} {request.url}"))
+
+    with pytest.raises(ClientError, match="NoSuchBucket"):
+        S3Uploader(client, UploadSettings(attempts=3, backoff_s=30)).upload(path, S3Location("no-such-bucket", "m"))
+
+    assert len(sent) == len(set(sent)) <= 2, sent  # a HEAD (404) and one listing: no request repeated
+
+
+def test_within_budget_gives_up_on_time_or_when_asked() -> None:
+    assert within_budget(lambda: 7, 1.0, "quick") == 7
+    with pytest.raises(ValueError, match="inner"):
+        within_budget(lambda: (_ for _ in ()).throw(ValueError("inner")), 1.0, "failing")
+    started = time.monotonic()
+    with pytest.raises(UploadTimeout, match=r"slow given up after 0\.[2-9].*over its 0.3 s budget"):
+        within_budget(lambda: time.sleep(5), 0.3, "slow")
+    with pytest.raises(UploadTimeout, match="a stop was requested"):
+        within_budget(lambda: time.sleep(5), None, "stopped", give_up=lambda: time.monotonic() - started > 0.5)
+    assert time.monotonic() - started < 2
+    with pytest.raises(DogbreedError, match="budget must be above 0"):
+        UploadSettings(budget_s=0)

@@ -14,7 +14,16 @@ import pytest
 from dogbreed import datasync, loaders, settings, storage, training
 from dogbreed.errors import DogbreedError
 from dogbreed.resume import resolve_resume
-from dogbreed.s3 import MiB, S3Location, S3Uploader, UploadSettings, VerificationError, file_digest, make_client
+from dogbreed.s3 import (
+    MiB,
+    S3Location,
+    S3Uploader,
+    UnverifiedObjectError,
+    UploadSettings,
+    VerificationError,
+    file_digest,
+    make_client,
+)
 from tests.helpers.runs import ARTIFACTS
 
 BUCKET = "dogbreed-artifacts"
@@ -173,3 +182,39 @@ def test_storage_s3_without_a_bucket_is_a_clear_error(make_cfg, monkeypatch: pyt
     cfg = make_cfg(["storage=s3"])
     with pytest.raises(DogbreedError, match=r"storage=s3 needs storage\.s3_uri"):
         training.train(cfg)
+
+
+def test_resume_refuses_a_checkpoint_overwritten_without_its_sha256(s3, make_cfg, tmp_path: Path) -> None:
+    overrides = ["storage=s3", f"storage.s3_uri=s3://{BUCKET}/runs", "storage.run_name=spot-2"]
+    cfg = make_cfg([*overrides, "trainer.resume=auto"])
+    run = settings.run_location(cfg, Path(cfg.paths.output_dir))
+    local = tmp_path / "checkpoint.pt"
+    local.write_bytes(b"the checkpoint as trained")
+    S3Uploader(s3, UploadSettings()).upload(local, run.child("checkpoint.pt"))
+    # Overwritten by a plain PUT (`aws s3 cp`): a flipped bit, and the sha256 metadata is gone with it.
+    s3.put_object(Bucket=BUCKET, Key="runs/spot-2/checkpoint.pt", Body=b"the checkpoint as trainee")
+    client = functools.partial(settings.storage_client, cfg.storage)
+
+    for setting, where in [("auto", run), (f"s3://{BUCKET}/runs/spot-2/checkpoint.pt", None)]:
+        with pytest.raises(UnverifiedObjectError, match=r"has no SHA-256 to check it against") as refused:
+            resolve_resume(setting, Path(cfg.paths.output_root), where, client)
+        assert "python -m dogbreed.storage push" in str(refused.value)
+    assert not list((Path(cfg.paths.output_root) / ".s3-resume").glob("*")), "nothing unverified left to load"
+
+    # Put back the verified way, it resumes.
+    assert storage.main(["put", str(local), f"s3://{BUCKET}/runs/spot-2/checkpoint.pt"]) == 0
+    found = resolve_resume("auto", Path(cfg.paths.output_root), run, client)
+    assert found is not None and found.read_bytes() == b"the checkpoint as trained"
+
+
+def test_push_stops_at_a_refusal_no_retry_changes(s3, tmp_path: Path) -> None:
+    for name in ("a.txt", "b.txt", "c.txt"):
+        (tmp_path / name).write_text(name)
+    uploader = S3Uploader(s3, UploadSettings(attempts=3, backoff_s=30))
+    sent: list[str] = []
+    s3.meta.events.register("before-send.s3", lambda request, **_: sent.append(request.method))
+
+    failed = storage.push(uploader, tmp_path, S3Location("no-such-bucket", "runs/r"))
+
+    assert [path.name for path in failed] == ["a.txt", "b.txt", "c.txt"]
+    assert len(sent) <= 2, "one file's HEAD and listing; the other files are not tried"
