@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections import Counter
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ import torch
 from PIL import Image, ImageFile, UnidentifiedImageError
 from torch.utils.data import Dataset
 
+from dogbreed.checkpoint import atomic_write_text
 from dogbreed.errors import DataError
 from dogbreed.serving.preprocess import decode_image
 
@@ -45,10 +47,25 @@ class Split:
     skipped: list[SkippedFile]
 
 
+def printable(name: str | Path) -> str:
+    """A file or folder name as text that prints, logs and encodes anywhere.
+
+    Bytes that are not UTF-8 (lone surrogates after `os.fsdecode`) become `\\xNN`, and
+    control characters (a tab or newline in a name) their backslash escape.
+    """
+    text = os.fsencode(name).decode("utf-8", errors="backslashreplace")
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
 def breed_name(folder_name: str) -> str:
-    """`001.Affenpinscher` -> `Affenpinscher`, `011.Australian_cattle_dog` -> `Australian cattle dog`."""
+    """`001.Affenpinscher` -> `Affenpinscher`, `011.Australian_cattle_dog` -> `Australian cattle dog`.
+
+    Odd bytes in the folder name are escaped (`printable`), so labels and plots can show it.
+    """
     _, _, name = folder_name.partition(".")
-    return (name or folder_name).replace("_", " ")
+    return printable(name or folder_name).replace("_", " ")
 
 
 def class_folders(split_dir: Path) -> list[str]:
@@ -73,9 +90,9 @@ def discover_classes(root: Path, splits: Iterable[str] = SPLITS) -> list[str]:
         only_here = sorted(set(folders) - set(reference))
         absent_here = sorted(set(reference) - set(folders))
         if only_here:
-            problems.append(f"only in {split}: {', '.join(only_here)}")
+            problems.append(f"only in {split}: {', '.join(map(printable, only_here))}")
         if absent_here:
-            problems.append(f"missing from {split}: {', '.join(absent_here)}")
+            problems.append(f"missing from {split}: {', '.join(map(printable, absent_here))}")
     if problems:
         raise DataError(f"the splits under {root} have different class sets; " + "; ".join(problems))
     return reference
@@ -89,9 +106,9 @@ def check_image(path: Path) -> str | None:
     the whole compressed stream is still read, so truncation and corruption
     are caught, at a fraction of the cost of a full decode.
     """
-    if path.stat().st_size == 0:
-        return "empty file (0 bytes)"
     try:
+        if path.stat().st_size == 0:
+            return "empty file (0 bytes)"
         if _decodes(path, allow_truncated=False):
             return None
         _decodes(path, allow_truncated=True)
@@ -101,7 +118,7 @@ def check_image(path: Path) -> str | None:
     except Image.DecompressionBombError as err:
         return f"too many pixels ({err})"
     except (OSError, SyntaxError, ValueError) as err:
-        return f"undecodable ({err})"
+        return printable(f"undecodable ({err})")
 
 
 def _decodes(path: Path, allow_truncated: bool) -> bool:
@@ -125,15 +142,35 @@ def _list_candidates(split_dir: Path, folders: list[str]) -> tuple[list[tuple[Pa
     candidates: list[tuple[Path, int]] = []
     skipped: list[SkippedFile] = []
     for index, folder in enumerate(folders):
-        for entry in sorted(os.scandir(split_dir / folder), key=lambda e: e.name):
-            if entry.name.startswith(".") or not entry.is_file():
+        try:
+            entries = sorted(os.scandir(split_dir / folder), key=lambda e: e.name)
+        except OSError as err:
+            raise DataError(f"cannot list {printable(split_dir / folder)}: {err.strerror}") from None
+        for entry in entries:
+            if entry.name.startswith("."):
                 continue
             path = Path(entry.path)
-            if path.suffix.lower() in IMAGE_SUFFIXES:
+            problem = _entry_problem(entry)
+            if problem is not None:
+                skipped.append(SkippedFile(path, problem))
+            elif entry.is_dir():
+                continue  # a subfolder: not part of the layout
+            elif path.suffix.lower() in IMAGE_SUFFIXES:
                 candidates.append((path, index))
             else:
-                skipped.append(SkippedFile(path, f"not an image file (suffix {path.suffix or 'none'!r})"))
+                skipped.append(SkippedFile(path, printable(f"not an image file (suffix {path.suffix or 'none'!r})")))
     return candidates, skipped
+
+
+def _entry_problem(entry: os.DirEntry[str]) -> str | None:
+    """Why a folder entry is no file or folder to read (a symlink loop, a dangling link, a pipe), else None."""
+    try:
+        if entry.is_file() or entry.is_dir():
+            return None
+        os.stat(entry.path)  # raises for a dangling link
+    except OSError as err:  # ELOOP from a symlink loop, EACCES, ...
+        return f"unreadable ({err.strerror})"
+    return "not a regular file (a pipe, socket or device)"
 
 
 def scan_split(root: Path, split: str, folders: list[str], workers: int = 0) -> Split:
@@ -155,15 +192,36 @@ def scan_split(root: Path, split: str, folders: list[str], workers: int = 0) -> 
         else:
             skipped.append(SkippedFile(path, reason))
     if not samples:
-        raise DataError(f"{root / split} has no readable images")
+        raise DataError(f"{printable(root / split)} has no readable images")
     return Split(split, samples, skipped)
 
 
+def check_classes_have_images(folders: list[str], splits: dict[str, Split]) -> None:
+    """A class without a training image cannot be learned: a DataError naming each.
+
+    A class with training images but none in valid or test is only logged: its accuracy there is null.
+    """
+    counts = {name: Counter(index for _, index in split.samples) for name, split in splits.items()}
+    untrainable = [printable(folder) for index, folder in enumerate(folders) if not counts["train"][index]]
+    if untrainable:
+        raise DataError(
+            f"{len(untrainable)} class folder(s) have no usable training image: {', '.join(untrainable)}"
+            " (add images or remove the folder from every split; skipped_files.txt lists the files left out)"
+        )
+    for name in (n for n in counts if n != "train"):
+        unseen = [printable(folder) for index, folder in enumerate(folders) if not counts[name][index]]
+        if unseen:
+            log.warning("no %s image for %d class(es): %s", name, len(unseen), ", ".join(unseen))
+
+
 def write_skipped_report(splits: Iterable[Split], path: Path) -> int:
-    """Writes one `path<TAB>kept|skipped<TAB>reason` line per reported file; returns the count."""
+    """Writes one `path<TAB>kept|skipped<TAB>reason` line per reported file; returns the count.
+
+    Names are `printable`: any bytes survive, and a tab or newline in a name cannot break a line.
+    """
     rows = [item for split in splits for item in split.skipped]
-    lines = [f"{item.path}\t{'kept' if item.kept else 'skipped'}\t{item.reason}" for item in rows]
-    path.write_text("".join(line + "\n" for line in lines))
+    lines = [f"{printable(item.path)}\t{'kept' if item.kept else 'skipped'}\t{printable(item.reason)}" for item in rows]
+    atomic_write_text("".join(line + "\n" for line in lines), path)
     return len(rows)
 
 

@@ -19,7 +19,16 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from dogbreed import distributed
-from dogbreed.data import SPLITS, ImageFolderDataset, Split, breed_name, discover_classes, scan_split
+from dogbreed.data import (
+    SPLITS,
+    ImageFolderDataset,
+    Split,
+    breed_name,
+    check_classes_have_images,
+    discover_classes,
+    printable,
+    scan_split,
+)
 from dogbreed.datasync import sync_to_cache
 from dogbreed.download import fetch_dogimages
 from dogbreed.errors import DataError
@@ -120,7 +129,8 @@ def scan_dataset(root: Path, scan_workers: int) -> tuple[list[str], dict[str, Sp
     log.info("%d classes; images %s (checked in %.1f s)", len(folders), counts, time.perf_counter() - started)
     for split in splits.values():
         for item in split.skipped:
-            log.warning("%s %s: %s", "kept" if item.kept else "skipped", item.path, item.reason)
+            log.warning("%s %s: %s", "kept" if item.kept else "skipped", printable(item.path), item.reason)
+    check_classes_have_images(folders, splits)
     return [breed_name(folder) for folder in folders], splits
 
 

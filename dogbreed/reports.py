@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -12,8 +13,9 @@ import matplotlib
 matplotlib.use("Agg")  # headless: EC2 boxes and CI have no display
 import matplotlib.pyplot as plt
 import torch
+from matplotlib.figure import Figure
 
-from dogbreed.checkpoint import versions
+from dogbreed.checkpoint import atomic_write_bytes, atomic_write_text, versions
 
 if TYPE_CHECKING:  # deploy reads labels through this module; it need not load the training engine
     from dogbreed.checkpoint import TrainingState
@@ -25,7 +27,7 @@ LABELS_NAME = "labels.json"
 
 def write_labels(class_names: list[str], path: Path) -> None:
     """labels.json maps class index (as a string key) to breed name."""
-    path.write_text(json.dumps({str(i): name for i, name in enumerate(class_names)}, indent=2) + "\n")
+    atomic_write_text(json.dumps({str(i): name for i, name in enumerate(class_names)}, indent=2) + "\n", path)
 
 
 def read_labels(path: Path) -> list[str]:
@@ -34,14 +36,25 @@ def read_labels(path: Path) -> list[str]:
 
 
 def write_history_csv(history: list[dict[str, Any]], path: Path) -> None:
-    with path.open("w", newline="") as out:
-        writer = csv.DictWriter(out, fieldnames=list(history[0]))
-        writer.writeheader()
-        writer.writerows(history)
+    out = io.StringIO(newline="")
+    writer = csv.DictWriter(out, fieldnames=list(history[0]))
+    writer.writeheader()
+    writer.writerows(history)
+    atomic_write_text(out.getvalue(), path)
 
 
 def write_json(data: dict[str, Any], path: Path) -> None:
-    path.write_text(json.dumps(data, indent=2) + "\n")
+    atomic_write_text(json.dumps(data, indent=2) + "\n", path)
+
+
+def save_figure(figure: Figure, path: Path) -> None:
+    """Renders to memory, then writes atomically (a full disk leaves no torn PNG); closes the figure."""
+    buffer = io.BytesIO()
+    try:
+        figure.savefig(buffer, format="png", dpi=100)
+    finally:
+        plt.close(figure)
+    atomic_write_bytes(buffer.getvalue(), path)
 
 
 def plot_curves(history: list[dict[str, Any]], path: Path) -> None:
@@ -58,8 +71,7 @@ def plot_curves(history: list[dict[str, Any]], path: Path) -> None:
         axis.grid(alpha=0.3)
         axis.legend()
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+    save_figure(figure, path)
 
 
 def plot_confusion(counts: torch.Tensor, class_names: list[str], path: Path, title: str) -> None:
@@ -72,12 +84,12 @@ def plot_confusion(counts: torch.Tensor, class_names: list[str], path: Path, tit
     axis.set(title=title, xlabel="predicted", ylabel="true")
     if len(class_names) <= 40:
         ticks = range(len(class_names))
-        axis.set_xticks(ticks, class_names, rotation=90, fontsize=7)
-        axis.set_yticks(ticks, class_names, fontsize=7)
+        names = [name.replace("$", r"\$") for name in class_names]  # a `$` pair would start mathtext
+        axis.set_xticks(ticks, names, rotation=90, fontsize=7)
+        axis.set_yticks(ticks, names, fontsize=7)
     figure.colorbar(image, ax=axis, fraction=0.046)
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+    save_figure(figure, path)
 
 
 def write_final_reports(

@@ -117,6 +117,8 @@ def set_up(cfg: DictConfig, context: distributed.Context) -> tuple[Job, checkpoi
     )
     # Rank 0 finds the checkpoint; every rank loads it (a shared path or s3:// across machines).
     resume_from = distributed.broadcast_object(find_checkpoint(cfg, uploads) if context.is_main else None)
+    if context.is_main:  # half-written files that kills of this run, or of the one it resumes, left
+        checkpoint.remove_stale_temporaries(output_dir, *([resume_from.parent] if resume_from else []))
     if resume_from is None:
         return job, checkpoint.TrainingState()
     parts = (job.model, job.optimizer, job.scheduler, job.scaler)
