@@ -67,7 +67,8 @@ def files_digest(samples: list[tuple[Path, int]]) -> str:
     digest = hashlib.sha256()
     for path, target in samples:
         stat = path.stat()
-        digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\0{target}\n".encode())
+        # Paths are bytes on disk: surrogateescape keeps any folder name (not only UTF-8) hashable.
+        digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\0{target}\n".encode(errors="surrogateescape"))
     return digest.hexdigest()
 
 

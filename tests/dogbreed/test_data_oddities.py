@@ -65,12 +65,7 @@ def test_printable_names_survive_any_bytes() -> None:
     "freeze",
     [
         "none",  # image loaders
-        pytest.param(
-            "backbone",  # the feature cache
-            marks=pytest.mark.xfail(
-                strict=True, raises=UnicodeEncodeError, reason="features.files_digest encodes paths as strict UTF-8"
-            ),
-        ),
+        "backbone",  # the feature cache
     ],
 )
 def test_non_utf8_class_folder_trains_to_metrics_json(
