@@ -48,6 +48,7 @@ bench: $(STAMP) ## Speed benchmarks against the course recipe on generated dogIm
 	$(PY) -m benchmarks.training_speed
 	$(PY) -m benchmarks.extraction
 	$(PY) -m benchmarks.serving_latency
+	$(PY) -m benchmarks.hostile_requests
 
 lint: $(STAMP) ## ruff, the import contracts (pyproject.toml), shellcheck and mypy
 	$(VENV)/bin/ruff check .
