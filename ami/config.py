@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ipaddress
-import re
 from pathlib import Path
 from typing import Any
 
@@ -13,10 +12,9 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from ami.errors import AmiError, AmiOverrideError
+from dogbreed.iam import POLICY_NAME_PATTERN
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
-# IAM policy names: 1-128 of letters, digits and +=,.@_-
-POLICY_NAME_PATTERN = re.compile(r"^[\w+=,.@-]{1,128}$")
 
 
 def load_config(overrides: list[str] | None = None) -> DictConfig:

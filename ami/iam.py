@@ -16,6 +16,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from ami.errors import AmiError
+from dogbreed.iam import adopt_boundary
 from dogbreed.s3 import S3AddressError, S3Location
 
 log = logging.getLogger(__name__)
@@ -67,34 +68,12 @@ def s3_prefix_policy(s3_uri: str, partition: str = "aws") -> dict[str, Any]:
     }
 
 
-def boundary_arn(partition: str, account: str, name: str) -> str:
-    """The ARN of the customer managed policy `name`, the instance role's permissions boundary."""
-    return f"arn:{partition}:iam::{account}:policy/{name}"
-
-
 class InstanceProfiles:
     """Role + inline policy + instance profile, all named `name`, through an injected IAM client."""
 
     def __init__(self, iam: Any, partition: str = "aws") -> None:
         self.iam = iam
         self.partition = partition
-
-    def check_boundary(self, arn: str) -> None:
-        """Fails before anything is created when the boundary policy was never made in this account.
-
-        Raises:
-            AmiError: the policy does not exist; the message gives the one-time set-up command.
-        """
-        try:
-            self.iam.get_policy(PolicyArn=arn)
-        except ClientError as err:
-            if err.response["Error"]["Code"] != "NoSuchEntity":
-                raise
-            name = arn.rsplit("/", 1)[-1]
-            raise AmiError(
-                f"permissions boundary {arn} does not exist (ami.permissions_boundary); create it once with "
-                f"aws iam create-policy --policy-name {name} --policy-document file://deploy/iam/boundary-policy.json"
-            ) from None
 
     def ensure(self, name: str, s3_uri: str, tags: list[dict[str, str]], boundary: str) -> str:
         """Creates what is missing, rewrites the policy (the prefix may have changed) and returns the profile ARN.
@@ -130,15 +109,8 @@ class InstanceProfiles:
 
     def _adopt(self, name: str, boundary: str) -> None:
         role = self.iam.get_role(RoleName=name)["Role"]
-        current = role.get("PermissionsBoundary", {}).get("PermissionsBoundaryArn")
-        if current is not None and current != boundary:
-            raise AmiError(
-                f"role {name} has permissions boundary {current}, not {boundary}; "
-                "set ami.permissions_boundary to match, or choose another ami.name"
-            )
-        if current is None:
-            self.iam.put_role_permissions_boundary(RoleName=name, PermissionsBoundary=boundary)
-            log.info("put boundary %s on existing role %s", boundary, name)
+        remedy = "set ami.permissions_boundary to match, or choose another ami.name"
+        adopt_boundary(self.iam, role, boundary, remedy, AmiError)
         log.info("reusing role %s", name)
 
     def delete(self, name: str) -> bool:

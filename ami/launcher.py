@@ -19,10 +19,11 @@ from omegaconf.errors import MissingMandatoryValue
 from ami import network, userdata
 from ami.code_archive import build_archive, code_uri, upload_code
 from ami.errors import AmiError
-from ami.iam import InstanceProfiles, boundary_arn, project_location
+from ami.iam import InstanceProfiles, project_location
 from ami.instances import Instances, run_request, tags_for
 from ami.keypair import KeyPairs
 from ami.ssm import latest_ami_id
+from dogbreed.iam import boundary_arn, check_boundary
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +93,7 @@ def launch(cfg: DictConfig, clients: Clients) -> list[dict[str, Any]]:
     profiles = InstanceProfiles(clients.iam, clients.partition)
     account = clients.sts.get_caller_identity()["Account"]
     boundary = boundary_arn(clients.partition, account, ami.permissions_boundary)
-    profiles.check_boundary(boundary)
+    check_boundary(clients.iam, boundary, "ami.permissions_boundary", AmiError)
     image_id = latest_ami_id(clients.ssm, ami.ami_ssm_parameter)
     tags = tags_for(ami.name)
     keys = KeyPairs(clients.ec2)

@@ -10,13 +10,12 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
 from deploy.cloud.errors import DeployError, DeployOverrideError
+from dogbreed.iam import POLICY_NAME_PATTERN
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 # Lambda and IAM allow 64 characters; the longest derived name adds 10 ("-sagemaker").
 NAME_PATTERN = re.compile(r"^[a-zA-Z0-9](-?[a-zA-Z0-9]){0,39}$")
 URL_AUTH = ("AWS_IAM", "NONE", None)
-# IAM policy names: 1-128 of letters, digits and +=,.@_-
-POLICY_NAME_PATTERN = re.compile(r"^[\w+=,.@-]{1,128}$")
 
 
 def load_config(overrides: list[str] | None = None) -> DictConfig:

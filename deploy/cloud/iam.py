@@ -19,6 +19,7 @@ from urllib.parse import unquote
 from botocore.exceptions import ClientError
 
 from deploy.cloud.errors import DeployError
+from dogbreed.iam import adopt_boundary
 
 log = logging.getLogger(__name__)
 
@@ -95,29 +96,6 @@ def lambda_policy(partition: str, region: str, account: str, endpoint: str, func
     }
 
 
-def boundary_arn(partition: str, account: str, name: str) -> str:
-    """The ARN of the customer managed policy `name` used as every role's permissions boundary."""
-    return f"arn:{partition}:iam::{account}:policy/{name}"
-
-
-def check_boundary(iam: Any, arn: str) -> None:
-    """Fails before any role is made when the boundary policy was never created in this account.
-
-    Raises:
-        DeployError: the policy does not exist; the message gives the one-time set-up command.
-    """
-    try:
-        iam.get_policy(PolicyArn=arn)
-    except ClientError as err:
-        if err.response["Error"]["Code"] != "NoSuchEntity":
-            raise
-        name = arn.rsplit("/", 1)[-1]
-        raise DeployError(
-            f"permissions boundary {arn} does not exist (deploy.permissions_boundary); create it once with "
-            f"aws iam create-policy --policy-name {name} --policy-document file://deploy/iam/boundary-policy.json"
-        ) from None
-
-
 def ensure_role(
     iam: Any, name: str, service: str, policy: dict[str, Any], description: str, boundary: str
 ) -> tuple[str, bool]:
@@ -164,17 +142,9 @@ def _adopt(iam: Any, role: dict[str, Any], trust: dict[str, Any], boundary: str)
             f"role {name} exists but trusts something other than {trust['Statement'][0]['Principal']['Service']}; "
             "delete it or choose another deploy.name"
         )
-    current = role.get("PermissionsBoundary", {}).get("PermissionsBoundaryArn")
-    if current == boundary:
-        return False
-    if current is not None:
-        raise DeployError(
-            f"role {name} has permissions boundary {current}, not {boundary}; "
-            "set deploy.permissions_boundary to match, or delete the role"
-        )
-    iam.put_role_permissions_boundary(RoleName=name, PermissionsBoundary=boundary)
-    log.info("put boundary %s on existing role %s", boundary, name)
-    return True
+    return adopt_boundary(
+        iam, role, boundary, "set deploy.permissions_boundary to match, or delete the role", DeployError
+    )
 
 
 def delete_role(iam: Any, name: str) -> bool:

@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from deploy.cloud import autoscaling, hosting, iam, images, lambda_, state
 from deploy.cloud.artifacts import join_key, upload_model
 from deploy.cloud.errors import DeployError
+from dogbreed.iam import boundary_arn, check_boundary
 from dogbreed.s3 import MiB, S3Location, delete_prefix
 
 log = logging.getLogger(__name__)
@@ -377,8 +378,8 @@ def _bucket_and_prefix(s3_uri: str) -> tuple[str, str]:
 def _where(clients: Clients, boundary_name: str) -> Where:
     """Account, partition and the boundary ARN, once the boundary policy is known to exist."""
     account, partition = _identity(clients.sts)
-    boundary = iam.boundary_arn(partition, account, boundary_name)
-    iam.check_boundary(clients.iam, boundary)
+    boundary = boundary_arn(partition, account, boundary_name)
+    check_boundary(clients.iam, boundary, "deploy.permissions_boundary", DeployError)
     return account, partition, boundary
 
 
