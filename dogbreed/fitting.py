@@ -128,8 +128,8 @@ def fit(job: Job, state: TrainingState, stop: StopRequest) -> None:
         record_epoch(state, job.schedule.epochs, lr, result, valid)
         keep_best(job, state, valid)
         job.save_checkpoint(state)
-        if job.uploads is not None:
-            job.uploads.checkpoint(job.checkpoint_path)
+        if job.uploads is not None:  # yields to a stop request at once: the stop's checkpoint comes first
+            job.uploads.checkpoint(job.checkpoint_path, stop=stop)
         patience = job.schedule.patience
         if patience and state.bad_epochs >= patience:
             log.info("early stop: validation loss has not improved for %d epochs", patience)

@@ -18,7 +18,6 @@ import logging
 import shlex
 import sys
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -172,8 +171,6 @@ class RunUploads:
         self.dest = dest
         self.every_epoch = every_epoch
         self.stop_budget_s = stop_budget_s
-        # Set by `give_up_on`: an epoch's checkpoint upload yields to a stop request at once.
-        self.stopping: Callable[[], bool] | None = None
 
     @classmethod
     def start(
@@ -201,19 +198,12 @@ class RunUploads:
         log.info("artifacts will be uploaded to %s", dest.uri)
         return cls(S3Uploader(client, settings), run_dir, name, dest, every_epoch, stop_budget_s)
 
-    def give_up_on(self, stop: StopFlag) -> None:
-        """From now on, an epoch's checkpoint upload is given up as soon as `stop` is requested.
-
-        The stop's own checkpoint is then written and uploaded (`checkpoint(always=True)`),
-        so a slow upload never delays the checkpoint a spot notice asks for.
-        """
-        self.stopping = lambda: stop.requested
-
-    def checkpoint(self, path: Path, always: bool = False) -> bool:
+    def checkpoint(self, path: Path, always: bool = False, stop: StopFlag | None = None) -> bool:
         """Uploads the checkpoint if `every_epoch` (or `always`, on a stop); True when S3 now holds it.
 
-        An epoch's upload gets the settings' time budget and yields to a stop request; the
-        stop's upload (`always`) gets `stop_budget_s`.
+        An epoch's upload gets the settings' time budget and is given up as soon as `stop` is
+        requested, so it never delays the checkpoint a spot notice asks for; the stop's own
+        upload (`always`) gets `stop_budget_s`.
         """
         if not (self.every_epoch or always):
             return False
@@ -222,7 +212,8 @@ class RunUploads:
             if always:
                 self.uploader.upload(path, dest, budget_s=self.stop_budget_s)
             else:
-                self.uploader.upload(path, dest, give_up=self.stopping)
+                give_up = None if stop is None else lambda: stop.requested
+                self.uploader.upload(path, dest, give_up=give_up)
         except (*TRANSIENT, VerificationError) as err:
             log.warning("checkpoint not uploaded (kept in %s; training goes on): %s", self.run_dir, err)
             return False
@@ -234,12 +225,6 @@ class RunUploads:
         if failed:
             raise upload_failure(self.run_dir, self.dest, failed)
         log.info("all artifacts are in %s", self.dest.uri)
-
-
-def give_up_uploads_on(uploads: RunUploads | None, stop: StopFlag) -> None:
-    """`uploads.give_up_on(stop)` when the run uploads (storage=s3, rank 0)."""
-    if uploads is not None:
-        uploads.give_up_on(stop)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -53,7 +53,6 @@ def train(cfg: DictConfig) -> float:
     try:
         with settings.stop_request(cfg.trainer.interrupt) as stop:
             job, state = set_up(cfg, context)  # with storage=s3, fails fast on a bucket it cannot write to
-            storage.give_up_uploads_on(job.uploads, stop)  # an epoch's upload yields to a stop's checkpoint
             fit(job, state, stop)
             return finish(job, state)
     finally:

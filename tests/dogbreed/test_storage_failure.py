@@ -147,11 +147,11 @@ def test_a_stop_gives_up_the_epoch_upload_and_its_own_upload_has_a_budget(hung_s
     uploader = S3Uploader(hung_client(), UploadSettings(attempts=3, backoff_s=1, budget_s=60))
     uploads = RunUploads(uploader, tmp_path, "r", S3Location("bucket", "runs/r"), every_epoch=True, stop_budget_s=1)
     stop = threading.Event()
-    uploads.give_up_on(type("Stop", (), {"requested": property(lambda _: stop.is_set())})())
+    request = type("Stop", (), {"requested": property(lambda _: stop.is_set())})()
 
     started = time.monotonic()
     threading.Timer(0.5, stop.set).start()  # a spot notice during the epoch's upload
-    assert uploads.checkpoint(path) is False
+    assert uploads.checkpoint(path, stop=request) is False
     epoch_upload = time.monotonic() - started
     assert uploads.checkpoint(path, always=True) is False  # the stop's upload: S3 is still hung
     stop_upload = time.monotonic() - started - epoch_upload
