@@ -15,9 +15,10 @@ import boto3
 from botocore.exceptions import ClientError
 from omegaconf import DictConfig, OmegaConf
 
-from deploy.cloud import autoscaling, hosting, iam, images, lambda_, state
+from deploy.cloud import autoscaling, hosting, iam, lambda_, state
 from deploy.cloud.artifacts import join_key, upload_model
 from deploy.cloud.errors import DeployError
+from dogbreed import images
 from dogbreed.iam import boundary_arn, check_boundary
 from dogbreed.s3 import MiB, S3Location, delete_prefix
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
-from deploy.cloud import images
 from deploy.cloud.config import load_config
 from deploy.cloud.errors import DeployError
+from dogbreed import images
 
 S3 = "deploy.s3_uri=s3://bkt/deploys"
 IMAGE = {
@@ -15,7 +17,6 @@ IMAGE = {
     "framework_version": "2.6.0",
     "py_version": "py312",
     "processor": "auto",
-    "cuda": "cu124",
 }
 
 
@@ -72,7 +73,7 @@ R = "pytorch-inference"
     ("region", "instance_type", "serverless", "expected"),
     [
         ("us-east-1", "ml.m5.large", False, f"763104351884.dkr.ecr.us-east-1.amazonaws.com/{R}:2.6.0-cpu-py312"),
-        ("eu-west-1", "ml.g5.xlarge", False, f"763104351884.dkr.ecr.eu-west-1.amazonaws.com/{R}:2.6.0-gpu-py312-cu124"),
+        ("eu-west-1", "ml.g5.xlarge", False, f"763104351884.dkr.ecr.eu-west-1.amazonaws.com/{R}:2.6.0-gpu-py312"),
         ("eu-west-1", "ml.g5.xlarge", True, f"763104351884.dkr.ecr.eu-west-1.amazonaws.com/{R}:2.6.0-cpu-py312"),
         ("af-south-1", "ml.m5.large", False, f"626614931356.dkr.ecr.af-south-1.amazonaws.com/{R}:2.6.0-cpu-py312"),
         ("cn-north-1", "ml.m5.large", False, f"727897471807.dkr.ecr.cn-north-1.amazonaws.com.cn/{R}:2.6.0-cpu-py312"),
@@ -89,6 +90,19 @@ def test_image_uri_override_wins_and_unknown_regions_are_refused() -> None:
     assert images.image_uri("mars-north-1", {**IMAGE, "uri": custom}, "ml.m5.large", False) == custom
     with pytest.raises(ValueError, match=r"mars-north-1; set deploy.image.uri"):
         images.image_uri("mars-north-1", IMAGE, "ml.m5.large", False)
+
+
+def test_every_built_tag_has_the_published_short_form() -> None:
+    # AWS publishes `<framework>-<cpu|gpu>-<py>` for every SageMaker PyTorch DLC; a CUDA suffix alone
+    # (`2.6.0-gpu-py312-cu124`) is not a published tag and the endpoint would fail to pull it.
+    for instance_type in ("ml.m5.large", "ml.g5.xlarge", "ml.p4d.24xlarge"):
+        for uri in (
+            images.image_uri("us-east-1", IMAGE, instance_type, False),
+            images.training_image_uri("us-east-1", instance_type, "2.6.0", "py312"),
+        ):
+            assert re.match(images.TAG_PATTERN, uri.rsplit(":", 1)[1]), uri
+    gpu = images.training_image_uri("us-west-2", "ml.g5.2xlarge", "2.6.0", "py312")
+    assert gpu == "763104351884.dkr.ecr.us-west-2.amazonaws.com/pytorch-training:2.6.0-gpu-py312"
 
 
 def test_repository_arn_scopes_the_execution_role_to_one_repository() -> None:

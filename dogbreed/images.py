@@ -1,8 +1,13 @@
-"""The PyTorch inference Deep Learning Container image for a region.
+"""The PyTorch Deep Learning Container images (training and inference) for a region: one table.
 
 AWS publishes the DLCs from one ECR registry account in most regions and from a
 separate account in each opt-in region; the map follows the SageMaker Python SDK's
-`image_uri_config/pytorch.json`. A region not in it needs `deploy.image.uri`.
+`image_uri_config/pytorch.json`. A region not in it needs an explicit image URI.
+
+Tags: the SageMaker DLCs are published as `<framework>-<cpu|gpu>-<py>` (e.g. `2.6.0-gpu-py312`),
+which tracks the newest patch of that framework version, and as long forms such as
+`2.6.0-gpu-py312-cu124-ubuntu22.04-sagemaker`. The short form is the one that exists for every
+release, so it is the one built here; a pinned long tag goes in the explicit URI.
 """
 
 from __future__ import annotations
@@ -78,23 +83,44 @@ def processor_for(instance_type: str, processor: str) -> str:
     return "gpu" if instance_type.startswith(GPU_FAMILIES) else "cpu"
 
 
+TRAINING_REPOSITORY = "pytorch-training"
+INFERENCE_REPOSITORY = "pytorch-inference"
+# The short tag format AWS publishes for every SageMaker PyTorch DLC release.
+TAG_PATTERN = r"^\d+\.\d+\.\d+-(cpu|gpu)-py3\d+$"
+
+
+def dlc_uri(region: str, repository: str, framework_version: str, py_version: str, processor: str) -> str:
+    """`<registry>.dkr.ecr.<region>.<domain>/<repository>:<framework>-<processor>-<py>`.
+
+    Raises:
+        ValueError: the region is not known to host the DLCs, or the processor is not cpu/gpu.
+    """
+    if processor not in ("cpu", "gpu"):
+        raise ValueError(f"processor={processor!r}: expected cpu or gpu")
+    domain = "amazonaws.com.cn" if region.startswith("cn-") else "amazonaws.com"
+    tag = f"{framework_version}-{processor}-{py_version}"
+    return f"{registry_account(region)}.dkr.ecr.{region}.{domain}/{repository}:{tag}"
+
+
 def image_uri(region: str, image: dict[str, Any], instance_type: str, serverless: bool) -> str:
     """The inference image for `deploy.image`: its `uri` when set, else the DLC built from the versions.
 
     Args:
         region: the deploy region.
-        image: `deploy.image` (`uri`, `repository`, `framework_version`, `py_version`, `processor`, `cuda`).
+        image: `deploy.image` (`uri`, `repository`, `framework_version`, `py_version`, `processor`).
         instance_type: the real-time instance type (decides cpu/gpu under `processor: auto`).
         serverless: serverless endpoints run CPU images only.
     """
     if image.get("uri"):
         return str(image["uri"])
     processor = "cpu" if serverless else processor_for(instance_type, image["processor"])
-    tag = f"{image['framework_version']}-{processor}-{image['py_version']}"
-    if processor == "gpu":
-        tag += f"-{image['cuda']}"
-    domain = "amazonaws.com.cn" if region.startswith("cn-") else "amazonaws.com"
-    return f"{registry_account(region)}.dkr.ecr.{region}.{domain}/{image['repository']}:{tag}"
+    return dlc_uri(region, image["repository"], image["framework_version"], image["py_version"], processor)
+
+
+def training_image_uri(region: str, instance_type: str, framework_version: str, py_version: str) -> str:
+    """The PyTorch training DLC for a SageMaker training job on `instance_type` (GPU image on ml.g*/ml.p*)."""
+    processor = processor_for(instance_type, "auto")
+    return dlc_uri(region, TRAINING_REPOSITORY, framework_version, py_version, processor)
 
 
 def repository_arn(uri: str, partition: str) -> str:
