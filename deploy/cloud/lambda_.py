@@ -55,7 +55,12 @@ def code_sha256(zip_bytes: bytes) -> str:
 
 
 def ensure_function(lam: Any, name: str, role_arn: str, zip_bytes: bytes, settings: dict[str, Any]) -> bool:
-    """Creates the function or updates its code and settings where they differ; returns whether it changed.
+    """Creates the function, or brings its settings (and code) to what is wanted; returns whether it changed.
+
+    New handler code replaces the function rather than updating it: the deployer policy grants no
+    `lambda:UpdateFunctionCode`, because running new code under an existing function's role is the
+    privilege-escalation path IAM linters flag. The handler changes only with a new release of this
+    project; the replacement gets a new function URL, which `up` prints.
 
     Args:
         lam: Lambda client.
@@ -65,29 +70,33 @@ def ensure_function(lam: Any, name: str, role_arn: str, zip_bytes: bytes, settin
         settings: `Timeout`, `MemorySize` and `Environment` as Lambda spells them.
     """
     wanted = {"Role": role_arn, "Handler": HANDLER, "Runtime": RUNTIME, **settings}
-    try:
-        current = lam.get_function(FunctionName=name)["Configuration"]
-    except ClientError as err:
-        if err.response["Error"]["Code"] != "ResourceNotFoundException":
-            raise
+    current = _configuration(lam, name)
+    if current is not None and current["CodeSha256"] != code_sha256(zip_bytes):
+        log.warning("the handler code changed: replacing function %s (its function URL changes)", name)
+        delete_function(lam, name)
+        current = None
+    if current is None:
         retry_while_role_propagates(
             lambda: lam.create_function(FunctionName=name, Code={"ZipFile": zip_bytes}, **wanted), _role_not_ready
         )
         lam.get_waiter("function_active_v2").wait(FunctionName=name)
         log.info("created function %s", name)
         return True
-    changed = False
-    if current["CodeSha256"] != code_sha256(zip_bytes):
-        lam.update_function_code(FunctionName=name, ZipFile=zip_bytes)
-        lam.get_waiter("function_updated_v2").wait(FunctionName=name)
-        log.info("updated code of %s", name)
-        changed = True
-    if any(current.get(key) != value for key, value in wanted.items()):
-        lam.update_function_configuration(FunctionName=name, **wanted)
-        lam.get_waiter("function_updated_v2").wait(FunctionName=name)
-        log.info("updated settings of %s", name)
-        changed = True
-    return changed
+    if all(current.get(key) == value for key, value in wanted.items()):
+        return False
+    lam.update_function_configuration(FunctionName=name, **wanted)
+    lam.get_waiter("function_updated_v2").wait(FunctionName=name)
+    log.info("updated settings of %s", name)
+    return True
+
+
+def _configuration(lam: Any, name: str) -> dict[str, Any] | None:
+    try:
+        return dict(lam.get_function(FunctionName=name)["Configuration"])
+    except ClientError as err:
+        if err.response["Error"]["Code"] != "ResourceNotFoundException":
+            raise
+        return None
 
 
 def ensure_alias(lam: Any, name: str) -> bool:

@@ -232,11 +232,35 @@ def test_live_alias_catches_up_after_an_interrupted_publish(aws: str, tmp_path: 
     assert lambda_.ensure_alias(lam, "dogbreed-invoke")
     assert not lambda_.ensure_alias(lam, "dogbreed-invoke")
 
-    # A previous `up` updated the code, then stopped before publishing.
-    (folder / "lambda_function.py").write_text("def lambda_handler(event, context):\n    return 2\n")
-    assert lambda_.ensure_function(lam, "dogbreed-invoke", role, lambda_.zip_folder(folder), settings)
+    # A previous `up` changed the settings, then stopped before publishing.
+    assert lambda_.ensure_function(lam, "dogbreed-invoke", role, lambda_.zip_folder(folder), {**settings, "Timeout": 60})
     assert lambda_.ensure_alias(lam, "dogbreed-invoke")
     live = lam.get_alias(FunctionName="dogbreed-invoke", Name="live")["FunctionVersion"]
     assert live == "2"
-    latest = lam.get_function_configuration(FunctionName="dogbreed-invoke")["CodeSha256"]
-    assert lam.get_function_configuration(FunctionName="dogbreed-invoke", Qualifier=live)["CodeSha256"] == latest
+    assert lam.get_function_configuration(FunctionName="dogbreed-invoke", Qualifier=live)["Timeout"] == 60
+
+
+def test_new_handler_code_replaces_the_function_instead_of_updating_it(aws: str, tmp_path: Path) -> None:
+    # The deployer policy has no lambda:UpdateFunctionCode (new code under an existing role escalates).
+    lam, iam_client = boto3.client("lambda"), boto3.client("iam")
+    policy = iam.lambda_policy("aws", "us-east-1", "123456789012", "dogbreed", "dogbreed-invoke")
+    boundary = "arn:aws:iam::123456789012:policy/dogbreed-boundary"
+    role, _ = iam.ensure_role(iam_client, "dogbreed-lambda", "lambda.amazonaws.com", policy, "test", boundary)
+    folder = tmp_path / "handler"
+    folder.mkdir()
+    (folder / "lambda_function.py").write_text("def lambda_handler(event, context):\n    return 1\n")
+    settings = {"Timeout": 30, "MemorySize": 256, "Environment": {"Variables": {"ENDPOINT_NAME": "dogbreed"}}}
+    lambda_.ensure_function(lam, "dogbreed-invoke", role, lambda_.zip_folder(folder), settings)
+    lambda_.ensure_alias(lam, "dogbreed-invoke")
+    calls: list[str] = []
+    lam.meta.events.register("before-call.lambda.*", lambda model, **_: calls.append(model.name))
+
+    (folder / "lambda_function.py").write_text("def lambda_handler(event, context):\n    return 2\n")
+    zip_bytes = lambda_.zip_folder(folder)
+    assert lambda_.ensure_function(lam, "dogbreed-invoke", role, zip_bytes, settings)
+    assert "UpdateFunctionCode" not in calls and calls.count("DeleteFunction") == 1
+    assert lam.get_function(FunctionName="dogbreed-invoke")["Configuration"]["CodeSha256"] == lambda_.code_sha256(
+        zip_bytes
+    )
+    assert lambda_.ensure_alias(lam, "dogbreed-invoke")  # the new function gets its `live` alias again
+    assert not lambda_.ensure_function(lam, "dogbreed-invoke", role, zip_bytes, settings)
