@@ -33,6 +33,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from uvicorn.supervisors import Multiprocess
 
 from deploy.model_archive import package_run
 from dogbreed.serving import handler as default_handler
@@ -178,7 +179,23 @@ def serve(model_dir: Path, host: str, port: int, workers: int = 1, handler_name:
     os.environ[MODEL_DIR_ENV] = str(model_dir)
     if handler_name:
         os.environ[HANDLER_ENV] = handler_name
-    uvicorn.run("deploy.server:app_from_env", factory=True, workers=workers, **config)
+    workers_config = uvicorn.Config("deploy.server:app_from_env", factory=True, workers=workers, **config)
+    ListenerClosingSupervisor(workers_config, sockets=[workers_config.bind_socket()]).run()
+
+
+class ListenerClosingSupervisor(Multiprocess):
+    """uvicorn's worker supervisor that closes its own copy of the listening socket when it stops the workers.
+
+    The parent holds the socket only to hand it to the workers. Left open while they drain, the
+    kernel keeps completing connections that no process will accept, and resets every one of them
+    when the parent exits; closed, the socket goes away with the last worker's listener, so a late
+    client is refused (it knows its request was never read) instead of reset.
+    """
+
+    def terminate_all(self) -> None:
+        for sock in self.sockets:
+            sock.close()
+        super().terminate_all()
 
 
 class BackgroundServer:

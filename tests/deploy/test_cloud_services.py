@@ -233,7 +233,8 @@ def test_live_alias_catches_up_after_an_interrupted_publish(aws: str, tmp_path: 
     assert not lambda_.ensure_alias(lam, "dogbreed-invoke")
 
     # A previous `up` changed the settings, then stopped before publishing.
-    assert lambda_.ensure_function(lam, "dogbreed-invoke", role, lambda_.zip_folder(folder), {**settings, "Timeout": 60})
+    longer = {**settings, "Timeout": 60}
+    assert lambda_.ensure_function(lam, "dogbreed-invoke", role, lambda_.zip_folder(folder), longer)
     assert lambda_.ensure_alias(lam, "dogbreed-invoke")
     live = lam.get_alias(FunctionName="dogbreed-invoke", Name="live")["FunctionVersion"]
     assert live == "2"

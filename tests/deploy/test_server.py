@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import base64
+import collections
 import contextlib
 import http.server
 import io
 import json
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -100,6 +104,18 @@ def ping(url: str) -> int:
         return response.status
 
 
+def wait_until_up(url: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if ping(url) == 200:
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+        time.sleep(0.2)
+
+
 def runtime_client(url: str) -> Any:
     """An unmodified boto3 sagemaker-runtime client, pointed at the local endpoint."""
     config = Config(signature_version=UNSIGNED, retries={"max_attempts": 1})
@@ -189,6 +205,40 @@ def test_200_requests_from_8_concurrent_clients(endpoint: tuple[str, Path]) -> N
         results = list(pool.map(lambda _: post(url, JPEG, "image/jpeg"), range(200)))
     assert [status for status, _ in results] == [200] * 200
     assert all(answer["predictions"] == expected for _, answer in results)
+
+
+def test_sigterm_with_two_workers_answers_or_refuses_every_connection(endpoint: tuple[str, Path]) -> None:
+    # A connection the kernel accepted must get its answer; one made after shutdown began is refused
+    # (the client knows the request was never read). A reset loses a request silently.
+    port = free_port()
+    command = [sys.executable, "-m", "deploy", "serve", str(endpoint[1]), "--port", str(port), "--workers", "2"]
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_up(url, timeout=180)
+        answered = threading.Semaphore(0)
+
+        def outcome(_: int) -> str:
+            try:
+                status = post(url, JPEG, "image/jpeg")[0]
+                answered.release()
+                return str(status)
+            except urllib.error.URLError as err:
+                return type(err.reason).__name__
+            except OSError as err:
+                return type(err).__name__
+
+        with ThreadPoolExecutor(max_workers=32) as pool:
+            results = pool.map(outcome, range(96))
+            for _ in range(5):
+                assert answered.acquire(timeout=60)
+            server.send_signal(signal.SIGTERM)
+            outcomes = collections.Counter(results)
+        assert server.wait(timeout=60) == 0
+    finally:
+        server.kill()
+    assert set(outcomes) <= {"200", "ConnectionRefusedError"}, outcomes
+    assert outcomes["200"] >= 5
 
 
 def test_lambda_course_event_with_loopback_url(
