@@ -65,11 +65,22 @@ class DeviceBatchTransform:
         is_jpeg = [bytes(data[:2].tolist()) == JPEG_MAGIC for data in encoded]
         jpegs = [data for data, flag in zip(encoded, is_jpeg, strict=True) if flag]
         try:
-            decoded = iter(decode_jpeg(jpegs, mode=ImageReadMode.RGB, device=self.device) if jpegs else [])
+            decoded = iter(
+                decode_jpeg(jpegs, mode=ImageReadMode.RGB, device=self.device, apply_exif_orientation=True)
+                if jpegs
+                else []
+            )
         except RuntimeError:  # one image nvJPEG cannot handle fails the batch: decode those on the CPU
-            decoded = iter([decode_image(data, mode=ImageReadMode.RGB).to(self.device) for data in jpegs])
+            decoded = iter(
+                [
+                    decode_image(data, mode=ImageReadMode.RGB, apply_exif_orientation=True).to(self.device)
+                    for data in jpegs
+                ]
+            )
         return [
-            next(decoded) if flag else decode_image(data, mode=ImageReadMode.RGB).to(self.device)
+            next(decoded)
+            if flag
+            else decode_image(data, mode=ImageReadMode.RGB, apply_exif_orientation=True).to(self.device)
             for data, flag in zip(encoded, is_jpeg, strict=True)
         ]
 

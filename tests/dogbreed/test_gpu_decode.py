@@ -1,12 +1,14 @@
-"""Device-side JPEG decoding: same pictures as the PIL path, PNG and CMYK fallbacks, full runs."""
+"""Device-side JPEG decoding: the PIL path's pictures (EXIF orientation too), PNG and CMYK fallbacks, full runs."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from dogbreed import training
 from dogbreed.gpu_decode import DeviceBatchTransform, EncodedImages, collate_encoded
@@ -38,3 +40,17 @@ def test_training_with_device_decoding_runs_end_to_end(make_cfg) -> None:
     training.train(cfg)
     metrics = json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())
     assert metrics["epochs_run"] == 2 and metrics["test"]["images"] == 16
+
+
+def test_device_decode_turns_phone_photos_upright_like_the_shared_decode(tmp_path: Path) -> None:
+    # Stored landscape with EXIF orientation 6 (rotate 90° clockwise): left half red becomes the top half.
+    pixels = np.zeros((32, 64, 3), dtype=np.uint8)
+    pixels[:, :32] = (255, 0, 0)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    path = tmp_path / "sideways.jpg"
+    Image.fromarray(pixels).save(path, "JPEG", exif=exif, quality=95)
+    decoded = DeviceBatchTransform(32, train=False, device=torch.device("cpu")).decode(encoded_batch([path]))[0]
+    assert decoded.shape == (3, 64, 32)
+    assert decoded[0, 5, 16] > 200 > decoded[0, 58, 16]
+    assert tuple(decode_image(path).size) == (32, 64)  # the shared decode agrees
