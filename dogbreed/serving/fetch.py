@@ -115,16 +115,38 @@ def check_address(address: IPAddress, policy: FetchPolicy) -> None:
         raise RequestError(400, f"refusing to fetch from {address}: not a public address")
 
 
-def resolve(host: str, port: int, policy: FetchPolicy) -> str:
+def resolve(host: str, port: int, policy: FetchPolicy, deadline: Deadline) -> str:
     """The first address of `host`, after checking that all of them are allowed."""
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except socket.gaierror as err:
-        raise RequestError(400, f"cannot resolve host {host!r}: {err.strerror}") from None
+    infos = _lookup_within(host, port, deadline, policy.total_timeout)
     addresses = [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
     for address in addresses:
         check_address(address, policy)
     return str(addresses[0])
+
+
+def _lookup_within(host: str, port: int, deadline: Deadline, total: float) -> list[tuple]:
+    """`getaddrinfo` under the fetch's deadline.
+
+    The C resolver takes no timeout (a slow name server holds it for its own retries), so the
+    lookup runs on a daemon thread and the request stops waiting for it when the deadline passes.
+    """
+    found: list[tuple] = []
+    failed: list[socket.gaierror] = []
+
+    def lookup() -> None:
+        try:
+            found.extend(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM))
+        except socket.gaierror as err:
+            failed.append(err)
+
+    worker = threading.Thread(target=lookup, name=f"resolve {host}", daemon=True)
+    worker.start()
+    worker.join(deadline.remaining())
+    if worker.is_alive():
+        raise RequestError(400, f"resolving {host!r} took longer than {total:g} s")
+    if failed:
+        raise RequestError(400, f"cannot resolve host {host!r}: {failed[0].strerror}")
+    return found
 
 
 class _PinnedHTTPConnection(http.client.HTTPConnection):
@@ -179,7 +201,7 @@ def _follow(url: str, policy: FetchPolicy, deadline: Deadline) -> bytes:
         if parts.scheme not in allowed or not parts.hostname:
             raise RequestError(400, f"refusing to fetch {url!r}: only https:// URLs are accepted")
         port = parts.port or (443 if parts.scheme == "https" else 80)
-        address = resolve(parts.hostname, port, policy)
+        address = resolve(parts.hostname, port, policy, deadline)
         if parts.scheme == "http" and not ipaddress.ip_address(address).is_loopback:
             raise RequestError(400, f"refusing to fetch {url!r}: plain http is only allowed to loopback")
         connection_type = _PinnedHTTPSConnection if parts.scheme == "https" else _PinnedHTTPConnection

@@ -140,6 +140,20 @@ def test_one_deadline_over_headers_and_body(origin: str, path: str) -> None:
     assert time.monotonic() - started < 1.6
 
 
+def test_a_slow_name_server_is_under_the_same_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
+    # getaddrinfo takes no timeout; a name server that never answers must not hold the request.
+    def slow_lookup(*args: object, **kwargs: object) -> list:
+        time.sleep(5)
+        return []
+
+    monkeypatch.setattr("socket.getaddrinfo", slow_lookup)
+    started = time.monotonic()
+    with pytest.raises(RequestError, match=r"resolving 'slow.example' took longer than 1 s") as caught:
+        fetch("https://slow.example/dog.jpg", FetchPolicy(total_timeout=1.0))
+    assert caught.value.status == 400
+    assert time.monotonic() - started < 1.5
+
+
 def test_deadline_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DOGBREED_FETCH_TIMEOUT", "1.5")
     assert FetchPolicy.from_env().total_timeout == 1.5
