@@ -29,8 +29,11 @@ def test_defaults_are_the_documented_numbers() -> None:
     )  # fmt: skip
     lam = d["lambda"]
     assert (lam.reserved_concurrency, lam.provisioned_concurrency, lam.timeout_s, lam.memory_mb, lam.url_auth) == (
-        5, 3, 30, 256, "AWS_IAM",
+        5, 3, None, 256, "AWS_IAM",
     )  # fmt: skip
+    c = d.container
+    sized_for_m5_large = (c.workers, c.response_timeout_s, c.model_download_timeout_s, c.startup_health_check_timeout_s)
+    assert sized_for_m5_large == (1, 60, 600, 600) and c.compile is True
 
 
 def test_overrides_are_typed() -> None:
@@ -53,6 +56,12 @@ def test_overrides_are_typed() -> None:
         ([S3, "deploy.lambda.provisioned_concurrency=6"], "provisioned_concurrency=6 is above"),
         ([S3, "deploy.serverless.enabled=true", "deploy.serverless.memory_mb=3000"], "deploy.serverless.memory_mb"),
         ([S3, "deploy.instance_tpye=ml.c5.large"], "bad deploy override"),
+        ([S3, "deploy.container.workers=0"], "deploy.container.workers=0: 1 to 64"),
+        ([S3, "deploy.container.response_timeout_s=0"], "deploy.container.response_timeout_s=0"),
+        # SageMaker's ProductionVariant accepts 60..3600 for both start-up limits.
+        ([S3, "deploy.container.startup_health_check_timeout_s=30"], "startup_health_check_timeout_s=30: 60 to 3600"),
+        ([S3, "deploy.container.model_download_timeout_s=4000"], "model_download_timeout_s=4000: 60 to 3600"),
+        ([S3, "deploy.container.compile=sometimes"], "deploy.container.compile='sometimes'"),
     ],
 )
 def test_bad_config_is_refused_with_the_key_to_fix(overrides: list[str], message: str) -> None:
