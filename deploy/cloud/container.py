@@ -8,7 +8,14 @@ the cap to both the handler in the container and the Lambda, so they refuse the 
 
 from __future__ import annotations
 
+import json
+import logging
+import re
+import tarfile
+from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 REALTIME_MAX_BODY_BYTES = 6 * 1024 * 1024
 SERVERLESS_MAX_BODY_BYTES = 4 * 1024 * 1024
@@ -75,3 +82,38 @@ def lambda_environment(d: Any, endpoint: str) -> dict[str, str]:
             "ENDPOINT_ATTEMPTS": "1",  # a second try of a cold start would not fit; warming is retried instead
         }
     return env
+
+
+def release(version: str) -> tuple[int, ...]:
+    """`2.14.1+cu130` -> (2, 14, 1): the numeric release, without local or pre-release tags."""
+    match = re.match(r"\d+(\.\d+)*", version.strip())
+    return tuple(int(part) for part in match.group(0).split(".")) if match else ()
+
+
+def trained_torch(tarball: Path) -> str | None:
+    """The torch version the packaged weights were trained with (serving.json's `trained_with`), if recorded."""
+    with tarfile.open(tarball, "r:*") as tar:
+        try:
+            member = tar.extractfile("serving.json")
+        except KeyError:
+            return None
+        info = json.loads(member.read()) if member else {}
+    return info.get("trained_with", {}).get("torch")
+
+
+def warn_on_torch_gap(tarball: Path, container_torch: str) -> str | None:
+    """Logs (and returns) a warning when the run was trained with a newer torch than the image serves.
+
+    Packaging already loaded the weights the way the container does (weights only, strict, dtypes
+    torch 2.6 has), so they load; what a newer torch changed in numerics or kernels is not checked.
+    """
+    trained = trained_torch(tarball)
+    if trained is None or not release(container_torch) or release(trained) <= release(container_torch):
+        return None
+    warning = (
+        f"the model was trained with torch {trained} and the endpoint's image serves torch {container_torch} "
+        "(deploy.image.framework_version). The weights load there (checked when packaging); "
+        "compare a few predictions with `python -m deploy invoke` after the deploy"
+    )
+    log.warning(warning)
+    return warning

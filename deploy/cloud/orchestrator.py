@@ -98,7 +98,8 @@ def up(cfg: DictConfig, run: str, clients: Clients, package: Package | None = No
     bucket, prefix = _bucket_and_prefix(d.s3_uri)
     deploy_prefix = join_key(prefix, d.name)
 
-    tarball = (package or _default_package)(run)
+    tarball = (package or _default_package)(run)  # refuses weights the container could not load
+    container.warn_on_torch_gap(tarball, d.image.framework_version)
     version = content_version(tarball)
     model_key = join_key(deploy_prefix, version, "model.tar.gz")
     # The key is content-addressed: an object there already holds this model.

@@ -21,6 +21,7 @@ from typing import Any
 
 import boto3
 import pytest
+import torch
 from botocore.stub import ANY, Stubber
 
 from deploy.cli import main as deploy_main
@@ -28,6 +29,7 @@ from deploy.cloud import orchestrator
 from deploy.cloud.config import load_config
 from deploy.cloud.errors import DeployError
 from deploy.cloud.orchestrator import Clients
+from dogbreed.errors import WeightsError
 
 REPO = Path(__file__).resolve().parents[2]
 BUCKET = "dogbreed-deploy-test"
@@ -383,6 +385,38 @@ def test_a_gpu_instance_gets_the_published_gpu_image_tag(
     variant = sm.describe_endpoint_config(EndpointConfigName=config)["ProductionVariants"][0]
     image = sm.describe_model(ModelName=variant["ModelName"])["PrimaryContainer"]["Image"]
     assert image == "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-inference:2.6.0-gpu-py312"
+
+
+def test_weights_the_container_cannot_load_stop_up_before_anything_is_made(
+    deploy_env: Callable[..., Any], clients: Clients, run_dir: Path
+) -> None:
+    torch.save({"module.fc.weight": torch.zeros(2, 512)}, run_dir / "model.pth")  # a DDP wrapper's state_dict
+    with pytest.raises(WeightsError, match=r"every key starts with 'module\.'"):
+        orchestrator.up(deploy_env(), str(run_dir), clients)  # the real packaging step
+    made = snapshot(clients)
+    assert made["models"] == [] and made["functions"] == {} and made["roles"] == []
+
+
+def test_a_newer_training_torch_than_the_image_serves_is_a_warning_naming_both(
+    deploy_env: Callable[..., Any], clients: Clients, run_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    def package_trained_with_newer_torch(run: str) -> Path:
+        tarball = package(run)
+        with tarfile.open(tarball) as tar:
+            members = [(m, tar.extractfile(m).read()) for m in tar.getmembers()]
+        info = json.dumps({"trained_with": {"torch": "2.14.1+cu130"}}).encode()
+        with tarfile.open(tarball, "w:gz") as tar:
+            for member, data in [*members, (tarfile.TarInfo("serving.json"), info)]:
+                member.size = len(data)
+                tar.addfile(member, io.BytesIO(data))
+        return tarball
+
+    ProvisionedConcurrency(clients.lambda_, "dogbreed-invoke").absent()
+    cfg = deploy_env("deploy.lambda.provisioned_concurrency=0")
+    orchestrator.up(cfg, str(run_dir), clients, package_trained_with_newer_torch)
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and "torch" in r.getMessage()]
+    assert len(warnings) == 1
+    assert "trained with torch 2.14.1+cu130" in warnings[0] and "serves torch 2.6.0" in warnings[0]
 
 
 def test_lambda_handler_reaches_the_endpoint_with_the_deployed_environment(
