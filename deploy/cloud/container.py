@@ -85,9 +85,10 @@ def lambda_environment(d: Any, endpoint: str) -> dict[str, str]:
 
 
 def release(version: str) -> tuple[int, ...]:
-    """`2.14.1+cu130` -> (2, 14, 1): the numeric release, without local or pre-release tags."""
+    """`2.14.1+cu130` -> (2, 14, 1), `2.6` -> (2, 6, 0): the numeric release, without local or pre-release tags."""
     match = re.match(r"\d+(\.\d+)*", version.strip())
-    return tuple(int(part) for part in match.group(0).split(".")) if match else ()
+    parts = [int(part) for part in match.group(0).split(".")] if match else []
+    return tuple(parts + [0] * (3 - len(parts))) if parts else ()
 
 
 def trained_torch(tarball: Path) -> str | None:

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import io
+import json
 import re
+import tarfile
+from pathlib import Path
 
 import pytest
 
+from deploy.cloud import container
 from deploy.cloud.config import load_config
 from deploy.cloud.errors import DeployError
 from dogbreed import images
@@ -119,3 +124,27 @@ def test_repository_arn_scopes_the_execution_role_to_one_repository() -> None:
     assert images.repository_arn(uri, "aws") == "arn:aws:ecr:us-east-1:763104351884:repository/pytorch-inference"
     with pytest.raises(ValueError, match="not an ECR image"):
         images.repository_arn("docker.io/library/python:3.12", "aws")
+
+
+@pytest.mark.parametrize(
+    ("trained", "image", "warned"),
+    [
+        ("2.14.1+cu130", "2.6.0", True),
+        ("2.6.0+cpu", "2.6", False),  # the same release, written differently
+        ("2.5.1", "2.6.0", False),
+        (None, "2.6.0", False),  # nothing recorded: a run packaged without a checkpoint or model_info.json
+    ],
+)
+def test_torch_gap_warns_only_when_training_was_newer(
+    tmp_path: Path, trained: str | None, image: str, warned: bool
+) -> None:
+    info = json.dumps({"trained_with": {"torch": trained} if trained else {}}).encode()
+    tarball = tmp_path / "model.tar.gz"
+    with tarfile.open(tarball, "w:gz") as tar:
+        member = tarfile.TarInfo("serving.json")
+        member.size = len(info)
+        tar.addfile(member, io.BytesIO(info))
+    warning = container.warn_on_torch_gap(tarball, image)
+    assert (warning is not None) == warned
+    if warned:
+        assert f"torch {trained}" in warning and f"torch {image}" in warning
