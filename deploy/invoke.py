@@ -73,9 +73,23 @@ def invoke(target: str, endpoint: str, client: Any, topk: int = 3) -> dict[str, 
     try:
         reply = client.invoke_endpoint(EndpointName=endpoint, ContentType=content_type, Body=body)
     except ClientError as err:
-        message = err.response.get("OriginalMessage") or err.response["Error"]["Message"]
-        raise InvokeError(f"endpoint {endpoint} refused the request: {message}") from None
+        raise InvokeError(f"endpoint {endpoint} refused the request: {container_message(err)}") from None
     return json.loads(reply["Body"].read())
+
+
+def container_message(err: ClientError) -> str:
+    """One line from what the endpoint answered, whatever its format.
+
+    The project's handler answers `{"message": ...}`; the SageMaker inference toolkit in the
+    PyTorch image answers `message\n<traceback>` (the traceback is in the endpoint's logs). The
+    Lambda does the same in its own copy (`model_message`), since it ships alone.
+    """
+    original = err.response.get("OriginalMessage") or err.response["Error"].get("Message", "")
+    try:
+        message = str(json.loads(original)["message"])
+    except (ValueError, TypeError, KeyError):
+        message = original
+    return (message.strip().splitlines() or [""])[0]
 
 
 def invoke_via_lambda(target: str, endpoint: str, client: Any, topk: int = 3) -> dict[str, Any]:

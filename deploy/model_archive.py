@@ -27,8 +27,8 @@ import torch
 import dogbreed
 import dogbreed.serving
 from dogbreed.checkpoint import CHECKPOINT_NAME, WEIGHTS_NAME
-from dogbreed.errors import DogbreedError
-from dogbreed.reports import LABELS_NAME, read_labels
+from dogbreed.errors import DogbreedError, WeightsError
+from dogbreed.reports import LABELS_NAME, MODEL_INFO_NAME, read_labels
 from dogbreed.serving.architecture import load_weights, spec_from_state_dict
 from dogbreed.serving.handler import SERVING_INFO_NAME
 
@@ -55,7 +55,7 @@ def download_run(uri: str, destination: Path) -> Path:
 
     prefix = s3.S3Location.parse(uri).as_prefix()
     client = s3.make_client()
-    for name in (WEIGHTS_NAME, LABELS_NAME, CHECKPOINT_NAME, HYDRA_CONFIG.as_posix()):
+    for name in (WEIGHTS_NAME, LABELS_NAME, CHECKPOINT_NAME, HYDRA_CONFIG.as_posix(), MODEL_INFO_NAME):
         source = prefix.child(name)
         try:
             if s3.head_or_none(client, source) is None:
@@ -67,8 +67,14 @@ def download_run(uri: str, destination: Path) -> Path:
     return destination
 
 
+def model_info(run_dir: Path) -> dict[str, Any]:
+    """model_info.json, which a SageMaker training job writes next to model.pth; {} when absent."""
+    path = run_dir / MODEL_INFO_NAME
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
 def image_size_of(run_dir: Path, default: int) -> int:
-    """data.image_size from checkpoint.pt, else .hydra/config.yaml, else `default`."""
+    """data.image_size from checkpoint.pt, else .hydra/config.yaml, else model_info.json, else `default`."""
     checkpoint = run_dir / CHECKPOINT_NAME
     if checkpoint.is_file():
         # mmap: the optimizer state in there can be hundreds of MB; only the config is read.
@@ -78,23 +84,32 @@ def image_size_of(run_dir: Path, default: int) -> int:
         from omegaconf import OmegaConf  # training dependency, not needed in the container
 
         return int(OmegaConf.load(run_dir / HYDRA_CONFIG).data.image_size)
-    log.info("%s has neither %s nor %s: image size %d", run_dir, CHECKPOINT_NAME, HYDRA_CONFIG, default)
+    if "image_size" in model_info(run_dir):
+        return int(model_info(run_dir)["image_size"])
+    log.warning(
+        "%s has none of %s, %s, %s: packaging for %d px (--image-size sets it)",
+        run_dir, CHECKPOINT_NAME, HYDRA_CONFIG, MODEL_INFO_NAME, default,
+    )  # fmt: skip
     return default
 
 
 def trained_versions(run_dir: Path) -> dict[str, str]:
+    """The library versions the run trained with (torch above all), from checkpoint.pt or model_info.json."""
     checkpoint = run_dir / CHECKPOINT_NAME
     if not checkpoint.is_file():
-        return {}
+        return dict(model_info(run_dir).get("versions", {}))
     return dict(torch.load(checkpoint, map_location="cpu", mmap=True, weights_only=True).get("versions", {}))
 
 
 def serving_info(run_dir: Path, name: str, labels: list[str], image_size: int) -> dict[str, Any]:
     """What the handler needs besides the weights, and what each response reports as `model`."""
     weights = run_dir / WEIGHTS_NAME
-    model = load_weights(weights, labels)
-    with torch.inference_mode():  # a real forward pass: catches a head that loads but cannot run
-        model(torch.zeros(1, 3, image_size, image_size))
+    model = load_weights(weights, labels)  # as the container loads them: weights only, strict
+    try:
+        with torch.inference_mode():  # a real forward pass, in fp32 as a CPU container without bf16 runs it
+            model.float()(torch.zeros(1, 3, image_size, image_size))
+    except RuntimeError as err:
+        raise WeightsError(f"{weights} loads but does not run on a {image_size} px image: {err}") from None
     digest = hashlib.sha256(weights.read_bytes()).hexdigest()
     spec = spec_from_state_dict(model.state_dict())
     return {

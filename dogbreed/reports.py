@@ -23,6 +23,9 @@ if TYPE_CHECKING:  # deploy reads labels through this module; it need not load t
     from dogbreed.runtime import Runtime
 
 LABELS_NAME = "labels.json"
+# Next to model.pth in SageMaker's model dir, which holds no checkpoint or config: what packaging
+# would otherwise have to guess (the image size above all).
+MODEL_INFO_NAME = "model_info.json"
 
 
 def write_labels(class_names: list[str], path: Path) -> None:
@@ -45,6 +48,20 @@ def write_history_csv(history: list[dict[str, Any]], path: Path) -> None:
 
 def write_json(data: dict[str, Any], path: Path) -> None:
     atomic_write_text(json.dumps(data, indent=2) + "\n", path)
+
+
+def write_model_info(config: dict[str, Any], path: Path) -> None:
+    """What serving needs to know about the weights besides the weights: image size, arch, head, versions."""
+    model = config["model"]
+    write_json(
+        {
+            "image_size": config["data"]["image_size"],
+            "arch": model["arch"],
+            "head": model["head"],
+            "versions": versions(),
+        },
+        path,
+    )
 
 
 def save_figure(figure: Figure, path: Path) -> None:

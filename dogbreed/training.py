@@ -233,7 +233,7 @@ def finish(job: Job, state: checkpoint.TrainingState) -> float:
     seconds = time.perf_counter() - job.started
     reports.write_final_reports(job.output_dir, state, final, job.class_names, seconds, job.runtime)
     if job.model_dir is not None:
-        export_for_sagemaker(job.output_dir, job.model_dir)
+        export_for_sagemaker(job.output_dir, job.model_dir, job.config)
     log.info(
         "best epoch %d: valid top1 %.3f | test top1 %.3f top5 %.3f",
         state.best_epoch,
@@ -255,9 +255,12 @@ def check_identical_weights(model: nn.Module, context: distributed.Context) -> N
     log.info("weights identical on all %d ranks (sha256 %s...)", context.world_size, digests[0][:12])
 
 
-def export_for_sagemaker(output_dir: Path, model_dir: Path) -> None:
-    """model.pth + labels.json into SM_MODEL_DIR: SageMaker tars it into a deployable model.tar.gz."""
+def export_for_sagemaker(output_dir: Path, model_dir: Path, config: dict[str, Any]) -> None:
+    """model.pth, labels.json and model_info.json into SM_MODEL_DIR: SageMaker tars it as a deployable model."""
     model_dir.mkdir(parents=True, exist_ok=True)
     for name in (checkpoint.WEIGHTS_NAME, reports.LABELS_NAME):
         shutil.copy2(output_dir / name, model_dir / name)
-    log.info("copied %s and %s to %s", checkpoint.WEIGHTS_NAME, reports.LABELS_NAME, model_dir)
+    reports.write_model_info(config, model_dir / reports.MODEL_INFO_NAME)
+    log.info(
+        "exported %s, %s and %s to %s", checkpoint.WEIGHTS_NAME, reports.LABELS_NAME, reports.MODEL_INFO_NAME, model_dir
+    )

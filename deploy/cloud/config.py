@@ -57,6 +57,7 @@ def validate(cfg: DictConfig) -> None:
     else:
         autoscaling(d.autoscaling)
     _lambda(d["lambda"])
+    _container(d.container)
 
 
 def autoscaling(a: Any) -> None:
@@ -87,8 +88,8 @@ def _serverless(s: Any) -> None:
 def _lambda(lam: Any) -> None:
     if lam.url_auth not in URL_AUTH:
         raise DeployError(f"deploy.lambda.url_auth={lam.url_auth!r}: AWS_IAM, NONE or null (no URL)")
-    if not 1 <= lam.timeout_s <= 900:
-        raise DeployError(f"deploy.lambda.timeout_s={lam.timeout_s}: 1 to 900 seconds")
+    if lam.timeout_s is not None and not 1 <= lam.timeout_s <= 900:
+        raise DeployError(f"deploy.lambda.timeout_s={lam.timeout_s}: 1 to 900 seconds, or null for the default")
     if not 128 <= lam.memory_mb <= 10240:
         raise DeployError(f"deploy.lambda.memory_mb={lam.memory_mb}: 128 to 10240")
     if lam.reserved_concurrency is not None and lam.reserved_concurrency < 1:
@@ -100,3 +101,16 @@ def _lambda(lam: Any) -> None:
             f"deploy.lambda.provisioned_concurrency={lam.provisioned_concurrency} is above "
             f"deploy.lambda.reserved_concurrency={lam.reserved_concurrency}: Lambda refuses that"
         )
+
+
+def _container(c: Any) -> None:
+    if not 1 <= c.workers <= 64:
+        raise DeployError(f"deploy.container.workers={c.workers}: 1 to 64 model server workers")
+    if not 1 <= c.response_timeout_s <= 3600:
+        raise DeployError(f"deploy.container.response_timeout_s={c.response_timeout_s}: 1 to 3600 seconds")
+    # SageMaker's ProductionVariant range for both.
+    for key in ("model_download_timeout_s", "startup_health_check_timeout_s"):
+        if not 60 <= c[key] <= 3600:
+            raise DeployError(f"deploy.container.{key}={c[key]}: 60 to 3600 seconds")
+    if not isinstance(c.compile, bool):
+        raise DeployError(f"deploy.container.compile={c.compile!r}: true or false")

@@ -15,7 +15,7 @@ import boto3
 from botocore.exceptions import ClientError
 from omegaconf import DictConfig, OmegaConf
 
-from deploy.cloud import autoscaling, hosting, iam, lambda_, state
+from deploy.cloud import autoscaling, container, hosting, iam, lambda_, state
 from deploy.cloud.artifacts import join_key, upload_model
 from deploy.cloud.errors import DeployError
 from dogbreed import images
@@ -98,7 +98,8 @@ def up(cfg: DictConfig, run: str, clients: Clients, package: Package | None = No
     bucket, prefix = _bucket_and_prefix(d.s3_uri)
     deploy_prefix = join_key(prefix, d.name)
 
-    tarball = (package or _default_package)(run)
+    tarball = (package or _default_package)(run)  # refuses weights the container could not load
+    container.warn_on_torch_gap(tarball, d.image.framework_version)
     version = content_version(tarball)
     model_key = join_key(deploy_prefix, version, "model.tar.gz")
     # The key is content-addressed: an object there already holds this model.
@@ -108,7 +109,7 @@ def up(cfg: DictConfig, run: str, clients: Clients, package: Package | None = No
 
     image = _image(d, clients.region)
     role_arn = d.role_arn or _sagemaker_role(clients, names, where, bucket, deploy_prefix, image, changes)
-    env = {"SAGEMAKER_PROGRAM": "inference.py", "SAGEMAKER_SUBMIT_DIRECTORY": "/opt/ml/model/code"}
+    env = container.model_environment(d)
     model_data = f"s3://{bucket}/{model_key}"
     model = f"{d.name}-{short_hash([image, model_data, role_arn, env])}"
     created = iam.retry_while_role_propagates(
@@ -297,9 +298,9 @@ def _front_door(cfg: DictConfig, clients: Clients, names: Names, where: Where, c
         changes.append(f"role {names.lambda_role} with InvokeEndpoint on {names.endpoint} only")
     source = Path(lam_cfg.source_dir) if lam_cfg.source_dir else DEFAULT_LAMBDA_SOURCE
     settings = {
-        "Timeout": lam_cfg.timeout_s,
+        "Timeout": container.lambda_timeout(cfg.deploy),
         "MemorySize": lam_cfg.memory_mb,
-        "Environment": {"Variables": {"ENDPOINT_NAME": names.endpoint}},
+        "Environment": {"Variables": container.lambda_environment(cfg.deploy, names.endpoint)},
     }
     lam = clients.lambda_
     if lambda_.ensure_function(lam, names.function, role_arn, lambda_.zip_folder(source), settings):
@@ -353,7 +354,7 @@ def _variant(d: DictConfig, model: str) -> dict[str, Any]:
     if d.serverless.enabled:
         s = d.serverless
         return hosting.serverless_variant(model, s.memory_mb, s.max_concurrency, s.provisioned_concurrency)
-    return hosting.realtime_variant(model, d.instance_type, d.instance_count)
+    return {**hosting.realtime_variant(model, d.instance_type, d.instance_count), **container.variant_timeouts(d)}
 
 
 def _variant_of(sm: Any, config: str) -> dict[str, Any] | None:

@@ -10,9 +10,10 @@ ENDPOINT_NAME environment variable. Accepted events:
 
 `topk` may be given in the JSON or as a query-string parameter. Every answer is
 `{"statusCode", "headers", "body"}` with a JSON body; failures carry a message,
-never a stack trace. Every part of the event is checked (types, sizes, JSON depth,
-topk) before anything is sent, so any malformed event is a 4xx, and a bug is a
-logged 500 (docs/DESIGN.md section 8).
+never a stack trace. Every part of the event is checked (types, sizes, JSON depth, topk)
+before anything is sent, so any malformed event is a 4xx, and a bug is a logged 500. An
+endpoint still starting (a serverless cold start) is retried while the function's remaining
+time allows, then answered 503 with `Retry-After` (docs/DESIGN.md section 8).
 """
 
 from __future__ import annotations
@@ -23,28 +24,47 @@ import json
 import logging
 import os
 import re
+import time
 from typing import Any
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import BotoCoreError, ClientError, ReadTimeoutError
 
 log = logging.getLogger()
 log.setLevel(logging.INFO)
 
-MAX_PAYLOAD_BYTES = 6 * 1024 * 1024  # the real-time endpoint's payload cap
+# The endpoint's payload cap: 6 MB real-time, 4 MB serverless (`deploy up` sets it for the latter).
+MAX_PAYLOAD_BYTES = int(os.environ.get("DOGBREED_MAX_BODY_BYTES", 6 * 1024 * 1024))
 MAX_TOPK = 1000  # the endpoint caps k at the class count (133); more is a mistake
 MAX_JSON_DEPTH = 8  # a request is one flat object; deeper bodies are refused before parsing
 IMAGE_TYPES = ("image/jpeg", "image/png", "application/x-image")
 REQUEST_KEYS = ("url", "image_b64", "topk", "logits")
 EXPECTED = 'expected {"url": "https://..."} or {"image_b64": "..."} (or an image body)'
 INTERNAL = "internal error in the function; its log has the details"
-# One client per container, reused while warm. Two attempts of at most 3 + 10 s stay under
-# API Gateway's 29 s integration limit, so a slow endpoint yields our 502, not a gateway 504.
+# One client per container, reused while warm. Real-time: two attempts of at most 3 + 10 s stay
+# under API Gateway's 29 s integration limit, so a slow endpoint yields our 502, not a gateway 504.
+# Serverless: `deploy up` sets one attempt with a read timeout that waits out a cold start (SageMaker
+# answers within 60 s) inside the function's own timeout.
+CONNECT_TIMEOUT_S = 3
+READ_TIMEOUT_S = float(os.environ.get("ENDPOINT_READ_TIMEOUT_S", 10))
+ATTEMPTS = int(os.environ.get("ENDPOINT_ATTEMPTS", 2))
+SERVERLESS = os.environ.get("ENDPOINT_SERVERLESS") == "1"
 RUNTIME = boto3.client(
     "sagemaker-runtime",
-    config=Config(connect_timeout=3, read_timeout=10, retries={"total_max_attempts": 2, "mode": "standard"}),
+    config=Config(
+        connect_timeout=CONNECT_TIMEOUT_S,
+        read_timeout=READ_TIMEOUT_S,
+        retries={"total_max_attempts": ATTEMPTS, "mode": "standard"},
+    ),
 )
+# What sagemaker-runtime answers while the endpoint cannot take the request yet: ModelNotReadyException
+# (429: "a serverless endpoint variant's resources are still being provisioned"), ServiceUnavailable
+# (503) and throttling. They are retried while the function has time, then answered 503 + Retry-After.
+WARMING = ("ModelNotReadyException", "ServiceUnavailable", "ThrottlingException")
+RETRY_AFTER_S = 10
+FIRST_BACKOFF_S, MAX_BACKOFF_S = 1.0, 8.0
+CALL_BUDGET_S = (CONNECT_TIMEOUT_S + READ_TIMEOUT_S) * ATTEMPTS  # the longest one invoke can take
 # A JSON string, or an unterminated one up to the end: matching never fails, so never backtracks.
 _JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*(?:"|\\?\Z)', re.DOTALL)
 _PARENS = bytes.maketrans(b"[{]}", b"(())")
@@ -60,8 +80,18 @@ class BadEvent(Exception):
         self.status = status
 
 
-def respond(status: int, payload: dict[str, Any]) -> dict[str, Any]:
-    return {"statusCode": status, "headers": {"Content-Type": "application/json"}, "body": json.dumps(payload)}
+def respond(status: int, payload: dict[str, Any], headers: dict[str, str] | None = None) -> dict[str, Any]:
+    return {
+        "statusCode": status,
+        "headers": {"Content-Type": "application/json", **(headers or {})},
+        "body": json.dumps(payload),
+    }
+
+
+def warming_up(endpoint_name: str) -> dict[str, Any]:
+    message = f"the model endpoint is starting up; retry in {RETRY_AFTER_S} s"
+    log.warning("endpoint %s is not ready yet; answering 503", endpoint_name)
+    return respond(503, {"message": message}, {"Retry-After": str(RETRY_AFTER_S)})
 
 
 def _show(value: Any) -> str:
@@ -233,26 +263,62 @@ def _original_status(err: ClientError) -> int | None:
         return None
 
 
-def _forward(body: bytes, content_type: str, runtime: Any, endpoint_name: str) -> dict[str, Any]:
+def _invoke(body: bytes, content_type: str, runtime: Any, endpoint_name: str, deadline: float | None) -> Any:
+    """The endpoint's reply, retrying while it is warming up and the deadline leaves room for another call.
+
+    Raises:
+        ClientError: the endpoint refused or failed, or is still warming up when time runs out.
+        BotoCoreError: no answer (connection error, timeout).
+    """
+    backoff = FIRST_BACKOFF_S
+    while True:
+        try:
+            return runtime.invoke_endpoint(
+                EndpointName=endpoint_name, ContentType=content_type, Accept="application/json", Body=body
+            )
+        except ClientError as err:
+            room = deadline is not None and time.monotonic() + backoff + CALL_BUDGET_S < deadline
+            if err.response.get("Error", {}).get("Code") not in WARMING or not room:
+                raise
+            log.info("endpoint %s is warming up (%s); retrying in %.0f s", endpoint_name, err, backoff)
+            time.sleep(backoff)
+            backoff = min(2 * backoff, MAX_BACKOFF_S)
+
+
+def _forward(
+    body: bytes, content_type: str, runtime: Any, endpoint_name: str, deadline: float | None
+) -> dict[str, Any]:
     try:
-        reply = runtime.invoke_endpoint(
-            EndpointName=endpoint_name, ContentType=content_type, Accept="application/json", Body=body
-        )
+        reply = _invoke(body, content_type, runtime, endpoint_name, deadline)
         return respond(200, json.loads(reply["Body"].read()))
     except ClientError as err:
         original = _original_status(err)
         if original is not None and 400 <= original < 500:
             # The endpoint refused the image (not decodable, too many pixels, bad URL): the caller's fault.
             return respond(original, {"message": model_message(err)})
+        if err.response.get("Error", {}).get("Code") in WARMING:
+            return warming_up(endpoint_name)
         log.error("endpoint %s failed: %s", endpoint_name, err)
         return respond(502, {"message": f"the model endpoint failed: {err.response.get('Error', {}).get('Code')}"})
-    except (BotoCoreError, ValueError, RecursionError) as err:  # timeouts, connection errors, a non-JSON reply
+    except ReadTimeoutError as err:
+        if SERVERLESS:  # no answer within SageMaker's own limit: a cold start still under way
+            return warming_up(endpoint_name)
+        log.error("endpoint %s failed: %s", endpoint_name, err)
+        return respond(502, {"message": f"the model endpoint did not answer: {type(err).__name__}"})
+    except (BotoCoreError, ValueError, RecursionError) as err:  # connection errors, a non-JSON reply
         log.error("endpoint %s failed: %s", endpoint_name, err)
         return respond(502, {"message": f"the model endpoint did not answer: {type(err).__name__}"})
 
 
-def handle(event: Any, runtime: Any, endpoint_name: str) -> dict[str, Any]:
+def handle(event: Any, runtime: Any, endpoint_name: str, deadline: float | None = None) -> dict[str, Any]:
     """Forwards one event to the endpoint; the testable core of `lambda_handler`.
+
+    Args:
+        event: the Lambda event.
+        runtime: a sagemaker-runtime client.
+        endpoint_name: the endpoint to invoke.
+        deadline: `time.monotonic()` by which the answer must be sent; an endpoint still
+            warming up is retried only while another call fits before it (None: never).
 
     Never raises: a malformed event is a 4xx, and a bug here is a 500 whose traceback goes to the log only.
     """
@@ -261,7 +327,7 @@ def handle(event: Any, runtime: Any, endpoint_name: str) -> dict[str, Any]:
             body, content_type = endpoint_request(event)
         except BadEvent as err:
             return respond(err.status, {"message": str(err)})
-        return _forward(body, content_type, runtime, endpoint_name)
+        return _forward(body, content_type, runtime, endpoint_name, deadline)
     except Exception:
         log.exception("the handler failed; answering 500")
         return respond(500, {"message": INTERNAL})
@@ -272,4 +338,6 @@ def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
     if not endpoint_name:
         log.error("ENDPOINT_NAME is not set in the function's environment")
         return respond(500, {"message": "the function is misconfigured: no endpoint name"})
-    return handle(event, RUNTIME, endpoint_name)
+    remaining = getattr(context, "get_remaining_time_in_millis", None)
+    deadline = time.monotonic() + remaining() / 1000 - 1 if remaining else None  # 1 s to send the answer
+    return handle(event, RUNTIME, endpoint_name, deadline)

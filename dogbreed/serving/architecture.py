@@ -12,6 +12,7 @@ from __future__ import annotations
 import urllib.error
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torchvision
@@ -28,6 +29,11 @@ RESNET_LAYOUTS = {
     "resnet152": ((3, 8, 36, 3), True),
 }
 HEADS = ("linear", "mlp")
+# What the ResNet holds and torch in the inference image (2.6) loads and runs: float weights,
+# int64 BatchNorm counters. A newer torch can save dtypes 2.6 does not have (float8_e8m0fnu, ...).
+SERVABLE_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64, torch.int64)
+# A state_dict taken from the wrapper rather than the model: DDP and torch.compile.
+WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 
 
 @dataclass(frozen=True)
@@ -91,17 +97,46 @@ def spec_from_state_dict(state_dict: dict[str, torch.Tensor]) -> ModelSpec:
     raise WeightsError("the weights have no recognised classifier head (fc.weight or fc.0/fc.2)")
 
 
+def check_servable(state_dict: Any, weights: Path) -> None:
+    """Refuses what would load here but not in the container, with what to do instead.
+
+    Raises:
+        WeightsError: not a dict of tensors, a dtype outside SERVABLE_DTYPES, or keys of a wrapper.
+    """
+    if not isinstance(state_dict, dict) or not state_dict:
+        raise WeightsError(f"{weights} holds a {type(state_dict).__name__}, not a state_dict; save model.state_dict()")
+    for key, value in state_dict.items():
+        if not isinstance(value, torch.Tensor):
+            raise WeightsError(f"{weights}: {key} is a {type(value).__name__}, not a tensor; save model.state_dict()")
+        if value.dtype not in SERVABLE_DTYPES:
+            served = ", ".join(str(dtype).removeprefix("torch.") for dtype in SERVABLE_DTYPES)
+            raise WeightsError(
+                f"{weights}: {key} is {str(value.dtype).removeprefix('torch.')}; the inference container "
+                f"(torch 2.6) serves {served} tensors. Convert the weights, e.g. to float32"
+            )
+    for prefix in WRAPPER_PREFIXES:
+        if all(key.startswith(prefix) for key in state_dict):
+            raise WeightsError(
+                f"{weights}: every key starts with {prefix!r}, the state_dict of a DDP or torch.compile "
+                "wrapper; save the wrapped model's state_dict() (model.module / model._orig_mod)"
+            )
+
+
 def load_weights(weights: Path, labels: list[str]) -> nn.Module:
     """Builds the model the weights describe on the meta device and assigns the (memory-mapped) weights.
 
+    Loads as the container does (weights only, memory-mapped, strict), so `deploy package`
+    refuses what the endpoint would refuse at start.
+
     Raises:
-        WeightsError: the file is unreadable, not a supported ResNet, or has a
-            different number of classes than `labels`.
+        WeightsError: the file is unreadable, not a supported ResNet, holds what the container
+            cannot serve, or has a different number of classes than `labels`.
     """
     try:
         state_dict = torch.load(weights, map_location="cpu", mmap=True, weights_only=True)
     except Exception as err:  # torch raises several types for a damaged or foreign file
         raise WeightsError(f"{weights} is not a readable state_dict ({err})") from None
+    check_servable(state_dict, weights)
     spec = spec_from_state_dict(state_dict)
     if spec.num_classes != len(labels):
         raise WeightsError(
@@ -113,5 +148,6 @@ def load_weights(weights: Path, labels: list[str]) -> nn.Module:
     try:
         model.load_state_dict(state_dict, assign=True)
     except RuntimeError as err:
-        raise WeightsError(f"{weights} does not fit a {spec.arch} with a {spec.head} head: {err}") from None
+        problem = " ".join(str(err).split())  # torch's message spans lines; a CLI error is one
+        raise WeightsError(f"{weights} does not fit a {spec.arch} with a {spec.head} head: {problem}") from None
     return model.eval()

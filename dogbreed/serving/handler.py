@@ -4,7 +4,8 @@ The same functions run in the PyTorch inference container (via `code/inference.p
 and behind `python -m deploy serve`. Preprocessing is `dogbreed.serving.preprocess`,
 the module evaluation uses. Environment switches (the container passes env vars
 through): DOGBREED_COMPILE=0 skips torch.compile, DOGBREED_PRECISION=fp32|bf16
-overrides the automatic choice.
+overrides the automatic choice, DOGBREED_MAX_BODY_BYTES lowers the body cap (serverless
+endpoints take 4 MB, real-time ones 6 MB).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import torch
 from PIL import Image, UnidentifiedImageError
@@ -31,13 +32,14 @@ from PIL import Image, UnidentifiedImageError
 from dogbreed.serving.architecture import load_weights
 from dogbreed.serving.errors import RequestError
 from dogbreed.serving.fetch import FetchPolicy, fetch
-from dogbreed.serving.hardware import cpu_has_fast_bf16
+from dogbreed.serving.hardware import compile_blocker, cpu_has_fast_bf16
 from dogbreed.serving.preprocess import EvalPreset, decode_image
 
 log = logging.getLogger(__name__)
 
 SERVING_INFO_NAME = "serving.json"
-MAX_BODY_BYTES = 6 * 1024 * 1024  # the real-time endpoint's payload cap
+REALTIME_MAX_BODY_BYTES = 6 * 1024 * 1024  # a real-time endpoint's payload cap
+SERVERLESS_MAX_BODY_BYTES = 4 * 1024 * 1024  # a serverless endpoint's payload cap
 MAX_PIXELS = 50_000_000  # a 50-megapixel photo decodes; a decompression bomb does not
 # One decode may hold this much (preprocess.decoded_bytes: mode x size, from the header): a 50 MP
 # RGB photo (200 MB) fits, a 7000x7000 RGBA PNG (588 MB) does not.
@@ -49,6 +51,23 @@ MAX_URL_CHARS = 8192
 IMAGE_TYPES = ("image/jpeg", "image/png", "application/x-image")
 JSON_TYPE = "application/json"
 DEFAULT_TOPK = 5
+
+
+def body_limit(value: str | None) -> int:
+    """The body cap from `DOGBREED_MAX_BODY_BYTES` (what `deploy up` sets for the endpoint type).
+
+    Raises:
+        ValueError: not a byte count in 1..REALTIME_MAX_BODY_BYTES, so a bad setting stops the
+            container at start rather than refusing every request.
+    """
+    if value is None:
+        return REALTIME_MAX_BODY_BYTES
+    if not value.isascii() or not value.isdigit() or not 0 < int(value) <= REALTIME_MAX_BODY_BYTES:
+        raise ValueError(f"DOGBREED_MAX_BODY_BYTES={value!r}: a byte count from 1 to {REALTIME_MAX_BODY_BYTES}")
+    return int(value)
+
+
+MAX_BODY_BYTES = body_limit(os.environ.get("DOGBREED_MAX_BODY_BYTES"))
 
 
 @dataclass
@@ -154,8 +173,44 @@ def to_batch(image: torch.Tensor, device: torch.device, dtype: torch.dtype) -> t
     return batch.copy_(image.unsqueeze(0))
 
 
+def warm_up(model: Any, example: torch.Tensor) -> None:
+    """Two forward passes: the first compiles (when compiled); the second proves no recompile is pending."""
+    with torch.inference_mode():
+        for _ in range(2):
+            model(example)
+
+
+def compiled_or_eager(model: torch.nn.Module, example: torch.Tensor, wanted: bool) -> tuple[Any, str | None]:
+    """The compiled and warmed-up model, or the eager one and why it is not compiled.
+
+    Any failure while compiling (no working compiler, an inductor error on this torch) falls
+    back to eager: a slower endpoint beats one whose workers die at every start.
+    """
+    reason = "DOGBREED_COMPILE=0" if not wanted else compile_blocker(example.device)
+    if reason is None:
+        import torch._inductor.config as inductor_config  # not loaded by `import torch` on older versions
+
+        # Freezing folds the weights into the graph as constants (conv+bn fusion, prepacked
+        # oneDNN weights); it is what makes CPU inference fast, and needs inference mode.
+        inductor_config.freezing = True
+        compiled = torch.compile(model)
+        try:
+            warm_up(compiled, example)
+            return compiled, None
+        except Exception as err:  # inductor and the C++ build raise many unrelated types
+            torch._dynamo.reset()  # drop the half-built graphs; the eager module is untouched
+            first_line = (str(err).strip().splitlines() or [""])[0][:300]
+            reason = f"compiling failed ({type(err).__name__}: {first_line})"
+    warm_up(model, example)
+    return model, reason
+
+
 def load_predictor(model_dir: str | Path, compile_model: bool | None = None) -> Predictor:
-    """Loads model.pth + labels.json + serving.json from an extracted model.tar.gz and warms it up."""
+    """Loads model.pth + labels.json + serving.json from an extracted model.tar.gz and warms it up.
+
+    Compiles unless `compile_model` is False (None: unless DOGBREED_COMPILE=0), and serves eager
+    when compiling cannot work here or fails.
+    """
     started = time.perf_counter()
     model_dir = Path(model_dir)
     info = json.loads((model_dir / SERVING_INFO_NAME).read_text())
@@ -170,19 +225,13 @@ def load_predictor(model_dir: str | Path, compile_model: bool | None = None) -> 
     # Made exactly as predict_fn makes a batch: an input that differs in any property the
     # compiled graph guards on (strides, an inference tensor) would recompile on request 1.
     example = to_batch(torch.zeros(3, info["image_size"], info["image_size"]), device, dtype)
-    if compile_model:
-        import torch._inductor.config as inductor_config  # not loaded by `import torch` on older versions
-
-        # Freezing folds the weights into the graph as constants (conv+bn fusion, prepacked
-        # oneDNN weights); it is what makes CPU inference fast, and needs inference mode.
-        inductor_config.freezing = True
-        # A compiled Module is still a Module (OptimizedModule); torch's stubs only say Callable.
-        model = cast(torch.nn.Module, torch.compile(model))
-    with torch.inference_mode():
-        for _ in range(2):  # the first call compiles; the second proves no recompile is pending
-            model(example)
-    served = {"device": str(device), "dtype": str(dtype).removeprefix("torch."), "compiled": compile_model}
-    predictor = Predictor(model, labels, EvalPreset(info["image_size"]), device, dtype, {**info, "serving": served})
+    served_model, eager_because = compiled_or_eager(model, example, compile_model)
+    if eager_because is not None and compile_model:
+        log.warning("serving the model eager: %s", eager_because)
+    served = {"device": str(device), "dtype": str(dtype).removeprefix("torch."), "compiled": eager_because is None}
+    predictor = Predictor(
+        served_model, labels, EvalPreset(info["image_size"]), device, dtype, {**info, "serving": served}
+    )
     log.info("model loaded and warmed up in %.1f s: %s", time.perf_counter() - started, served)
     return predictor
 

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import io
+import json
 import re
+import tarfile
+from pathlib import Path
 
 import pytest
 
+from deploy.cloud import container
 from deploy.cloud.config import load_config
 from deploy.cloud.errors import DeployError
 from dogbreed import images
@@ -29,8 +34,11 @@ def test_defaults_are_the_documented_numbers() -> None:
     )  # fmt: skip
     lam = d["lambda"]
     assert (lam.reserved_concurrency, lam.provisioned_concurrency, lam.timeout_s, lam.memory_mb, lam.url_auth) == (
-        5, 3, 30, 256, "AWS_IAM",
+        5, 3, None, 256, "AWS_IAM",
     )  # fmt: skip
+    c = d.container
+    sized_for_m5_large = (c.workers, c.response_timeout_s, c.model_download_timeout_s, c.startup_health_check_timeout_s)
+    assert sized_for_m5_large == (1, 60, 600, 600) and c.compile is True
 
 
 def test_overrides_are_typed() -> None:
@@ -53,6 +61,12 @@ def test_overrides_are_typed() -> None:
         ([S3, "deploy.lambda.provisioned_concurrency=6"], "provisioned_concurrency=6 is above"),
         ([S3, "deploy.serverless.enabled=true", "deploy.serverless.memory_mb=3000"], "deploy.serverless.memory_mb"),
         ([S3, "deploy.instance_tpye=ml.c5.large"], "bad deploy override"),
+        ([S3, "deploy.container.workers=0"], "deploy.container.workers=0: 1 to 64"),
+        ([S3, "deploy.container.response_timeout_s=0"], "deploy.container.response_timeout_s=0"),
+        # SageMaker's ProductionVariant accepts 60..3600 for both start-up limits.
+        ([S3, "deploy.container.startup_health_check_timeout_s=30"], "startup_health_check_timeout_s=30: 60 to 3600"),
+        ([S3, "deploy.container.model_download_timeout_s=4000"], "model_download_timeout_s=4000: 60 to 3600"),
+        ([S3, "deploy.container.compile=sometimes"], "deploy.container.compile='sometimes'"),
     ],
 )
 def test_bad_config_is_refused_with_the_key_to_fix(overrides: list[str], message: str) -> None:
@@ -110,3 +124,27 @@ def test_repository_arn_scopes_the_execution_role_to_one_repository() -> None:
     assert images.repository_arn(uri, "aws") == "arn:aws:ecr:us-east-1:763104351884:repository/pytorch-inference"
     with pytest.raises(ValueError, match="not an ECR image"):
         images.repository_arn("docker.io/library/python:3.12", "aws")
+
+
+@pytest.mark.parametrize(
+    ("trained", "image", "warned"),
+    [
+        ("2.14.1+cu130", "2.6.0", True),
+        ("2.6.0+cpu", "2.6", False),  # the same release, written differently
+        ("2.5.1", "2.6.0", False),
+        (None, "2.6.0", False),  # nothing recorded: a run packaged without a checkpoint or model_info.json
+    ],
+)
+def test_torch_gap_warns_only_when_training_was_newer(
+    tmp_path: Path, trained: str | None, image: str, warned: bool
+) -> None:
+    info = json.dumps({"trained_with": {"torch": trained} if trained else {}}).encode()
+    tarball = tmp_path / "model.tar.gz"
+    with tarfile.open(tarball, "w:gz") as tar:
+        member = tarfile.TarInfo("serving.json")
+        member.size = len(info)
+        tar.addfile(member, io.BytesIO(info))
+    warning = container.warn_on_torch_gap(tarball, image)
+    assert (warning is not None) == warned
+    if warned:
+        assert f"torch {trained}" in warning and f"torch {image}" in warning

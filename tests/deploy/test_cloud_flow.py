@@ -6,6 +6,7 @@ operations go to a botocore Stubber, which also checks the parameters sent.
 
 from __future__ import annotations
 
+import base64
 import importlib.util
 import io
 import json
@@ -20,6 +21,7 @@ from typing import Any
 
 import boto3
 import pytest
+import torch
 from botocore.stub import ANY, Stubber
 
 from deploy.cli import main as deploy_main
@@ -27,6 +29,7 @@ from deploy.cloud import orchestrator
 from deploy.cloud.config import load_config
 from deploy.cloud.errors import DeployError
 from deploy.cloud.orchestrator import Clients
+from dogbreed.errors import WeightsError
 
 REPO = Path(__file__).resolve().parents[2]
 BUCKET = "dogbreed-deploy-test"
@@ -314,6 +317,106 @@ def test_serverless_up_makes_no_scaling_target_and_down_can_drop_artifacts(
     ProvisionedConcurrency(clients.lambda_, "dogbreed-invoke").absent()
     orchestrator.down(deploy_env("deploy.serverless.enabled=true", "deploy.delete_artifacts=true"), clients)
     assert clients.s3.list_objects_v2(Bucket=BUCKET).get("Contents", []) == []  # model and state both gone
+
+
+def load_handler(handler_dir: Path, env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The Lambda handler module imported afresh under the environment `up` gave the function."""
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    spec = importlib.util.spec_from_file_location("deployed_handler", handler_dir / "lambda_function.py")
+    handler = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(handler)
+    return handler
+
+
+def test_realtime_up_sets_the_container_start_and_model_server_limits(
+    deploy_env: Callable[..., Any], clients: Clients, run_dir: Path
+) -> None:
+    ProvisionedConcurrency(clients.lambda_, "dogbreed-invoke").absent()
+    cfg = deploy_env("deploy.lambda.provisioned_concurrency=0", "deploy.container.startup_health_check_timeout_s=900")
+    orchestrator.up(cfg, str(run_dir), clients, package)
+    sm = clients.sagemaker.real
+    config = sm.describe_endpoint(EndpointName="dogbreed")["EndpointConfigName"]
+    variant = sm.describe_endpoint_config(EndpointConfigName=config)["ProductionVariants"][0]
+    assert variant["ContainerStartupHealthCheckTimeoutInSeconds"] == 900
+    assert variant["ModelDataDownloadTimeoutInSeconds"] == 600
+    env = sm.describe_model(ModelName=variant["ModelName"])["PrimaryContainer"]["Environment"]
+    assert env["SAGEMAKER_MODEL_SERVER_WORKERS"] == "1" and env["SAGEMAKER_MODEL_SERVER_TIMEOUT"] == "60"
+    assert "DOGBREED_COMPILE" not in env and "DOGBREED_MAX_BODY_BYTES" not in env  # compiled, 6 MB
+
+
+def test_serverless_up_turns_compile_off_and_caps_bodies_at_4_mb_in_container_and_lambda(
+    deploy_env: Callable[..., Any],
+    clients: Clients,
+    run_dir: Path,
+    handler_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ProvisionedConcurrency(clients.lambda_, "dogbreed-invoke").absent()
+    cfg = deploy_env("deploy.serverless.enabled=true", "deploy.lambda.provisioned_concurrency=0")
+    orchestrator.up(cfg, str(run_dir), clients, package)
+    sm = clients.sagemaker.real
+    config = sm.describe_endpoint(EndpointName="dogbreed")["EndpointConfigName"]
+    variant = sm.describe_endpoint_config(EndpointConfigName=config)["ProductionVariants"][0]
+    assert "ContainerStartupHealthCheckTimeoutInSeconds" not in variant  # SageMaker refuses it on serverless
+    env = sm.describe_model(ModelName=variant["ModelName"])["PrimaryContainer"]["Environment"]
+    assert env["DOGBREED_COMPILE"] == "0" and env["DOGBREED_MAX_BODY_BYTES"] == str(4 * 1024 * 1024)
+
+    function = clients.lambda_.real.get_function_configuration(FunctionName="dogbreed-invoke")
+    lambda_env = function["Environment"]["Variables"]
+    assert lambda_env["DOGBREED_MAX_BODY_BYTES"] == str(4 * 1024 * 1024)
+    # A cold start is waited out in one call, inside the function's own timeout.
+    assert function["Timeout"] == 90 and float(lambda_env["ENDPOINT_READ_TIMEOUT_S"]) + 3 < function["Timeout"]
+    handler = load_handler(handler_dir, lambda_env, monkeypatch)
+    five_mb = {"body": base64.b64encode(b"\xff" * 5_000_000).decode(), "isBase64Encoded": True}
+    five_mb["headers"] = {"content-type": "image/jpeg"}
+    reply = handler.lambda_handler(five_mb, None)
+    assert reply["statusCode"] == 413 and "4,194,304-byte endpoint limit" in json.loads(reply["body"])["message"]
+
+
+def test_a_gpu_instance_gets_the_published_gpu_image_tag(
+    deploy_env: Callable[..., Any], clients: Clients, run_dir: Path
+) -> None:
+    ProvisionedConcurrency(clients.lambda_, "dogbreed-invoke").absent()
+    cfg = deploy_env("deploy.instance_type=ml.g4dn.xlarge", "deploy.lambda.provisioned_concurrency=0")
+    orchestrator.up(cfg, str(run_dir), clients, package)
+    sm = clients.sagemaker.real
+    config = sm.describe_endpoint(EndpointName="dogbreed")["EndpointConfigName"]
+    variant = sm.describe_endpoint_config(EndpointConfigName=config)["ProductionVariants"][0]
+    image = sm.describe_model(ModelName=variant["ModelName"])["PrimaryContainer"]["Image"]
+    assert image == "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-inference:2.6.0-gpu-py312"
+
+
+def test_weights_the_container_cannot_load_stop_up_before_anything_is_made(
+    deploy_env: Callable[..., Any], clients: Clients, run_dir: Path
+) -> None:
+    torch.save({"module.fc.weight": torch.zeros(2, 512)}, run_dir / "model.pth")  # a DDP wrapper's state_dict
+    with pytest.raises(WeightsError, match=r"every key starts with 'module\.'"):
+        orchestrator.up(deploy_env(), str(run_dir), clients)  # the real packaging step
+    made = snapshot(clients)
+    assert made["models"] == [] and made["functions"] == {} and made["roles"] == []
+
+
+def test_a_newer_training_torch_than_the_image_serves_is_a_warning_naming_both(
+    deploy_env: Callable[..., Any], clients: Clients, run_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    def package_trained_with_newer_torch(run: str) -> Path:
+        tarball = package(run)
+        with tarfile.open(tarball) as tar:
+            members = [(m, tar.extractfile(m).read()) for m in tar.getmembers()]
+        info = json.dumps({"trained_with": {"torch": "2.14.1+cu130"}}).encode()
+        with tarfile.open(tarball, "w:gz") as tar:
+            for member, data in [*members, (tarfile.TarInfo("serving.json"), info)]:
+                member.size = len(data)
+                tar.addfile(member, io.BytesIO(data))
+        return tarball
+
+    ProvisionedConcurrency(clients.lambda_, "dogbreed-invoke").absent()
+    cfg = deploy_env("deploy.lambda.provisioned_concurrency=0")
+    orchestrator.up(cfg, str(run_dir), clients, package_trained_with_newer_torch)
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and "torch" in r.getMessage()]
+    assert len(warnings) == 1
+    assert "trained with torch 2.14.1+cu130" in warnings[0] and "serves torch 2.6.0" in warnings[0]
 
 
 def test_lambda_handler_reaches_the_endpoint_with_the_deployed_environment(

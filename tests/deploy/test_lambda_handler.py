@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import base64
+import importlib.util
 import io
 import json
 import socket
+import time
 from collections.abc import Iterator
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -132,6 +135,53 @@ def test_timeouts_and_refused_connections_are_502(module: ModuleType, closed_por
     assert reply["statusCode"] == 502 and "ReadTimeout" in json.loads(reply["body"])["message"]
     refused = module.handle({"url": "https://e.com/a.jpg"}, client(f"http://127.0.0.1:{closed_port}"), "ep")
     assert refused["statusCode"] == 502 and "did not answer" in json.loads(refused["body"])["message"]
+
+
+def test_an_endpoint_still_warming_up_is_retried_while_time_allows_then_503_with_retry_after(
+    module: ModuleType, stubbed: tuple[Any, Stubber]
+) -> None:
+    runtime, stubber = stubbed
+    body = json.dumps({"url": "https://e.com/a.jpg"}).encode()
+    # ModelNotReadyException: "a serverless endpoint variant's resources are still being provisioned".
+    stubber.add_client_error("invoke_endpoint", "ModelNotReadyException", "not ready", 429)
+    expect_call(stubber, body, "application/json")
+    plenty = time.monotonic() + 120
+    reply = module.handle({"url": "https://e.com/a.jpg"}, runtime, "ep", deadline=plenty)
+    assert reply["statusCode"] == 200 and json.loads(reply["body"]) == ANSWER
+    stubber.add_client_error("invoke_endpoint", "ModelNotReadyException", "not ready", 429)
+    no_time_left = time.monotonic() + 5  # another call of up to 2 x (3 + 10) s would not fit
+    reply = module.handle({"url": "https://e.com/a.jpg"}, runtime, "ep", deadline=no_time_left)
+    assert reply["statusCode"] == 503 and reply["headers"]["Retry-After"] == "10"
+    assert "starting up" in json.loads(reply["body"])["message"]
+    stubber.assert_no_pending_responses()
+
+
+def test_serverless_function_answers_a_cold_start_timeout_with_503_and_caps_bodies_at_4_mb(
+    module: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The environment `deploy up` gives the function of a serverless endpoint (deploy/cloud/container.py)."""
+    for name, value in {
+        "DOGBREED_MAX_BODY_BYTES": str(4 * 1024 * 1024),
+        "ENDPOINT_SERVERLESS": "1",
+        "ENDPOINT_READ_TIMEOUT_S": "65",
+        "ENDPOINT_ATTEMPTS": "1",
+    }.items():
+        monkeypatch.setenv(name, value)
+    spec = importlib.util.spec_from_file_location("serverless_handler", Path(module.__file__))
+    serverless = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(serverless)
+    config = serverless.RUNTIME.meta.config
+    assert (config.read_timeout, config.retries["total_max_attempts"]) == (65, 1)
+    with socket.socket() as silent:  # a cold start: the connection is taken and no answer comes in time
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        slow = client(f"http://127.0.0.1:{silent.getsockname()[1]}", read_timeout=0.3, connect_timeout=0.3)
+        reply = serverless.handle({"url": "https://e.com/a.jpg"}, slow, "ep")
+    assert reply["statusCode"] == 503 and reply["headers"]["Retry-After"] == "10"
+    event = {"body": base64.b64encode(b"\xff" * 5_000_000).decode(), "isBase64Encoded": True}
+    event["headers"] = {"content-type": "image/jpeg"}
+    reply = serverless.handle(event, slow, "ep")  # refused before any call
+    assert reply["statusCode"] == 413 and "4,194,304-byte" in json.loads(reply["body"])["message"]
 
 
 def test_module_client_and_missing_endpoint_name(module: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:

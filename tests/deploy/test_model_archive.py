@@ -142,6 +142,42 @@ def test_foreign_or_missing_weights_are_clear_errors(
         package_run(str(tmp_path / "nowhere"))
 
 
+def weights_with(state: dict, change: str) -> dict:
+    """The run's state_dict spoiled the way real runs spoil it."""
+    if change == "ddp":
+        return {f"module.{key}": value for key, value in state.items()}
+    if change == "newer dtype":  # float8_e8m0fnu came after torch 2.6, the inference image's torch
+        return {**state, "fc.bias": state["fc.bias"].to(torch.float8_e8m0fnu)}
+    return {key: value for key, value in state.items() if key != "bn1.running_mean"}  # a missing buffer
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ("ddp", r"every key starts with 'module\.'"),
+        ("newer dtype", r"fc\.bias is float8_e8m0fnu; the inference container \(torch 2\.6\)"),
+        ("missing buffer", r"does not fit a resnet18.*bn1\.running_mean"),
+    ],
+)
+def test_weights_the_container_cannot_load_fail_at_package_not_at_endpoint_start(
+    run_dir: Path, tmp_path: Path, change: str, message: str
+) -> None:
+    bare = bare_run(run_dir, tmp_path / "bare")
+    state = torch.load(bare / "model.pth", weights_only=True)
+    torch.save(weights_with(state, change), bare / "model.pth")
+    with pytest.raises(WeightsError, match=message):
+        package_run(str(bare), tmp_path / "model.tar.gz")
+    assert not (tmp_path / "model.tar.gz").exists()
+
+
+def test_sagemaker_model_dir_info_gives_size_and_versions(run_dir: Path, tmp_path: Path) -> None:
+    bare = bare_run(run_dir, tmp_path / "bare")
+    info = {"image_size": 96, "arch": "resnet18", "head": "linear", "versions": {"torch": "2.14.1"}}
+    (bare / "model_info.json").write_text(json.dumps(info))
+    served = serving_info(package_run(str(bare), tmp_path / "model.tar.gz"))
+    assert served["image_size"] == 96 and served["trained_with"] == {"torch": "2.14.1"}
+
+
 def test_s3_run_prefix(run_dir: Path, tmp_path: Path, aws: str) -> None:
     s3 = boto3.client("s3")
     s3.create_bucket(Bucket="runs")

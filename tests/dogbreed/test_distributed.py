@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -93,13 +94,17 @@ def test_sagemaker_job_writes_a_deployable_model_dir(tiny_dataset: Path, tmp_pat
     result = subprocess.run([sys.executable, "train.py", *args], cwd=REPO, env=env, capture_output=True, text=True,
                             timeout=300)  # fmt: skip
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
-    assert sorted(p.name for p in model_dir.iterdir()) == ["labels.json", "model.pth"]
+    assert sorted(p.name for p in model_dir.iterdir()) == ["labels.json", "model.pth", "model_info.json"]
     assert any(output_dir.rglob("metrics.json"))  # the run itself went to SM_OUTPUT_DATA_DIR
 
     from deploy.model_archive import package_run
 
     tarball = package_run(str(model_dir), tmp_path / "model.tar.gz")
-    assert tarball.stat().st_size > 0
+    with tarfile.open(tarball) as tar:
+        info = json.loads(tar.extractfile("serving.json").read())
+    # Served at the size it was trained at, not the 224 a bare model.pth would be guessed at.
+    assert (info["image_size"], info["arch"]) == (32, "resnet18")
+    assert info["trained_with"]["torch"] == str(torch.__version__)
 
 
 def test_unknown_sagemaker_hyperparameter_lists_the_valid_ones(tmp_path: Path) -> None:

@@ -1,0 +1,120 @@
+"""What `up` tells the inference container and the Lambda about the endpoint they serve.
+
+Real-time and serverless endpoints differ in what they accept and how they start: a serverless
+endpoint caps a request at 4 MB (real-time: 6 MB), starts a container on a cold request, and
+would compile the model at every such start. One setting, `DOGBREED_MAX_BODY_BYTES`, carries
+the cap to both the handler in the container and the Lambda, so they refuse the same bodies.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import tarfile
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+REALTIME_MAX_BODY_BYTES = 6 * 1024 * 1024
+SERVERLESS_MAX_BODY_BYTES = 4 * 1024 * 1024
+# The Lambda's wait for one answer. Real-time: two tries of 3 + 10 s fit API Gateway's 29 s.
+# Serverless: SageMaker answers within 60 s (cold start included) or not at all, so 65 s covers
+# it; the function's own timeout must leave room for that, hence its serverless default of 90 s.
+REALTIME_LAMBDA_TIMEOUT_S = 30
+SERVERLESS_LAMBDA_TIMEOUT_S = 90
+SERVERLESS_READ_TIMEOUT_S = 65
+LAMBDA_MARGIN_S = 5  # connect, the request's own work and the reply, after the read timeout
+
+
+def model_environment(d: Any) -> dict[str, str]:
+    """The PyTorch inference container's environment for `deploy` config `d`.
+
+    `SAGEMAKER_MODEL_SERVER_WORKERS` and `SAGEMAKER_MODEL_SERVER_TIMEOUT` are read by the
+    SageMaker inference toolkit in the image and become TorchServe's workers per model and
+    response timeout.
+    """
+    c = d.container
+    env = {
+        "SAGEMAKER_PROGRAM": "inference.py",
+        "SAGEMAKER_SUBMIT_DIRECTORY": "/opt/ml/model/code",
+        "SAGEMAKER_MODEL_SERVER_WORKERS": str(c.workers),
+        "SAGEMAKER_MODEL_SERVER_TIMEOUT": str(c.response_timeout_s),
+    }
+    if d.serverless.enabled:
+        # A compile would run at every cold start, in front of the request that caused it.
+        env |= {"DOGBREED_COMPILE": "0", "DOGBREED_MAX_BODY_BYTES": str(SERVERLESS_MAX_BODY_BYTES)}
+    elif not c.compile:
+        env["DOGBREED_COMPILE"] = "0"
+    return env
+
+
+def variant_timeouts(d: Any) -> dict[str, int]:
+    """The real-time variant's model download and container start-up limits (serverless takes neither)."""
+    if d.serverless.enabled:
+        return {}
+    return {
+        "ModelDataDownloadTimeoutInSeconds": int(d.container.model_download_timeout_s),
+        "ContainerStartupHealthCheckTimeoutInSeconds": int(d.container.startup_health_check_timeout_s),
+    }
+
+
+def lambda_timeout(d: Any) -> int:
+    """`deploy.lambda.timeout_s`, or the default for the endpoint type when it is null."""
+    timeout = d["lambda"].timeout_s
+    if timeout is not None:
+        return int(timeout)
+    return SERVERLESS_LAMBDA_TIMEOUT_S if d.serverless.enabled else REALTIME_LAMBDA_TIMEOUT_S
+
+
+def lambda_environment(d: Any, endpoint: str) -> dict[str, str]:
+    """The Lambda's environment: the endpoint, and for serverless its body cap and a read timeout
+    long enough for a cold start, within the function's own timeout.
+    """
+    env = {"ENDPOINT_NAME": endpoint}
+    if d.serverless.enabled:
+        read = max(1, min(SERVERLESS_READ_TIMEOUT_S, lambda_timeout(d) - LAMBDA_MARGIN_S))
+        env |= {
+            "DOGBREED_MAX_BODY_BYTES": str(SERVERLESS_MAX_BODY_BYTES),
+            "ENDPOINT_SERVERLESS": "1",
+            "ENDPOINT_READ_TIMEOUT_S": str(read),
+            "ENDPOINT_ATTEMPTS": "1",  # a second try of a cold start would not fit; warming is retried instead
+        }
+    return env
+
+
+def release(version: str) -> tuple[int, ...]:
+    """`2.14.1+cu130` -> (2, 14, 1), `2.6` -> (2, 6, 0): the numeric release, without local or pre-release tags."""
+    match = re.match(r"\d+(\.\d+)*", version.strip())
+    parts = [int(part) for part in match.group(0).split(".")] if match else []
+    return tuple(parts + [0] * (3 - len(parts))) if parts else ()
+
+
+def trained_torch(tarball: Path) -> str | None:
+    """The torch version the packaged weights were trained with (serving.json's `trained_with`), if recorded."""
+    with tarfile.open(tarball, "r:*") as tar:
+        try:
+            member = tar.extractfile("serving.json")
+        except KeyError:
+            return None
+        info = json.loads(member.read()) if member else {}
+    return info.get("trained_with", {}).get("torch")
+
+
+def warn_on_torch_gap(tarball: Path, container_torch: str) -> str | None:
+    """Logs (and returns) a warning when the run was trained with a newer torch than the image serves.
+
+    Packaging already loaded the weights the way the container does (weights only, strict, dtypes
+    torch 2.6 has), so they load; what a newer torch changed in numerics or kernels is not checked.
+    """
+    trained = trained_torch(tarball)
+    if trained is None or not release(container_torch) or release(trained) <= release(container_torch):
+        return None
+    warning = (
+        f"the model was trained with torch {trained} and the endpoint's image serves torch {container_torch} "
+        "(deploy.image.framework_version). The weights load there (checked when packaging); "
+        "compare a few predictions with `python -m deploy invoke` after the deploy"
+    )
+    log.warning(warning)
+    return warning
