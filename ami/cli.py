@@ -121,7 +121,10 @@ def run_instance_command(args: argparse.Namespace) -> None:
         started = launcher.launch(cfg, clients)
         for instance in started:
             print(launcher.describe(cfg, instance))
-        print("connect: " + shlex.join(launcher.ssh_command(cfg.ami, started[0])))
+        if started[0]["State"]["Name"] == "running":
+            print("connect: " + shlex.join(launcher.ssh_command(cfg.ami, started[0])))
+        else:  # reused, and stopped by ami.on_finish or the idle watcher
+            print(f"{cfg.ami.name}'s instances are {started[0]['State']['Name']}; python -m ami down starts over")
         print("progress: python -m ami logs -f; results: python -m ami pull")
     elif args.command == "status":
         found = launcher.status(cfg, clients)

@@ -232,7 +232,9 @@ def test_on_finish_terminate_ends_the_instance_from_inside(dlami: str, tmp_path:
     assert 'finish \\$?"' in script and "sudo shutdown -h now" in script
 
 
-def test_on_demand_stops_and_spot_terminates_by_default(dlami: str, tmp_path: Path) -> None:
+def test_on_demand_stops_and_spot_terminates_by_default(
+    dlami: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     clients = launcher.Clients.create(None)
     (on_demand,) = launcher.launch(load_config(overrides(tmp_path)), clients)
     attribute = clients.ec2.describe_instance_attribute(
@@ -241,6 +243,13 @@ def test_on_demand_stops_and_spot_terminates_by_default(dlami: str, tmp_path: Pa
     assert attribute["InstanceInitiatedShutdownBehavior"]["Value"] == "stop"
     assert "DOGBREED_ON_FINISH=stop\n" in user_data(clients.ec2, on_demand["InstanceId"])
     assert "DOGBREED_IDLE_S=3600\n" in user_data(clients.ec2, on_demand["InstanceId"])
+    # once it has stopped itself, a relaunch says so instead of failing on the missing address
+    clients.ec2.stop_instances(InstanceIds=[on_demand["InstanceId"]])
+    capsys.readouterr()
+    assert main(["launch", *overrides(tmp_path)]) == 0
+    assert "dogbreed's instances are stopped; python -m ami down starts over" in capsys.readouterr().out
+    assert main(["status", *overrides(tmp_path)]) == 0
+    assert "stopped  on-demand  run dogbreed-" in capsys.readouterr().out
     launcher.down(load_config(overrides(tmp_path)), clients)
     (spot,) = launcher.launch(load_config(overrides(tmp_path, "ami.spot=true")), clients)
     assert spot.get("InstanceLifecycle") == "spot"
