@@ -123,7 +123,7 @@ ship_log() {
         say "not shipping train.log to CloudWatch (no log group or no agent); python -m ami logs falls back to SSH"
         return 0
     fi
-    home=$(getent passwd "$DOGBREED_RUN_AS" | cut -d: -f6)
+    home=$(getent passwd "$DOGBREED_RUN_AS" | cut -d: -f6) || home=/home/$DOGBREED_RUN_AS
     local config
     config=$(dirname "$DOGBREED_CW_AGENT_CTL")/../etc/dogbreed-train-log.json
     cat >"$config" <<JSON

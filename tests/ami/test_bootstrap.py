@@ -6,6 +6,7 @@ The fake DLAMI is a temp HOME with a conda-style or venv-style PyTorch environme
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -272,3 +273,22 @@ def test_as_root_it_registers_for_every_boot_and_continues_as_the_ssh_user(dlami
     copy = per_boot / "dogbreed-bootstrap.sh"
     assert copy.read_text() == dlami.script.read_text()
     assert dlami.calls() == [f"sudo -u ubuntu -H env DOGBREED_RUN_AS= bash {copy}"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the CloudWatch agent is configured by the root part of the script")
+def test_as_root_it_points_the_cloudwatch_agent_at_train_log(dlami: Dlami, tmp_path: Path) -> None:
+    agent = tmp_path / "amazon-cloudwatch-agent" / "bin" / "amazon-cloudwatch-agent-ctl"
+    write_exe(agent, 'echo "agent $*" >>"$FAKE_LOG"\n')
+    (agent.parent.parent / "etc").mkdir()
+    dlami.env.pop("DOGBREED_RUN_AS")
+    dlami.env.update(DOGBREED_LOG_GROUP="/dogbreed/ami/dogbreed", DOGBREED_CW_AGENT_CTL=str(agent))
+    result = dlami.boot()
+    assert result.returncode == 0, result.stderr
+    config = agent.parent.parent / "etc" / "dogbreed-train-log.json"
+    (collect,) = json.loads(config.read_text())["logs"]["logs_collected"]["files"]["collect_list"]
+    assert collect == {
+        "file_path": "/home/ubuntu/dogbreed/train.log",  # the SSH user's home (no such user here: the default)
+        "log_group_name": "/dogbreed/ami/dogbreed",
+        "log_stream_name": "{instance_id}",
+    }
+    assert f"agent -a fetch-config -m ec2 -c file:{agent.parent}/../etc/dogbreed-train-log.json -s" in dlami.calls()
