@@ -20,6 +20,7 @@ from types import SimpleNamespace
 import boto3
 import pytest
 from boto3.exceptions import S3UploadFailedError
+from botocore.stub import Stubber
 from moto.backends import get_backend
 from moto.ssm.models import Parameter
 
@@ -545,3 +546,35 @@ def test_logs_without_cloudwatch_events_tail_the_log_over_ssh(dlami: str, tmp_pa
     assert result.returncode == 0, result.stderr
     key = tmp_path / "keys" / "dogbreed-key.pem"
     assert result.stdout.strip() == f"ssh -i {key} ubuntu@{instance['PublicDnsName']} tail -n 200 -F dogbreed/train.log"
+
+
+def test_status_shows_a_spot_interruption_and_the_request_waiting_to_restart(tmp_path: Path) -> None:
+    """moto never interrupts, so EC2's answers for an interrupted persistent request are stubbed."""
+    cfg = load_config(overrides(tmp_path, "ami.spot=true"))
+    stopped = {
+        "InstanceId": "i-0abc",
+        "InstanceType": "g4dn.xlarge",
+        "State": {"Name": "stopped"},
+        "InstanceLifecycle": "spot",
+        "Tags": [{"Key": "dogbreed:run", "Value": "exp1"}],
+        "StateReason": {"Code": "Server.SpotInstanceShutdown", "Message": "Server.SpotInstanceShutdown: interrupted"},
+    }
+    assert launcher.describe(cfg, stopped) == (
+        "i-0abc  g4dn.xlarge  stopped  spot  run exp1  (Server.SpotInstanceShutdown: interrupted)"
+    )
+    ec2 = boto3.client("ec2", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x")
+    request = {
+        "SpotInstanceRequestId": "sir-1",
+        "Type": "persistent",
+        "State": "disabled",
+        "Status": {"Code": "instance-stopped-no-capacity", "Message": "waiting for capacity to restart"},
+        "InstanceId": "i-0abc",
+    }
+    with Stubber(ec2) as stub:
+        stub.add_response("describe_spot_instance_requests", {"SpotInstanceRequests": [request]})
+        clients = SimpleNamespace(ec2=ec2)
+        lines = launcher.describe_spot_requests(cfg, clients)  # type: ignore[arg-type]
+    assert lines == [
+        "spot request sir-1  persistent  disabled  instance-stopped-no-capacity: waiting for capacity to restart"
+        "  instance i-0abc"
+    ]
