@@ -194,7 +194,6 @@ say "using the $env_kind environment $env_dir"
 
 mkdir -p "$DOGBREED_WORKDIR"
 cd "$DOGBREED_WORKDIR"
-start_idle_watch
 
 # The code archive's name carries its content hash, so a new launch reinstalls and a reboot does not.
 if [ -n "$DOGBREED_CODE_URI" ]; then
@@ -224,6 +223,8 @@ if [ -n "$DOGBREED_DATA_URI" ]; then
     say "data ready"
 fi
 
+# Only now: installing and syncing are not idleness, however long they take.
+start_idle_watch
 if [ "$DOGBREED_TRAIN" != 1 ]; then
     say "ready; training not requested (ami.train=false)"
     exit 0
