@@ -2,13 +2,35 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 from ami.errors import AmiError
 from ami.pricing import PriceTable
 
 # dogImages' training split; a run's cost scales with images seen (train images x epochs).
 DOGIMAGES_TRAIN_IMAGES = 6680
+# Default images/s per family, derived from the project's benchmarks; dated and explained in the file.
+THROUGHPUT_TABLE = Path(__file__).with_name("throughput.json")
+
+
+def default_throughput(
+    specs: dict[str, dict[str, Any]], training: str, path: Path = THROUGHPUT_TABLE
+) -> tuple[dict[str, float], str]:
+    """Images/s per instance type for `training` ("head" or "full") and the date of the benchmark behind it.
+
+    Types whose family the table does not rate (GPUs, so far) get none: no number is made up.
+    """
+    table = json.loads(path.read_text())
+    per_vcpu = table["per_vcpu"][training]
+    rates = {}
+    for name, spec in specs.items():
+        family = table["families"].get(name.split(".")[0])
+        if family is not None:
+            rates[name] = per_vcpu * spec["vcpus"] * family["factor"]
+    return rates, table["as_of"]
 
 
 @dataclass

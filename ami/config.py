@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from ami.errors import AmiError, AmiOverrideError
 from dogbreed.iam import POLICY_NAME_PATTERN
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 def load_config(overrides: list[str] | None = None) -> DictConfig:
@@ -46,6 +48,13 @@ def check(cfg: DictConfig) -> None:
             f"ami.permissions_boundary={ami.permissions_boundary!r}: the name of the boundary policy "
             "(default dogbreed-boundary), letters, digits and +=,.@_-"
         )
+    if ami.on_finish not in (None, "stop", "terminate", "none"):
+        raise AmiError(f"ami.on_finish must be stop, terminate, none or null (by market), got {ami.on_finish!r}")
+    idle = ami.idle_timeout_min
+    if idle is not None and (not isinstance(idle, int) or isinstance(idle, bool) or idle < 1):
+        raise AmiError(f"ami.idle_timeout_min must be a whole number of minutes >= 1, or null (never), got {idle!r}")
+    if ami.run_name is not None and not RUN_NAME.fullmatch(str(ami.run_name)):
+        raise AmiError(f"ami.run_name may hold letters, digits and -_. only (it is an S3 folder), got {ami.run_name!r}")
     check_ssh_range(ami)
 
 

@@ -22,6 +22,7 @@ from dogbreed.s3 import S3AddressError, S3Location
 log = logging.getLogger(__name__)
 
 POLICY_NAME = "s3-project-prefix"
+OWN_POLICY_NAME = "own-log-and-spot-request"
 OBJECT_ACTIONS = ["s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload"]
 
 
@@ -68,15 +69,50 @@ def s3_prefix_policy(s3_uri: str, partition: str = "aws") -> dict[str, Any]:
     }
 
 
+def own_resources_policy(partition: str, region: str, account: str, name: str) -> dict[str, Any]:
+    """Write the training log to the project's own log group; cancel the project's own spot request.
+
+    The cancel lets a finished spot instance end its persistent request before it terminates,
+    or the request would start a replacement. Stopping itself needs no permission (shutdown).
+    """
+    group = f"arn:{partition}:logs:{region}:{account}:log-group:/dogbreed/ami/{name}"
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "TrainingLog",
+                "Effect": "Allow",
+                "Action": ["logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"],
+                "Resource": [group, f"{group}:*"],
+            },
+            {
+                "Sid": "CancelOwnSpotRequest",
+                "Effect": "Allow",
+                "Action": "ec2:CancelSpotInstanceRequests",
+                "Resource": f"arn:{partition}:ec2:{region}:{account}:spot-instances-request/*",
+                "Condition": {"StringEquals": {"aws:ResourceTag/dogbreed:name": name}},
+            },
+        ],
+    }
+
+
 class InstanceProfiles:
     """Role + inline policy + instance profile, all named `name`, through an injected IAM client."""
 
-    def __init__(self, iam: Any, partition: str = "aws") -> None:
+    def __init__(self, iam: Any) -> None:
         self.iam = iam
-        self.partition = partition
 
-    def ensure(self, name: str, s3_uri: str, tags: list[dict[str, str]], boundary: str) -> str:
-        """Creates what is missing, rewrites the policy (the prefix may have changed) and returns the profile ARN.
+    def exists(self, name: str) -> bool:
+        """Whether the role `name` exists (so a failed launch knows whether it made it)."""
+        try:
+            self.iam.get_role(RoleName=name)
+        except ClientError as err:
+            _ignore_missing(err)
+            return False
+        return True
+
+    def ensure(self, name: str, policies: dict[str, dict[str, Any]], tags: list[dict[str, str]], boundary: str) -> str:
+        """Creates what is missing, rewrites the inline `policies` (by name) and returns the profile ARN.
 
         The role is created with `boundary`. An existing role without a boundary (from an older
         launch) gets it, which only narrows it; one with another boundary is refused.
@@ -94,8 +130,9 @@ class InstanceProfiles:
             if err.response["Error"]["Code"] != "EntityAlreadyExists":
                 raise
             self._adopt(name, boundary)
-        policy = json.dumps(s3_prefix_policy(s3_uri, self.partition))
-        self.iam.put_role_policy(RoleName=name, PolicyName=POLICY_NAME, PolicyDocument=policy)
+        # Rewritten every launch: the prefix or the region may have changed.
+        for policy_name, document in policies.items():
+            self.iam.put_role_policy(RoleName=name, PolicyName=policy_name, PolicyDocument=json.dumps(document))
         try:
             profile = self.iam.create_instance_profile(InstanceProfileName=name, Tags=tags)["InstanceProfile"]
             log.info("created instance profile %s", name)

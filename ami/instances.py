@@ -1,4 +1,10 @@
-"""The instances themselves: run (IMDSv2, encrypted gp3 root, tags, optional spot), find, terminate."""
+"""The instances themselves: run (IMDSv2, encrypted gp3 root, tags, optional persistent spot), find, terminate.
+
+Spot instances come from a persistent request with interruption behaviour `stop`: an
+interrupted instance is stopped, keeps its disk, and EC2 starts it again when capacity is back,
+where the bootstrap resumes training. `down` cancels the request before terminating, or the
+request would replace what it terminates.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +17,10 @@ from botocore.exceptions import ClientError
 log = logging.getLogger(__name__)
 
 NAME_TAG = "dogbreed:name"
+RUN_TAG = "dogbreed:run"
+# Read by the bootstrap through instance metadata, to cancel its own request before terminating.
+SPOT_REQUEST_TAG = "dogbreed:spot-request"
+OPEN_REQUEST_STATES = ["open", "active", "disabled"]
 LIVE_STATES = ["pending", "running", "stopping", "stopped"]
 
 
@@ -32,6 +42,8 @@ def run_request(
     volume_gb: int,
     spot: bool,
     spot_max_price: float | None,
+    shutdown_behavior: str,
+    run_name: str,
 ) -> dict[str, Any]:
     """The RunInstances arguments for one instance; every safety setting lives here, in one place."""
     request: dict[str, Any] = {
@@ -44,7 +56,9 @@ def run_request(
         "IamInstanceProfile": {"Arn": profile_arn},
         "UserData": user_data,
         # IMDSv2 only: a request forged through the instance (SSRF) cannot read the role's credentials.
-        "MetadataOptions": {"HttpTokens": "required", "HttpEndpoint": "enabled"},
+        "MetadataOptions": {"HttpTokens": "required", "HttpEndpoint": "enabled", "InstanceMetadataTags": "enabled"},
+        # What a `shutdown` on the instance does: the bootstrap's end of training and idle watcher use it.
+        "InstanceInitiatedShutdownBehavior": shutdown_behavior,
         "BlockDeviceMappings": [
             {
                 "DeviceName": root_device,
@@ -52,15 +66,16 @@ def run_request(
             }
         ],
         "TagSpecifications": [
-            {"ResourceType": "instance", "Tags": tags_for(name)},
+            {"ResourceType": "instance", "Tags": [*tags_for(name), {"Key": RUN_TAG, "Value": run_name}]},
             {"ResourceType": "volume", "Tags": tags_for(name)},
         ],
     }
     if spot:
-        options: dict[str, Any] = {"SpotInstanceType": "one-time", "InstanceInterruptionBehavior": "terminate"}
+        options: dict[str, Any] = {"SpotInstanceType": "persistent", "InstanceInterruptionBehavior": "stop"}
         if spot_max_price is not None:
             options["MaxPrice"] = f"{spot_max_price:.4f}"
         request["InstanceMarketOptions"] = {"MarketType": "spot", "SpotOptions": options}
+        request["TagSpecifications"].append({"ResourceType": "spot-instances-request", "Tags": tags_for(name)})
     return request
 
 
@@ -81,7 +96,11 @@ class Instances:
         instance_id = self._run_when_profile_visible(request)
         log.info("started %s, waiting until it runs", instance_id)
         self.ec2.get_waiter("instance_running").wait(InstanceIds=[instance_id], WaiterConfig=self._waiter_config())
-        return self.ec2.describe_instances(InstanceIds=[instance_id])["Reservations"][0]["Instances"][0]
+        instance = self.ec2.describe_instances(InstanceIds=[instance_id])["Reservations"][0]["Instances"][0]
+        if instance.get("SpotInstanceRequestId"):
+            tag = {"Key": SPOT_REQUEST_TAG, "Value": instance["SpotInstanceRequestId"]}
+            self.ec2.create_tags(Resources=[instance_id], Tags=[tag])
+        return instance
 
     def _run_when_profile_visible(self, request: dict[str, Any]) -> str:
         # A new instance profile takes seconds to reach EC2 (IAM is eventually consistent).
@@ -109,6 +128,21 @@ class Instances:
         ):
             found += [instance for reservation in page["Reservations"] for instance in reservation["Instances"]]
         return sorted(found, key=lambda instance: (instance["LaunchTime"], instance["InstanceId"]))
+
+    def spot_requests(self, name: str, states: list[str] | None = OPEN_REQUEST_STATES) -> list[dict[str, Any]]:
+        """The project's spot requests in `states` (default: those that can still start an instance; None: all)."""
+        filters = [{"Name": f"tag:{NAME_TAG}", "Values": [name]}]
+        if states is not None:
+            filters.append({"Name": "state", "Values": states})
+        return self.ec2.describe_spot_instance_requests(Filters=filters)["SpotInstanceRequests"]
+
+    def cancel_spot_requests(self, name: str) -> list[str]:
+        """Cancels them, so nothing replaces the instances `terminate` ends next; returns their ids."""
+        ids = [request["SpotInstanceRequestId"] for request in self.spot_requests(name)]
+        if ids:
+            self.ec2.cancel_spot_instance_requests(SpotInstanceRequestIds=ids)
+            log.info("cancelled spot request(s) %s", ", ".join(ids))
+        return ids
 
     def terminate(self, instance_ids: list[str]) -> None:
         """Terminates and waits, so the security group they use can be deleted next."""

@@ -37,8 +37,8 @@ class KeyPairs:
         if self.describe(name) is None:
             raise AmiError(f"key pair {name!r} does not exist in this region; fix ami.key_name or set it to null")
 
-    def ensure_created(self, name: str, key_file: Path, tags: list[dict[str, str]]) -> None:
-        """Creates `name` and writes its private key to `key_file` (0600), or reuses both."""
+    def ensure_created(self, name: str, key_file: Path, tags: list[dict[str, str]]) -> bool:
+        """Creates `name` and writes its private key to `key_file` (0600), or reuses both; True if created."""
         existing = self.describe(name)
         if existing is not None:
             if not key_file.exists():
@@ -47,7 +47,7 @@ class KeyPairs:
                     f"delete the key pair (aws ec2 delete-key-pair --key-name {name}) or set ami.key_name"
                 )
             log.info("reusing key pair %s (%s)", name, key_file)
-            return
+            return False
         if key_file.exists():
             raise AmiError(f"{key_file} exists but key pair {name!r} does not; move the file away, nothing was changed")
         created = self.ec2.create_key_pair(
@@ -61,6 +61,7 @@ class KeyPairs:
         with os.fdopen(fd, "w") as out:
             out.write(created["KeyMaterial"])
         log.info("created key pair %s, private key in %s", name, key_file)
+        return True
 
     def delete_if_created(self, name: str, key_file: Path) -> bool:
         """Deletes the key pair (and its local file) only if this tool created it."""

@@ -1,7 +1,7 @@
 """Who may reach the instance: the caller's /32 and a security group that admits only it.
 
-SSH (22) is open to one address; with several nodes the torchrun rendezvous port is open
-only to members of the same group, so training traffic never reaches the internet.
+SSH (22) is open to one address. With several nodes, every TCP port is open to members of the
+same group and to nothing else: torchrun's rendezvous, then gloo and NCCL on ephemeral ports.
 """
 
 from __future__ import annotations
@@ -66,8 +66,8 @@ class SecurityGroups:
         groups = self.ec2.describe_security_groups(Filters=[{"Name": "group-name", "Values": [name]}])
         return groups["SecurityGroups"][0]["GroupId"] if groups["SecurityGroups"] else None
 
-    def ensure(self, name: str, cidr: str, tags: list[dict[str, str]], rendezvous_port: int | None) -> str:
-        """Creates the group or reuses it, and makes its ingress exactly SSH from `cidr` (+ rendezvous)."""
+    def ensure(self, name: str, cidr: str, tags: list[dict[str, str]], between_nodes: bool) -> str:
+        """Creates the group or reuses it; its ingress becomes exactly SSH from `cidr` (+ all TCP from itself)."""
         group_id = self.find(name)
         if group_id is None:
             group_id = self.ec2.create_security_group(
@@ -81,14 +81,10 @@ class SecurityGroups:
         wanted = [
             {"IpProtocol": "tcp", "FromPort": SSH_PORT, "ToPort": SSH_PORT, "IpRanges": [{"CidrIp": cidr}]},
         ]
-        if rendezvous_port is not None:
+        if between_nodes:
+            # gloo and NCCL pick ephemeral ports after the rendezvous: the whole range, members only.
             wanted.append(
-                {
-                    "IpProtocol": "tcp",
-                    "FromPort": rendezvous_port,
-                    "ToPort": rendezvous_port,
-                    "UserIdGroupPairs": [{"GroupId": group_id}],
-                }
+                {"IpProtocol": "tcp", "FromPort": 0, "ToPort": 65535, "UserIdGroupPairs": [{"GroupId": group_id}]}
             )
         self._replace_ingress(group_id, wanted)
         return group_id

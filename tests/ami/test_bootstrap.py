@@ -6,11 +6,13 @@ The fake DLAMI is a temp HOME with a conda-style or venv-style PyTorch environme
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import sys
 import tarfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +24,7 @@ TORCH = "2.3.1+cu121"
 
 FAKE_PYTHON = """#!/bin/bash
 echo "python $0 $*" >>"$FAKE_LOG"
+if [ "$1" = train.py ]; then exit "${FAKE_TRAIN_EXIT:-0}"; fi
 if [ "$1" = -c ]; then
     case "$2" in
         *print*) printf 'torch==%s\\ntorchvision==0.18.1+cu121\\n' "$FAKE_TORCH" ;;
@@ -41,6 +44,20 @@ FAKE_TMUX = """#!/bin/bash
 echo "tmux $*" >>"$FAKE_LOG"
 if [ "$1" = has-session ]; then [ -e "$FAKE_STATE/tmux-session" ]; exit; fi
 if [ "$1" = new-session ]; then touch "$FAKE_STATE/tmux-session"; fi
+# With FAKE_TMUX_RUN=1 the session's command runs at once, as if training took no time.
+if [ "$1" = new-session ] && [ -n "$FAKE_TMUX_RUN" ]; then bash -c "${@: -1}"; fi
+"""
+FAKE_SUDO = """#!/bin/bash
+echo "sudo $*" >>"$FAKE_LOG"
+"""
+# Instance metadata: a token, then the spot request id launch tagged the instance with.
+FAKE_CURL = """#!/bin/bash
+echo "curl $*" >>"$FAKE_LOG"
+case "${@: -1}" in
+    */latest/api/token) echo token-1 ;;
+    */tags/instance/dogbreed:spot-request) [ -n "$FAKE_SPOT_REQUEST" ] && echo "$FAKE_SPOT_REQUEST" || exit 22 ;;
+    *) exit 22 ;;
+esac
 """
 
 
@@ -84,7 +101,9 @@ class Dlami:
 def dlami(tmp_path: Path) -> Dlami:
     home, bin_dir, state = tmp_path / "home", tmp_path / "bin", tmp_path / "state"
     state.mkdir()
-    for name, text in {"aws": FAKE_AWS, "tmux": FAKE_TMUX, "python": FAKE_PYTHON, "pip": FAKE_PIP}.items():
+    fakes = {"aws": FAKE_AWS, "tmux": FAKE_TMUX, "python": FAKE_PYTHON, "pip": FAKE_PIP, "sudo": FAKE_SUDO,
+             "curl": FAKE_CURL}  # fmt: skip
+    for name, text in fakes.items():
         write_exe(bin_dir / name, text)  # the system python/pip: using them would be the wrong environment
     code = tmp_path / "code.tar.gz"
     with tarfile.open(code, "w:gz") as tar:
@@ -101,6 +120,9 @@ def dlami(tmp_path: Path) -> Dlami:
                 "TRAIN_ARGS": train_args(["trainer.epochs=3", "optim.lr=3e-4"]),
                 "NODES": "1",
                 "RUN_AS": "ubuntu",
+                "RUN_NAME": "dogbreed-20261202-030000",
+                "REGION": "eu-west-1",
+                "ON_FINISH": "stop",
             }
         )
     )
@@ -114,6 +136,7 @@ def dlami(tmp_path: Path) -> Dlami:
         "DOGBREED_RUN_AS": "",  # already the right user: no sudo hop
         "DOGBREED_VENV_DIRS": str(tmp_path / "opt" / "pytorch"),
         "DOGBREED_CONDA_ROOTS": f"{home}/anaconda3 {home}/miniconda3 {tmp_path}/opt/conda",
+        "DOGBREED_LOG_FLUSH_S": "0",
     }
     return Dlami(home, tmp_path / "calls.log", script, env)
 
@@ -147,8 +170,8 @@ def test_conda_image_trains_in_the_pytorch_env_without_reinstalling_torch(dlami:
     assert start.startswith("tmux new-session -d -s dogbreed ")
     assert (
         f"{conda}/bin/python train.py storage=s3 storage.s3_uri=s3://team-bucket/dogbreed/runs "
-        f"data.root={workdir}/data/dogImages trainer.resume=auto trainer.epochs=3 optim.lr=3e-4 "
-        f">>{workdir}/train.log 2>&1"
+        f"data.root={workdir}/data/dogImages storage.run_name=dogbreed-20261202-030000 trainer.resume=auto "
+        f"trainer.epochs=3 optim.lr=3e-4 >>{workdir}/train.log 2>&1; bash {dlami.script} finish $?"
     ) in start
 
 
@@ -183,6 +206,61 @@ def test_an_image_without_pytorch_fails_with_what_it_looked_for(dlami: Dlami) ->
     assert not [line for line in dlami.calls() if line.startswith(("aws", "tmux new-session"))]
 
 
+@pytest.mark.parametrize("exit_status", [0, 1])
+def test_the_instance_shuts_down_when_training_ends_well_or_badly(dlami: Dlami, exit_status: int) -> None:
+    conda = fake_env(dlami.home / "miniconda3" / "envs" / "pytorch", TORCH)
+    dlami.env.update(FAKE_TMUX_RUN="1", FAKE_TRAIN_EXIT=str(exit_status))
+    result = dlami.boot()
+    assert result.returncode == 0, result.stderr
+    calls = dlami.calls()
+    (train,) = [line for line in calls if line.startswith(f"python {conda}/bin/python train.py")]
+    # a restarted machine resumes the same run: resume=auto and the name pinned at launch
+    assert "storage.run_name=dogbreed-20261202-030000 trainer.resume=auto" in train
+    assert calls[-1] == "sudo shutdown -h now"  # after train.py, whatever its exit status
+    assert calls.index("sudo shutdown -h now") > calls.index(train)
+    assert f"training ended with exit status {exit_status}; shutting down (stop)" in result.stdout
+    assert (dlami.home / "dogbreed" / ".train-finished").exists() == (exit_status == 0)
+    assert not [line for line in calls if line.startswith("aws ec2")]  # stop: no spot request to cancel
+
+
+def test_a_spot_instance_cancels_its_request_before_terminating(dlami: Dlami) -> None:
+    fake_env(dlami.home / "miniconda3" / "envs" / "pytorch", TORCH)
+    dlami.env.update(FAKE_TMUX_RUN="1", DOGBREED_ON_FINISH="terminate", FAKE_SPOT_REQUEST="sir-0123")
+    result = dlami.boot()
+    assert result.returncode == 0, result.stderr
+    calls = dlami.calls()
+    cancel = "aws ec2 cancel-spot-instance-requests --region eu-west-1 --spot-instance-request-ids sir-0123"
+    assert calls[-2:] == [cancel, "sudo shutdown -h now"]  # or the persistent request would start a new one
+
+
+def test_a_signal_leaves_the_machine_to_whatever_is_stopping_it(dlami: Dlami) -> None:
+    """A spot interruption stops the machine and SIGTERMs training (143): no shutdown, no cancelled request."""
+    fake_env(dlami.home / "miniconda3" / "envs" / "pytorch", TORCH)
+    dlami.env.update(FAKE_TMUX_RUN="1", FAKE_TRAIN_EXIT="143", DOGBREED_ON_FINISH="terminate")
+    result = dlami.boot()
+    assert result.returncode == 0, result.stderr
+    assert "resumes at the next boot" in result.stdout
+    assert not [line for line in dlami.calls() if line.startswith(("sudo", "aws ec2", "curl"))]
+    assert not (dlami.home / "dogbreed" / ".train-finished").exists()
+
+
+def test_an_idle_instance_stops_once_nothing_trains_and_nobody_is_logged_in(dlami: Dlami, tmp_path: Path) -> None:
+    fake_env(dlami.home / "miniconda3" / "envs" / "pytorch", TORCH)
+    bin_dir = Path(dlami.env["PATH"].split(":")[0])
+    write_exe(bin_dir / "pgrep", "#!/bin/bash\nexit 1\n")  # no train.py, no sshd session
+    write_exe(bin_dir / "who", "#!/bin/bash\n")
+    dlami.env.update(DOGBREED_IDLE_S="1", DOGBREED_IDLE_POLL_S="0.2", DOGBREED_TRAIN="0")
+    result = dlami.boot()
+    assert result.returncode == 0, result.stderr
+    assert "idle watcher started" in result.stdout
+    deadline = time.monotonic() + 20
+    while "sudo shutdown -h now" not in dlami.calls() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert "sudo shutdown -h now" in dlami.calls()
+    watch_log = (dlami.home / "dogbreed" / "idle-watch.log").read_text()
+    assert "idle for 1 s (no training, no SSH session); shutting down (stop)" in watch_log
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="the root-to-user hop only happens when user data runs as root")
 def test_as_root_it_registers_for_every_boot_and_continues_as_the_ssh_user(dlami: Dlami, tmp_path: Path) -> None:
     per_boot = tmp_path / "per-boot"
@@ -195,3 +273,22 @@ def test_as_root_it_registers_for_every_boot_and_continues_as_the_ssh_user(dlami
     copy = per_boot / "dogbreed-bootstrap.sh"
     assert copy.read_text() == dlami.script.read_text()
     assert dlami.calls() == [f"sudo -u ubuntu -H env DOGBREED_RUN_AS= bash {copy}"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the CloudWatch agent is configured by the root part of the script")
+def test_as_root_it_points_the_cloudwatch_agent_at_train_log(dlami: Dlami, tmp_path: Path) -> None:
+    agent = tmp_path / "amazon-cloudwatch-agent" / "bin" / "amazon-cloudwatch-agent-ctl"
+    write_exe(agent, 'echo "agent $*" >>"$FAKE_LOG"\n')
+    (agent.parent.parent / "etc").mkdir()
+    dlami.env.pop("DOGBREED_RUN_AS")
+    dlami.env.update(DOGBREED_LOG_GROUP="/dogbreed/ami/dogbreed", DOGBREED_CW_AGENT_CTL=str(agent))
+    result = dlami.boot()
+    assert result.returncode == 0, result.stderr
+    config = agent.parent.parent / "etc" / "dogbreed-train-log.json"
+    (collect,) = json.loads(config.read_text())["logs"]["logs_collected"]["files"]["collect_list"]
+    assert collect == {
+        "file_path": "/home/ubuntu/dogbreed/train.log",  # the SSH user's home (no such user here: the default)
+        "log_group_name": "/dogbreed/ami/dogbreed",
+        "log_stream_name": "{instance_id}",
+    }
+    assert f"agent -a fetch-config -m ec2 -c file:{agent.parent}/../etc/dogbreed-train-log.json -s" in dlami.calls()

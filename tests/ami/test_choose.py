@@ -8,7 +8,7 @@ import boto3
 import pytest
 from botocore.stub import Stubber
 
-from ami.choose import Requirements, options, parse_throughput
+from ami.choose import THROUGHPUT_TABLE, Requirements, default_throughput, options, parse_throughput
 from ami.cli import main
 from ami.errors import AmiError
 from ami.pricing import PriceTable, live_prices
@@ -44,9 +44,23 @@ def test_choose_without_network_prints_the_shipped_table_sorted(
     assert "c4.xlarge" not in names  # 7.5 GiB
     assert not any(name.startswith(("g4dn", "g5", "g6", "p3")) for name in names)
     assert all(float(row[2]) >= 8 and row[3] == "-" for row in rows)
-    hourly = [float(row[4]) for row in rows]
-    assert hourly == sorted(hourly)
-    assert hourly[0] < 0.2
+    assert all(float(row[4]) > 0 for row in rows)
+    # no flags: every row has a run cost from the benchmark-derived images/s, cheapest run first
+    costs = [float(row[6]) for row in rows]
+    assert costs == sorted(costs) and costs[0] > 0
+    assert "head training images/s from the benchmarks of" in out
+
+
+def test_default_throughput_follows_the_benchmark_table() -> None:
+    specs = PriceTable.shipped().specs
+    head, as_of = default_throughput(specs, "head")
+    full, _ = default_throughput(specs, "full")
+    assert as_of == json.loads(THROUGHPUT_TABLE.read_text())["as_of"]
+    # per vCPU from the benchmark box: 6.1 images/s fine-tuning, 147 head-only; AMX families 4x
+    assert full["c6i.xlarge"] == pytest.approx(6.1 * 4 * 0.5)
+    assert full["c7i.2xlarge"] == pytest.approx(6.1 * 8 * 4.0)
+    assert head["c6i.xlarge"] / full["c6i.xlarge"] == pytest.approx(147 / 6.1)
+    assert not any(name.startswith(("g4dn", "g5", "g6", "p3")) for name in full)  # no GPU benchmark: no guess
 
 
 def test_measured_throughput_ranks_by_the_cost_of_a_whole_run(
@@ -56,12 +70,21 @@ def test_measured_throughput_ranks_by_the_cost_of_a_whole_run(
     measured = ["c4.xlarge=20", "c5.xlarge=30", "c6i.xlarge=36", "c7i.xlarge=42"]
     assert main([*args, *(f"--images-per-second={m}" for m in measured)]) == 0
     rows = table_rows(capsys.readouterr().out)
-    assert [row[0] for row in rows[:4]] == ["c7i.xlarge", "c6i.xlarge", "c5.xlarge", "c4.xlarge"]
-    c7i = rows[0]
+    order = [row[0] for row in rows]
+    assert [name for name in order if name in {m.split("=")[0] for m in measured}] == [
+        "c7i.xlarge", "c6i.xlarge", "c5.xlarge", "c4.xlarge"
+    ]  # fmt: skip
+    costs = [float(row[6]) for row in rows]
+    assert costs == sorted(costs)
+    c7i = rows[order.index("c7i.xlarge")]
     hours = 6680 * 5 / 42 / 3600
     assert float(c7i[5]) == pytest.approx(hours, abs=0.005)
     assert float(c7i[6]) == pytest.approx(hours * 0.1785, abs=0.0005)
-    assert all(row[5] == "-" for row in rows[4:])  # no measurement, no made-up estimate
+    others = {row[0]: float(row[5]) for row in rows}
+    defaults, _ = default_throughput(PriceTable.shipped().specs, "head")
+    assert others["m5.xlarge"] == pytest.approx(6680 * 5 / defaults["m5.xlarge"] / 3600, abs=0.005)
+    assert main([*args, "--images-per-second", "10"]) == 0  # one number for all replaces every default
+    assert {row[5] for row in table_rows(capsys.readouterr().out)} == {f"{6680 * 5 / 10 / 3600:.2f}"}
 
 
 def test_gpu_and_spot_filters(offline: None, capsys: pytest.CaptureFixture[str]) -> None:

@@ -24,6 +24,9 @@ DOCUMENTED_KEYS = {
     "spot",
     "nodes",
     "train_overrides",
+    "on_finish",
+    "idle_timeout_min",
+    "run_name",
 }
 
 
@@ -34,6 +37,8 @@ def test_the_documented_keys_exist_and_overrides_apply() -> None:
     assert cfg.ami.ami_ssm_parameter.startswith("/aws/service/deeplearning/ami/x86_64/")
     assert cfg.ami.ami_ssm_parameter.endswith("/latest/ami-id")
     assert cfg.ami.ssh_cidr is None and cfg.ami.allow_open_ssh is False
+    # documented defaults: on_finish by market, an idle box stops after an hour, the run named at launch
+    assert (cfg.ami.on_finish, cfg.ami.idle_timeout_min, cfg.ami.run_name) == (None, 60, None)
 
 
 @pytest.mark.parametrize(
@@ -50,6 +55,9 @@ def test_the_documented_keys_exist_and_overrides_apply() -> None:
         ("ami.ssh_cidr=2001:db8::/32", "wider than ami.ssh_min_prefix_ipv6=/64"),
         ("ami.ssh_min_prefix=33", "ami.ssh_min_prefix must be a prefix length from 0 to 32"),
         ("ami.permissions_boundary=a/b", "ami.permissions_boundary"),
+        ("ami.on_finish=halt", "ami.on_finish must be stop, terminate, none"),
+        ("ami.idle_timeout_min=0", "ami.idle_timeout_min"),
+        ("ami.run_name=a/b", "ami.run_name"),
     ],
 )
 def test_bad_overrides_are_refused_before_any_aws_call(override: str, message: str) -> None:
@@ -84,6 +92,8 @@ def request(**changes: object) -> dict[str, object]:
         "volume_gb": 100,
         "spot": False,
         "spot_max_price": None,
+        "shutdown_behavior": "stop",
+        "run_name": "dogbreed-20261202-030000",
     }
     return run_request(**{**settings, **changes})
 
@@ -98,18 +108,20 @@ def test_on_demand_request_is_locked_down() -> None:
     }
     assert {spec["ResourceType"] for spec in sent["TagSpecifications"]} == {"instance", "volume"}
     assert "InstanceMarketOptions" not in sent
+    assert sent["InstanceInitiatedShutdownBehavior"] == "stop"
 
 
-def test_spot_request_terminates_on_interruption_and_caps_the_price() -> None:
-    market = request(spot=True, spot_max_price=0.08)["InstanceMarketOptions"]
-    assert market == {
+def test_spot_comes_from_a_persistent_request_that_stops_on_interruption_and_caps_the_price() -> None:
+    sent = request(spot=True, spot_max_price=0.08)
+    assert sent["InstanceMarketOptions"] == {
         "MarketType": "spot",
-        "SpotOptions": {
-            "SpotInstanceType": "one-time",
-            "InstanceInterruptionBehavior": "terminate",
-            "MaxPrice": "0.0800",
-        },
+        "SpotOptions": {"SpotInstanceType": "persistent", "InstanceInterruptionBehavior": "stop", "MaxPrice": "0.0800"},
     }
+    # the request carries the project tags, so down finds and cancels it
+    (tagged,) = [spec for spec in sent["TagSpecifications"] if spec["ResourceType"] == "spot-instances-request"]
+    assert {"Key": "dogbreed:name", "Value": "dogbreed"} in tagged["Tags"]
+    # the bootstrap reads its request id from the instance's tags
+    assert sent["MetadataOptions"]["InstanceMetadataTags"] == "enabled"
     assert "MaxPrice" not in request(spot=True)["InstanceMarketOptions"]["SpotOptions"]
 
 

@@ -8,7 +8,7 @@ import pytest
 from parliament import analyze_policy_string
 
 from ami.errors import AmiError
-from ami.iam import project_location, s3_prefix_policy, trust_policy
+from ami.iam import own_resources_policy, project_location, s3_prefix_policy, trust_policy
 
 
 @pytest.mark.parametrize(
@@ -85,3 +85,38 @@ def test_the_boundary_allows_what_the_instance_role_is_given_under_a_dogbreed_fo
     assert not allowed(boundary, "s3:GetObject", "arn:aws:s3:::team-bucket/secrets/key")
     assert not allowed(boundary, "s3:ListBucket", "arn:aws:s3:::team-bucket", {"s3:prefix": "secrets/"})
     assert not allowed(boundary, "iam:PassRole", "arn:aws:iam::123456789012:role/admin")
+
+
+def test_the_instance_writes_only_its_own_log_and_cancels_only_its_own_spot_request() -> None:
+    from tests.deploy.test_cloud_policies import REPO, allowed
+
+    policy = own_resources_policy("aws", "eu-west-1", "123456789012", "dogbreed")
+    assert [(f.issue, f.detail) for f in analyze_policy_string(json.dumps(policy)).findings] == []
+    group = "arn:aws:logs:eu-west-1:123456789012:log-group:/dogbreed/ami/dogbreed"
+    request = "arn:aws:ec2:eu-west-1:123456789012:spot-instances-request/sir-1"
+    own, other = {"aws:ResourceTag/dogbreed:name": "dogbreed"}, {"aws:ResourceTag/dogbreed:name": "team-b"}
+    assert allowed(policy, "logs:PutLogEvents", f"{group}:log-stream:i-1")
+    assert not allowed(policy, "logs:PutLogEvents", "arn:aws:logs:eu-west-1:123456789012:log-group:/other:log-stream:x")
+    assert allowed(policy, "ec2:CancelSpotInstanceRequests", request, own)
+    assert not allowed(policy, "ec2:CancelSpotInstanceRequests", request, other)
+    assert not allowed(policy, "ec2:StopInstances", "arn:aws:ec2:eu-west-1:123456789012:instance/i-1", own)
+    # the boundary lets the role do it: project-tagged requests, /dogbreed/ami/ log groups
+    boundary = json.loads((REPO / "deploy" / "iam" / "boundary-policy.json").read_text())
+    assert allowed(boundary, "logs:PutLogEvents", f"{group}:log-stream:i-1")
+    assert allowed(boundary, "ec2:CancelSpotInstanceRequests", request, {"aws:ResourceTag/project": "dogbreed"})
+    assert not allowed(boundary, "ec2:CancelSpotInstanceRequests", request, {"aws:ResourceTag/project": "other"})
+
+
+def test_the_deployer_may_make_amis_new_calls_on_project_resources_only() -> None:
+    from tests.deploy.test_cloud_policies import REPO, allowed
+
+    deployer = json.loads((REPO / "deploy" / "iam" / "deployer-policy.json").read_text())
+    group = "arn:aws:logs:us-east-1:123456789012:log-group:/dogbreed/ami/dogbreed"
+    for action in ("logs:CreateLogGroup", "logs:PutRetentionPolicy", "logs:FilterLogEvents"):
+        assert allowed(deployer, action, group)
+        assert not allowed(deployer, action, "arn:aws:logs:us-east-1:123456789012:log-group:/aws/lambda/other")
+    request = "arn:aws:ec2:us-east-1:123456789012:spot-instances-request/sir-1"
+    assert allowed(deployer, "ec2:CancelSpotInstanceRequests", request, {"aws:ResourceTag/project": "dogbreed"})
+    assert not allowed(deployer, "ec2:CancelSpotInstanceRequests", request, {"aws:ResourceTag/project": "other"})
+    for lookup in ("ec2:DescribeSpotInstanceRequests", "ec2:DescribeInstanceTypeOfferings"):
+        assert allowed(deployer, lookup, "*")

@@ -20,6 +20,7 @@ from types import SimpleNamespace
 import boto3
 import pytest
 from boto3.exceptions import S3UploadFailedError
+from botocore.stub import Stubber
 from moto.backends import get_backend
 from moto.ssm.models import Parameter
 
@@ -189,19 +190,141 @@ def test_relaunch_from_a_new_address_replaces_the_old_ssh_rule(dlami: str, tmp_p
     assert [r["CidrIp"] for rule in group["IpPermissions"] for r in rule["IpRanges"]] == ["198.51.100.9/32"]
 
 
-def test_two_nodes_open_the_rendezvous_port_to_the_group_only(dlami: str, tmp_path: Path) -> None:
+def user_data(ec2: object, instance_id: str) -> str:
+    answer = ec2.describe_instance_attribute(InstanceId=instance_id, Attribute="userData")  # type: ignore[attr-defined]
+    return base64.b64decode(answer["UserData"]["Value"]).decode()
+
+
+def test_two_nodes_reach_each_other_on_any_port_and_nothing_else_gets_in(dlami: str, tmp_path: Path) -> None:
     clients = launcher.Clients.create(None)
-    started = launcher.launch(load_config(overrides(tmp_path, "ami.nodes=2", "ami.spot=true")), clients)
+    started = launcher.launch(load_config(overrides(tmp_path, "ami.nodes=2")), clients)
     assert len(started) == 2
     (group,) = [g for g in clients.ec2.describe_security_groups()["SecurityGroups"] if g["GroupName"] == "dogbreed"]
-    rules = {rule["FromPort"]: rule for rule in group["IpPermissions"]}
-    assert sorted(rules) == [22, 29500]
-    assert rules[29500]["IpRanges"] == []
-    assert [p["GroupId"] for p in rules[29500]["UserIdGroupPairs"]] == [group["GroupId"]]
-    second = clients.ec2.describe_instance_attribute(InstanceId=started[1]["InstanceId"], Attribute="userData")
-    script = base64.b64decode(second["UserData"]["Value"]).decode()
-    assert f"DOGBREED_RDZV_HOST={started[0]['PrivateIpAddress']}" in script
-    assert all(i.get("InstanceLifecycle") == "spot" for i in launcher.status(load_config(overrides(tmp_path)), clients))
+    # exactly two rules: SSH from the caller's /32, and all TCP from the group itself (gloo/NCCL ports)
+    rules = sorted(
+        (r["IpProtocol"], r["FromPort"], r["ToPort"], tuple(x["CidrIp"] for x in r["IpRanges"]),
+         tuple(p["GroupId"] for p in r["UserIdGroupPairs"]))
+        for r in group["IpPermissions"]
+    )  # fmt: skip
+    assert rules == [
+        ("tcp", 0, 65535, (), (group["GroupId"],)),
+        ("tcp", 22, 22, ("203.0.113.7/32",), ()),
+    ]
+    first, second = (user_data(clients.ec2, i["InstanceId"]) for i in started)
+    assert f"DOGBREED_RDZV_HOST={started[0]['PrivateIpAddress']}" in second
+    # every node trains the same run on the same data
+    run_line = next(line for line in first.splitlines() if "DOGBREED_RUN_NAME=" in line)
+    assert re.search(r"DOGBREED_RUN_NAME=dogbreed-\d{8}-\d{6}$", run_line)
+    assert run_line in second.splitlines()
+    data_line = next(line for line in first.splitlines() if "DOGBREED_DATA_URI=" in line)
+    assert data_line in second.splitlines()
+
+
+def test_on_finish_terminate_ends_the_instance_from_inside(dlami: str, tmp_path: Path) -> None:
+    clients = launcher.Clients.create(None)
+    (instance,) = launcher.launch(load_config(overrides(tmp_path, "ami.on_finish=terminate")), clients)
+    behaviour = clients.ec2.describe_instance_attribute(
+        InstanceId=instance["InstanceId"], Attribute="instanceInitiatedShutdownBehavior"
+    )["InstanceInitiatedShutdownBehavior"]["Value"]
+    assert behaviour == "terminate"
+    script = user_data(clients.ec2, instance["InstanceId"])
+    assert "DOGBREED_ON_FINISH=terminate\n" in script
+    # the tmux command hands train.py's exit status to the part that powers off
+    assert 'finish \\$?"' in script and "sudo shutdown -h now" in script
+
+
+def test_on_demand_stops_and_spot_terminates_by_default(
+    dlami: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    clients = launcher.Clients.create(None)
+    (on_demand,) = launcher.launch(load_config(overrides(tmp_path)), clients)
+    attribute = clients.ec2.describe_instance_attribute(
+        InstanceId=on_demand["InstanceId"], Attribute="instanceInitiatedShutdownBehavior"
+    )
+    assert attribute["InstanceInitiatedShutdownBehavior"]["Value"] == "stop"
+    assert "DOGBREED_ON_FINISH=stop\n" in user_data(clients.ec2, on_demand["InstanceId"])
+    assert "DOGBREED_IDLE_S=3600\n" in user_data(clients.ec2, on_demand["InstanceId"])
+    # once it has stopped itself, a relaunch says so instead of failing on the missing address
+    clients.ec2.stop_instances(InstanceIds=[on_demand["InstanceId"]])
+    capsys.readouterr()
+    assert main(["launch", *overrides(tmp_path)]) == 0
+    assert "dogbreed's instances are stopped; python -m ami down starts over" in capsys.readouterr().out
+    assert main(["status", *overrides(tmp_path)]) == 0
+    assert "stopped  on-demand  run dogbreed-" in capsys.readouterr().out
+    launcher.down(load_config(overrides(tmp_path)), clients)
+    (spot,) = launcher.launch(load_config(overrides(tmp_path, "ami.spot=true")), clients)
+    assert spot.get("InstanceLifecycle") == "spot"
+    assert "DOGBREED_ON_FINISH=terminate\n" in user_data(clients.ec2, spot["InstanceId"])
+
+
+def test_down_after_a_spot_launch_leaves_no_open_spot_request(
+    dlami: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    clients = launcher.Clients.create(None)
+    cfg = load_config(overrides(tmp_path, "ami.spot=true"))
+    (instance,) = launcher.launch(cfg, clients)
+    # On AWS, run_instances with a persistent spot market files a request carrying the
+    # spot-instances-request tags; moto starts the instance without one, so file it as AWS would.
+    request_id = clients.ec2.request_spot_instances(
+        Type="persistent",
+        InstanceInterruptionBehavior="stop",
+        LaunchSpecification={"ImageId": dlami, "InstanceType": "c6i.xlarge"},
+        TagSpecifications=[{"ResourceType": "spot-instances-request", "Tags": instance_tags()}],
+    )["SpotInstanceRequests"][0]["SpotInstanceRequestId"]
+    assert main(["status", *overrides(tmp_path, "ami.spot=true")]) == 0
+    assert f"spot request {request_id}  persistent  active" in capsys.readouterr().out
+
+    removed = launcher.down(cfg, clients)
+
+    assert removed[0] == f"spot request {request_id}"  # cancelled before anything is terminated
+    left = clients.ec2.describe_spot_instance_requests()["SpotInstanceRequests"]
+    assert [r for r in left if r["State"] in ("open", "active", "disabled")] == []  # moto drops cancelled ones
+    assert instance["InstanceId"] in removed
+
+
+def instance_tags() -> list[dict[str, str]]:
+    from ami.instances import tags_for
+
+    return tags_for("dogbreed")
+
+
+def test_a_missing_bucket_fails_before_anything_exists_and_leaves_no_key_file(
+    dlami: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = [o for o in overrides(tmp_path) if not o.startswith("ami.s3_uri")] + ["ami.s3_uri=s3://no-such-bucket/x"]
+    assert exit_status(["launch", *missing]) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        "error: bucket 'no-such-bucket' does not exist (NoSuchBucket); create it or fix ami.s3_uri; nothing was created"
+    ]
+    assert project_resources() == {"instances": [], "groups": [], "roles": [], "profiles": [], "keys": []}
+    assert not (tmp_path / "keys" / "dogbreed-key.pem").exists()
+    assert boto3.client("logs").describe_log_groups()["logGroups"] == []
+
+
+def test_an_instance_type_the_region_lacks_is_refused_before_anything_exists(dlami: str, tmp_path: Path) -> None:
+    with pytest.raises(AmiError, match=re.escape("instance type 'c6i.huge' is not offered in us-east-1")):
+        launcher.launch(load_config(overrides(tmp_path, "ami.instance_type=c6i.huge")), launcher.Clients.create(None))
+    assert project_resources() == {"instances": [], "groups": [], "roles": [], "profiles": [], "keys": []}
+
+
+def test_a_failure_after_creation_removes_what_this_launch_created(
+    dlami: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clients = launcher.Clients.create(None)
+
+    def refused(*args: object, **kwargs: object) -> None:
+        raise AmiError("cannot upload the code (refused)")
+
+    # the first step after the key pair, group, role and log group exist
+    monkeypatch.setattr(launcher, "upload_code", refused)
+    with pytest.raises(AmiError, match="cannot upload the code"):
+        launcher.launch(load_config(overrides(tmp_path)), clients)
+    assert project_resources() == {"instances": [], "groups": [], "roles": [], "profiles": [], "keys": []}
+    assert not (tmp_path / "keys" / "dogbreed-key.pem").exists()
+    # so the next launch is not refused over a leftover key file
+    monkeypatch.undo()
+    (instance,) = launcher.launch(load_config(overrides(tmp_path)), clients)
+    assert instance["State"]["Name"] == "running"
 
 
 @pytest.mark.parametrize(
@@ -367,3 +490,91 @@ def launcher_trust() -> dict[str, object]:
     from ami.iam import trust_policy
 
     return trust_policy()
+
+
+def test_logs_come_from_cloudwatch_and_pull_fetches_the_run_verified(
+    dlami: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pinned = overrides(tmp_path, "ami.run_name=exp1")
+    (instance,) = launcher.launch(load_config(pinned), launcher.Clients.create(None))
+    # what the instance's CloudWatch agent would write: one stream per instance id
+    logs = boto3.client("logs")
+    logs.create_log_stream(logGroupName="/dogbreed/ami/dogbreed", logStreamName=instance["InstanceId"])
+    now_ms = int(dt.datetime.now(dt.timezone.utc).timestamp() * 1000)
+    logs.put_log_events(
+        logGroupName="/dogbreed/ami/dogbreed",
+        logStreamName=instance["InstanceId"],
+        logEvents=[{"timestamp": now_ms, "message": "epoch 1/3"}, {"timestamp": now_ms + 1, "message": "epoch 2/3"}],
+    )
+    capsys.readouterr()
+    assert main(["logs", *pinned]) == 0
+    assert capsys.readouterr().out.splitlines() == ["epoch 1/3", "epoch 2/3"]
+
+    # what training uploaded (the verified upload records each file's SHA-256)
+    run_dir = tmp_path / "run"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "metrics.json").write_text('{"val_top1": 0.8}')
+    (run_dir / "checkpoints" / "model.pth").write_bytes(b"weights" * 1000)
+    uploader = dogbreed.s3.S3Uploader(boto3.client("s3"), UploadSettings())
+    for path in (run_dir / "metrics.json", run_dir / "checkpoints" / "model.pth"):
+        uploader.upload(path, S3Location.parse(f"{S3_URI}/runs/exp1/{path.relative_to(run_dir).as_posix()}"))
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    assert main(["pull", *pinned]) == 0  # the run the instance trains, from its tag
+    pulled = work / "outputs" / "exp1"
+    assert (pulled / "metrics.json").read_text() == '{"val_top1": 0.8}'
+    assert (pulled / "checkpoints" / "model.pth").read_bytes() == b"weights" * 1000
+    assert exit_status(["pull", "exp2", *pinned]) == 1
+    assert capsys.readouterr().err.splitlines() == [f"error: no run 'exp2' under {S3_URI}/runs/; runs there: exp1"]
+
+
+def test_logs_without_cloudwatch_events_tail_the_log_over_ssh(dlami: str, tmp_path: Path) -> None:
+    (instance,) = launcher.launch(load_config(overrides(tmp_path)), launcher.Clients.create(None))
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    (fake_bin / "ssh").write_text('#!/bin/sh\necho "ssh $*"\n')
+    (fake_bin / "ssh").chmod(0o755)
+    env = {**os.environ, "PATH": f"{fake_bin}:{os.environ['PATH']}", "PYTHONPATH": str(Path(__file__).parents[2])}
+    result = subprocess.run(
+        [sys.executable, "-m", "ami", "logs", "-f", *overrides(tmp_path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    key = tmp_path / "keys" / "dogbreed-key.pem"
+    assert result.stdout.strip() == f"ssh -i {key} ubuntu@{instance['PublicDnsName']} tail -n 200 -F dogbreed/train.log"
+
+
+def test_status_shows_a_spot_interruption_and_the_request_waiting_to_restart(tmp_path: Path) -> None:
+    """moto never interrupts, so EC2's answers for an interrupted persistent request are stubbed."""
+    cfg = load_config(overrides(tmp_path, "ami.spot=true"))
+    stopped = {
+        "InstanceId": "i-0abc",
+        "InstanceType": "g4dn.xlarge",
+        "State": {"Name": "stopped"},
+        "InstanceLifecycle": "spot",
+        "Tags": [{"Key": "dogbreed:run", "Value": "exp1"}],
+        "StateReason": {"Code": "Server.SpotInstanceShutdown", "Message": "Server.SpotInstanceShutdown: interrupted"},
+    }
+    assert launcher.describe(cfg, stopped) == (
+        "i-0abc  g4dn.xlarge  stopped  spot  run exp1  (Server.SpotInstanceShutdown: interrupted)"
+    )
+    ec2 = boto3.client("ec2", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x")
+    request = {
+        "SpotInstanceRequestId": "sir-1",
+        "Type": "persistent",
+        "State": "disabled",
+        "Status": {"Code": "instance-stopped-no-capacity", "Message": "waiting for capacity to restart"},
+        "InstanceId": "i-0abc",
+    }
+    with Stubber(ec2) as stub:
+        stub.add_response("describe_spot_instance_requests", {"SpotInstanceRequests": [request]})
+        clients = SimpleNamespace(ec2=ec2)
+        lines = launcher.describe_spot_requests(cfg, clients)  # type: ignore[arg-type]
+    assert lines == [
+        "spot request sir-1  persistent  disabled  instance-stopped-no-capacity: waiting for capacity to restart"
+        "  instance i-0abc"
+    ]

@@ -1,0 +1,70 @@
+"""Everything launch can check in AWS before it creates anything: who, where, the bucket, the image, the type.
+
+A launch that would fail half-way (a missing bucket, an image parameter or instance type the
+region does not have) fails here, while there is still nothing to clean up.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from ami.errors import AmiError
+from ami.ssm import latest_ami_id
+from dogbreed.s3 import S3Location, error_code
+from dogbreed.storage import write_and_remove
+
+log = logging.getLogger(__name__)
+
+
+def account_id(sts: Any) -> str:
+    """The caller's account; the first call, so missing or expired credentials stop the launch here."""
+    try:
+        return sts.get_caller_identity()["Account"]
+    except ClientError as err:
+        code = error_code(err)
+        raise AmiError(f"AWS refused the credentials ({code}); log in again (aws sso login, aws configure)") from None
+
+
+def check_bucket(s3: Any, project: S3Location) -> None:
+    """Writes and removes a small probe under the project prefix: the bucket exists and takes writes."""
+    probe = project.child(f".dogbreed-preflight-{uuid.uuid4().hex[:12]}")
+    try:
+        write_and_remove(s3, probe)
+    except ClientError as err:
+        code = error_code(err)
+        if code in ("NoSuchBucket", "InvalidBucketName"):
+            raise AmiError(
+                f"bucket {project.bucket!r} does not exist ({code}); create it or fix ami.s3_uri; nothing was created"
+            ) from None
+        raise AmiError(
+            f"cannot write to {project.uri} ({code}); the credentials need s3:PutObject there, or fix ami.s3_uri"
+        ) from None
+    except BotoCoreError as err:
+        raise AmiError(f"cannot reach bucket {project.bucket!r} ({' '.join(str(err).split())})") from None
+    log.info("bucket %s is writable under %s", project.bucket, project.uri)
+
+
+def check_instance_type(ec2: Any, instance_type: str) -> None:
+    """The type is sold in the client's region (a typo or a region without it fails before any resource)."""
+    offered = ec2.describe_instance_type_offerings(
+        LocationType="region", Filters=[{"Name": "instance-type", "Values": [instance_type]}]
+    )["InstanceTypeOfferings"]
+    if not offered:
+        region = ec2.meta.region_name
+        raise AmiError(
+            f"instance type {instance_type!r} is not offered in {region}; fix ami.instance_type "
+            "(python -m ami choose lists the types) or ami.region"
+        )
+
+
+def run_checks(clients: Any, ami: Any, project: S3Location) -> tuple[str, str]:
+    """Credentials, image, instance type and bucket in turn; returns (account id, image id)."""
+    account = account_id(clients.sts)
+    image_id = latest_ami_id(clients.ssm, ami.ami_ssm_parameter)
+    check_instance_type(clients.ec2, ami.instance_type)
+    check_bucket(clients.s3, project)
+    return account, image_id
