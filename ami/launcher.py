@@ -34,7 +34,7 @@ from ami.keypair import KeyPairs
 from ami.logs import TrainLogs, log_group
 from ami.preflight import run_checks
 from ami.results import pull, run_names
-from dogbreed.iam import boundary_arn, check_boundary
+from dogbreed.iam import boundary_arn, check_boundary, check_boundary_prefix
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +115,7 @@ def plan(cfg: DictConfig, clients: Clients) -> Plan:
     except MissingMandatoryValue:
         raise AmiError("set ami.s3_uri=s3://bucket/prefix: the instance gets its code and data there") from None
     project = project_location(s3_uri)
+    check_boundary_prefix(project.bucket, project.key, "ami.s3_uri", AmiError)
     cidr = network.ssh_cidr(ami)
     archive = build_archive()
     values = {

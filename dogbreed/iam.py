@@ -20,6 +20,8 @@ log = logging.getLogger(__name__)
 # IAM policy names: 1-128 of letters, digits and +=,.@_-
 POLICY_NAME_PATTERN = re.compile(r"^[\w+=,.@-]{1,128}$")
 BOUNDARY_DOCUMENT = "deploy/iam/boundary-policy.json"
+# The boundary lets the roles it bounds reach S3 objects only under a folder of this name.
+BOUNDARY_S3_FOLDER = "dogbreed"
 
 
 def boundary_arn(partition: str, account: str, name: str) -> str:
@@ -43,6 +45,25 @@ def check_boundary(iam: Any, arn: str, setting: str, error: type[DogbreedError])
             f"permissions boundary {arn} does not exist ({setting}); create it once with "
             f"aws iam create-policy --policy-name {name} --policy-document file://{BOUNDARY_DOCUMENT}"
         ) from None
+
+
+def check_boundary_prefix(bucket: str, key: str, setting: str, error: type[DogbreedError]) -> None:
+    """Refuses an S3 prefix the boundary would deny to the roles it bounds, before anything is created.
+
+    Without this the role is made and the instance or endpoint starts, and only its first S3
+    call fails (AccessDenied), after it has cost money.
+
+    Raises:
+        error: no folder of `key` is named `dogbreed`; the message names `setting` and a prefix that works.
+    """
+    folders = [part for part in key.split("/") if part]
+    if BOUNDARY_S3_FOLDER in folders:
+        return
+    suggestion = "/".join([bucket, *folders, BOUNDARY_S3_FOLDER])
+    raise error(
+        f"{setting}: s3://{bucket}/{key.strip('/')} is outside what the permissions boundary lets the created "
+        f"roles use (S3 keys under a '{BOUNDARY_S3_FOLDER}/' folder, {BOUNDARY_DOCUMENT}); use e.g. s3://{suggestion}"
+    )
 
 
 def adopt_boundary(iam: Any, role: dict[str, Any], boundary: str, remedy: str, error: type[DogbreedError]) -> bool:

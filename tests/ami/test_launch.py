@@ -35,7 +35,7 @@ from dogbreed.s3 import S3Location, UploadSettings, head_or_none
 
 PARAMETER = "/aws/service/deeplearning/ami/x86_64/test-pytorch-ubuntu-22.04/latest/ami-id"
 BUCKET = "dogbreed-test-bucket"
-S3_URI = f"s3://{BUCKET}/team/runs"
+S3_URI = f"s3://{BUCKET}/team/dogbreed"
 
 
 @pytest.fixture
@@ -154,7 +154,7 @@ def test_launch_creates_a_locked_down_instance_reuses_it_and_down_removes_everyt
     resources = {s["Sid"]: s["Resource"] for s in document["Statement"]}
     assert resources == {
         "ListProjectPrefix": f"arn:aws:s3:::{BUCKET}",
-        "ProjectObjects": f"arn:aws:s3:::{BUCKET}/team/runs/*",
+        "ProjectObjects": f"arn:aws:s3:::{BUCKET}/team/dogbreed/*",
     }
 
     user_data = ec2.describe_instance_attribute(InstanceId=instance["InstanceId"], Attribute="userData")
@@ -165,7 +165,7 @@ def test_launch_creates_a_locked_down_instance_reuses_it_and_down_removes_everyt
     assert "DOGBREED_TRAIN_ARGS='trainer.epochs=3 optim.lr=3e-4'" in script
     code_uri = next(line.split("=", 1)[1] for line in script.splitlines() if "DOGBREED_CODE_URI=s3" in line)
     code_key = code_uri.removeprefix(f"s3://{BUCKET}/")
-    assert code_key.startswith("team/runs/code/dogbreed-")
+    assert code_key.startswith("team/dogbreed/code/dogbreed-")
     assert boto3.client("s3").head_object(Bucket=BUCKET, Key=code_key)["ContentLength"] > 1000
 
     before = project_resources()
@@ -288,10 +288,24 @@ def instance_tags() -> list[dict[str, str]]:
     return tags_for("dogbreed")
 
 
+def test_a_prefix_the_boundary_denies_is_refused_before_anything_exists(
+    dlami: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The instance role may only reach keys under a dogbreed/ folder; its first upload would fail.
+    outside = [o for o in overrides(tmp_path) if not o.startswith("ami.s3_uri")] + [f"ami.s3_uri=s3://{BUCKET}/runs"]
+    assert exit_status(["launch", *outside]) == 1
+    err = capsys.readouterr().err
+    assert "ami.s3_uri: s3://dogbreed-test-bucket/runs is outside what the permissions boundary" in err
+    assert f"use e.g. s3://{BUCKET}/runs/dogbreed" in err
+    assert project_resources() == {"instances": [], "groups": [], "roles": [], "profiles": [], "keys": []}
+
+
 def test_a_missing_bucket_fails_before_anything_exists_and_leaves_no_key_file(
     dlami: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    missing = [o for o in overrides(tmp_path) if not o.startswith("ami.s3_uri")] + ["ami.s3_uri=s3://no-such-bucket/x"]
+    missing = [o for o in overrides(tmp_path) if not o.startswith("ami.s3_uri")] + [
+        "ami.s3_uri=s3://no-such-bucket/dogbreed"
+    ]
     assert exit_status(["launch", *missing]) == 1
     assert capsys.readouterr().err.splitlines() == [
         "error: bucket 'no-such-bucket' does not exist (NoSuchBucket); create it or fix ami.s3_uri; nothing was created"
