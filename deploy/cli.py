@@ -1,4 +1,4 @@
-"""python -m deploy: package, serve, invoke and demo a trained run locally; up, down, status on AWS.
+"""python -m deploy: package, serve, invoke, demo and loadtest a trained run locally; up, down, status on AWS.
 
 Every subcommand is here; each `*_command(args)` raises DogbreedError on bad input, which `main`
 prints as one line on stderr (dogbreed/entry.py).
@@ -123,6 +123,31 @@ def status_command(args: argparse.Namespace) -> None:
         print(f"{kind:<{width}}  {name}  {state}")
 
 
+def loadtest_command(args: argparse.Namespace) -> None:
+    """Sends a bounded burst of requests to one target; prints latency, errors and instance counts."""
+    from deploy import loadtest
+
+    images = loadtest.load_images(Path(args.images))
+    sample = None
+    if args.target == "local":
+        send = loadtest.http_sender(f"{args.endpoint_url.rstrip('/')}/invocations")
+    elif args.target == "url":
+        if not args.url:
+            raise loadtest.LoadTestError("--target url needs --url https://<id>.lambda-url.<region>.on.aws/")
+        send = loadtest.http_sender(args.url, sign_region=loadtest.function_url_region(args.url))
+    elif args.target == "endpoint":
+        send = loadtest.endpoint_sender(args.endpoint, args.concurrency)
+    else:
+        send = loadtest.lambda_sender(args.function or f"{args.endpoint}-invoke", args.concurrency)
+    if args.target != "local":  # every AWS target ends at the SageMaker endpoint: watch it scale
+        sample = loadtest.instance_sampler(args.endpoint)
+    report = loadtest.run(send, images, args.requests, args.concurrency, args.max_seconds, sample, args.sample_s)
+    args.output.mkdir(parents=True, exist_ok=True)
+    print("\n".join(loadtest.summary(report)))
+    print(f"wrote {loadtest.write_csv(report, args.output / 'requests.csv')}")
+    print(f"wrote {loadtest.plot(report, args.output / 'latency.png')}")
+
+
 def _cloud_setup(args: argparse.Namespace) -> tuple[DictConfig, orchestrator.Clients]:
     cfg = load_config(args.overrides)
     return cfg, orchestrator.Clients.create(cfg.deploy.region)
@@ -175,6 +200,20 @@ def parser() -> argparse.ArgumentParser:
     demo.add_argument("run", help="trained run directory")
     demo.add_argument("--compile", action="store_true", help="torch.compile the model first (~20-50 s on CPU)")
     demo.set_defaults(func=demo_command)
+
+    loadtest = add("loadtest", help="a bounded burst of requests: latency percentiles, errors, instance count")
+    loadtest.add_argument("images", help="an image file or a folder of .jpg/.jpeg/.png (sent in turn)")
+    loadtest.add_argument("--requests", type=int, default=200, help="requests to send in all")
+    loadtest.add_argument("--concurrency", type=int, default=8, help="requests in flight at once")
+    loadtest.add_argument("--max-seconds", type=float, default=600, help="requests not started by then are skipped")
+    loadtest.add_argument("--target", choices=("local", "endpoint", "lambda", "url"), default="local")
+    loadtest.add_argument("--endpoint-url", default="http://127.0.0.1:8080", help="local: where `serve` listens")
+    loadtest.add_argument("--endpoint", default="dogbreed", help="endpoint name (deploy.name); sampled for scaling")
+    loadtest.add_argument("--function", help="lambda: function name (default: <endpoint>-invoke), alias live")
+    loadtest.add_argument("--url", help="url: the function URL (signed with SigV4 when credentials are set)")
+    loadtest.add_argument("--sample-s", type=float, default=10, help="seconds between instance-count samples")
+    loadtest.add_argument("-o", "--output", type=Path, default=Path("loadtest"), help="folder for CSV and plot")
+    loadtest.set_defaults(func=loadtest_command)
     return root
 
 
