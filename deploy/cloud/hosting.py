@@ -69,7 +69,7 @@ def describe_endpoint(sm: Any, name: str) -> dict[str, Any] | None:
         raise
 
 
-def deploy_endpoint(sm: Any, name: str, config: str, retain: bool) -> str:
+def deploy_endpoint(sm: Any, name: str, config: str, retain: bool, deployment: dict[str, Any] | None = None) -> str:
     """Creates the endpoint, or points an existing one at `config` in place (no downtime).
 
     Args:
@@ -77,6 +77,7 @@ def deploy_endpoint(sm: Any, name: str, config: str, retain: bool) -> str:
         name: endpoint name.
         config: endpoint config name.
         retain: keep the instance count autoscaling chose (same instance type).
+        deployment: an update's DeploymentConfig (deploy/cloud/rollout.py); None: all at once.
 
     Returns:
         `created`, `recreated` (a Failed endpoint cannot be updated), `updated`, `settling` (already on
@@ -94,7 +95,8 @@ def deploy_endpoint(sm: Any, name: str, config: str, retain: bool) -> str:
         return "unchanged" if current["EndpointStatus"] == "InService" else "settling"
     if current["EndpointStatus"] in TRANSITIONAL:
         raise DeployError(f"endpoint {name} is {current['EndpointStatus']}; run `up` again once it settles")
-    sm.update_endpoint(EndpointName=name, EndpointConfigName=config, RetainAllVariantProperties=retain)
+    extra = {"DeploymentConfig": deployment} if deployment else {}
+    sm.update_endpoint(EndpointName=name, EndpointConfigName=config, RetainAllVariantProperties=retain, **extra)
     log.info("updating endpoint %s from %s to %s", name, current["EndpointConfigName"], config)
     return "updated"
 
