@@ -106,6 +106,8 @@ def up_command(args: argparse.Namespace) -> None:
     from deploy.cloud import releases
 
     if args.model is not None and args.run is not None:  # with --model, the first positional is an override
+        if "=" not in args.run:
+            raise DeployError(f"give a run ({args.run}) or --model {args.model}, not both")
         args.overrides.insert(0, args.run)
     source = args.model if args.model is not None else args.run
     if source is None:

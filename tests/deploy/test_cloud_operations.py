@@ -197,16 +197,21 @@ def test_a_new_version_rolls_out_as_a_canary_and_rollback_returns_to_the_earlier
     config_one = clients.sagemaker.real.describe_endpoint(EndpointName="dogbreed")["EndpointConfigName"]
 
     expect_canary_update(clients)
-    up_quietly(cfg, clients, "latest-approved")
+    ProvisionedConcurrency(clients.lambda_, "dogbreed-invoke").absent()
+    hand_to_cli(clients, monkeypatch)
+    overrides = [
+        f"deploy.s3_uri=s3://{BUCKET}/deploys",
+        "deploy.wait.poll_s=0",
+        "deploy.lambda.provisioned_concurrency=0",
+        f"deploy.lambda.source_dir={cfg.deploy['lambda'].source_dir}",
+    ]
+    assert deploy_main(["up", "--model", "latest-approved", *overrides]) == 0
     clients.sagemaker.stubber.assert_no_pending_responses()  # the update carried the canary and the alarms
     assert live_model_data(clients) == second["InferenceSpecification"]["Containers"][0]["ModelDataUrl"]
 
     expect_canary_update(clients)
     ProvisionedConcurrency(clients.lambda_, "dogbreed-invoke").absent()
-    hand_to_cli(clients, monkeypatch)
-    assert deploy_main(["rollback", f"deploy.s3_uri=s3://{BUCKET}/deploys", "deploy.wait.poll_s=0",
-                        "deploy.lambda.provisioned_concurrency=0", "deploy.registry.approval=Approved",
-                        f"deploy.lambda.source_dir={cfg.deploy['lambda'].source_dir}"]) == 0  # fmt: skip
+    assert deploy_main(["rollback", *overrides]) == 0
     assert "rolling back to version 1" in capsys.readouterr().out
     first_data = first["InferenceSpecification"]["Containers"][0]["ModelDataUrl"]
     assert live_model_data(clients) == first_data
@@ -294,3 +299,14 @@ def test_an_alarm_email_makes_a_topic_the_alarms_notify_and_down_deletes_it(
     ProvisionedConcurrency(clients.lambda_, "dogbreed-invoke").absent()
     assert "topic dogbreed-alarms" in orchestrator.down(cfg, clients)
     assert clients.sns.list_topics()["Topics"] == []
+
+
+def test_up_takes_a_run_or_a_model_not_both_and_not_neither(capsys: pytest.CaptureFixture[str]) -> None:
+    for argv, message in (
+        (["up"], "give a run to deploy, or --model latest-approved|VERSION|RUN"),
+        (["up", "outputs/run", "--model", "2"], "give a run (outputs/run) or --model 2, not both"),
+    ):
+        with pytest.raises(SystemExit) as stop:
+            deploy_main(argv)
+        assert stop.value.code == 1
+        assert capsys.readouterr().err == f"error: {message}\n"
