@@ -135,3 +135,8 @@ def operating(d: Any) -> None:
         raise DeployError(f"deploy.alarms.error_4xx_rate={a.error_4xx_rate}: a share of requests, above 0 up to 1")
     if a.email is not None and not EMAIL_PATTERN.match(str(a.email)):
         raise DeployError(f"deploy.alarms.email={a.email!r}: an e-mail address, or null for none")
+    percent = d.data_capture.percent
+    if not 0 <= percent <= 100:
+        raise DeployError(f"deploy.data_capture.percent={percent}: 0 (off) to 100")
+    if percent and d.serverless.enabled:
+        raise DeployError("deploy.data_capture.percent: serverless endpoints cannot capture data; set it to 0")

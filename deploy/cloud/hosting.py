@@ -50,11 +50,14 @@ def ensure_model(sm: Any, name: str, image: str, model_data: str, role_arn: str,
     return True
 
 
-def ensure_endpoint_config(sm: Any, name: str, variant: dict[str, Any]) -> bool:
-    """Creates the endpoint config unless it exists (its name carries a hash of the variant)."""
+def ensure_endpoint_config(
+    sm: Any, name: str, variant: dict[str, Any], data_capture: dict[str, Any] | None = None
+) -> bool:
+    """Creates the endpoint config unless it exists (its name carries a hash of the variant and capture)."""
     if _exists(sm.describe_endpoint_config, EndpointConfigName=name):
         return False
-    sm.create_endpoint_config(EndpointConfigName=name, ProductionVariants=[variant])
+    extra = {"DataCaptureConfig": data_capture} if data_capture else {}
+    sm.create_endpoint_config(EndpointConfigName=name, ProductionVariants=[variant], **extra)
     log.info("created endpoint config %s", name)
     return True
 

@@ -1,7 +1,8 @@
-"""The operating parts of `up`, `down` and `status`: alarms, the rollout of a new model, which version is live.
+"""The operating parts of `up`, `down` and `status`: alarms, the rollout of a new model, data capture,
+which version is live.
 
 The orchestrator calls these with the validated `deploy` section; they read the `alarms`,
-`rollout` and `serverless` keys and pass plain values to `alarms.py` and `rollout.py`.
+`rollout`, `data_capture` and `serverless` keys and pass plain values to `alarms.py` and `rollout.py`.
 """
 
 from __future__ import annotations
@@ -23,6 +24,22 @@ class Release:
     model_sha256: str | None = None
     model_version: int | None = None
     model_package: str | None = None
+
+
+def data_capture(d: Any, bucket: str, deploy_prefix: str) -> dict[str, Any] | None:
+    """The endpoint config's DataCaptureConfig: `deploy.data_capture.percent` of requests and responses
+    to `<s3_uri>/<name>/capture/`; None when the percent is 0."""
+    percent = d.data_capture.percent
+    if not percent:
+        return None
+    return {
+        "EnableCapture": True,
+        "InitialSamplingPercentage": int(percent),
+        "DestinationS3Uri": f"s3://{bucket}/{deploy_prefix}/capture",
+        "CaptureOptions": [{"CaptureMode": "Input"}, {"CaptureMode": "Output"}],
+        # JSON bodies are stored as text; images are stored base64-encoded.
+        "CaptureContentTypeHeader": {"JsonContentTypes": ["application/json"]},
+    }
 
 
 def alarm_names(endpoint: str, function: str) -> list[str]:

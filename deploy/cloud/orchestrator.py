@@ -110,7 +110,8 @@ def up(
         model_data, model_sha256 = operating.check_release(clients.s3, release)
 
     image = _image(d, clients.region)
-    role_arn = d.role_arn or _sagemaker_role(clients, names, where, bucket, deploy_prefix, image, changes)
+    capture = operating.data_capture(d, bucket, deploy_prefix)
+    role_arn = d.role_arn or _sagemaker_role(clients, names, where, bucket, deploy_prefix, image, changes, capture)
     env = {"SAGEMAKER_PROGRAM": "inference.py", "SAGEMAKER_SUBMIT_DIRECTORY": "/opt/ml/model/code"}
     model = f"{d.name}-{short_hash([image, model_data, role_arn, env])}"
     created = iam.retry_while_role_propagates(
@@ -120,8 +121,8 @@ def up(
         changes.append(f"created model {model}")
 
     variant = _variant(d, model)
-    config = f"{d.name}-{short_hash(variant)}"
-    if hosting.ensure_endpoint_config(clients.sagemaker, config, variant):
+    config = f"{d.name}-{short_hash([variant, capture] if capture else variant)}"
+    if hosting.ensure_endpoint_config(clients.sagemaker, config, variant, capture):
         changes.append(f"created endpoint config {config}")
     rollback_alarms = operating.ensure_alarms(d, clients, names.endpoint, names.function, changes)
     changes += _endpoint(cfg, clients, names, config, variant, operating.deployment(d, rollback_alarms))
@@ -351,6 +352,7 @@ def _sagemaker_role(
     deploy_prefix: str,
     image: str,
     changes: list[str],
+    capture: dict[str, Any] | None = None,
 ) -> str:
     account, partition, boundary = where
     try:
@@ -358,7 +360,7 @@ def _sagemaker_role(
     except ValueError as err:
         raise DeployError(f"{err}; or give an existing role with deploy.role_arn") from err
     policy = iam.sagemaker_execution_policy(
-        partition, clients.region, account, bucket, deploy_prefix, repository, names.endpoint
+        partition, clients.region, account, bucket, deploy_prefix, repository, names.endpoint, capture is not None
     )
     description = f"Execution role of {names.endpoint}"
     arn, changed = iam.ensure_role(

@@ -264,11 +264,13 @@ def test_serverless_and_all_at_once_updates_send_no_deployment_config() -> None:
         ("deploy.registry.approval=Yes", "deploy.registry.approval='Yes': one of PendingManualApproval, Approved"),
         ("deploy.alarms.email=nobody", "deploy.alarms.email='nobody': an e-mail address"),
         ("deploy.alarms.error_4xx_rate=0", "deploy.alarms.error_4xx_rate=0"),
+        ("deploy.data_capture.percent=101", "deploy.data_capture.percent=101: 0 (off) to 100"),
+        ("deploy.data_capture.percent=5 deploy.serverless.enabled=true", "serverless endpoints cannot capture data"),
     ],
 )
 def test_operating_settings_are_refused_before_any_aws_call(override: str, message: str) -> None:
     with pytest.raises(DeployError) as refused:
-        load_config(["deploy.s3_uri=s3://b/p", override])
+        load_config(["deploy.s3_uri=s3://b/p", *override.split()])
     assert message in str(refused.value)
 
 
@@ -280,6 +282,7 @@ def test_operating_defaults_compose() -> None:
     assert (d.alarms.enabled, d.alarms.latency_p99_ms, d.alarms.error_4xx_rate, d.alarms.email) == (
         True, 2000, 0.2, None,
     )  # fmt: skip
+    assert d.data_capture.percent == 0
     load_config(["deploy.s3_uri=s3://b/p", "deploy.alarms.enabled=false", "deploy.rollout.mode=all_at_once"])
 
 
@@ -310,3 +313,25 @@ def test_up_takes_a_run_or_a_model_not_both_and_not_neither(capsys: pytest.Captu
             deploy_main(argv)
         assert stop.value.code == 1
         assert capsys.readouterr().err == f"error: {message}\n"
+
+
+def test_data_capture_samples_to_the_capture_prefix_and_the_role_may_write_only_there(
+    deploy_env: Callable[..., Any], clients: Clients, tmp_path: Path
+) -> None:
+    run = str(finished_run(tmp_path / "a", b"first", 0.8))
+    up_quietly(deploy_env(), clients, run)
+    sm = clients.sagemaker.real
+    plain = sm.describe_endpoint(EndpointName="dogbreed")["EndpointConfigName"]
+    assert not sm.describe_endpoint_config(EndpointConfigName=plain).get("DataCaptureConfig")  # moto: {}
+
+    clients.sagemaker.stubber.add_response("update_endpoint", {"EndpointArn": ENDPOINT_ARN}, None)
+    up_quietly(deploy_env("deploy.data_capture.percent=20"), clients, run)
+    captured = sm.describe_endpoint(EndpointName="dogbreed")["EndpointConfigName"]
+    assert captured != plain  # a capture setting is a new endpoint config
+    capture = sm.describe_endpoint_config(EndpointConfigName=captured)["DataCaptureConfig"]
+    assert capture["InitialSamplingPercentage"] == 20
+    assert capture["DestinationS3Uri"] == f"s3://{BUCKET}/deploys/dogbreed/capture"
+    assert [o["CaptureMode"] for o in capture["CaptureOptions"]] == ["Input", "Output"]
+    policy = clients.iam.get_role_policy(RoleName="dogbreed-sagemaker", PolicyName="dogbreed-sagemaker")
+    (write,) = [s for s in policy["PolicyDocument"]["Statement"] if s["Sid"] == "WriteCapture"]
+    assert (write["Action"], write["Resource"]) == ("s3:PutObject", f"arn:aws:s3:::{BUCKET}/deploys/dogbreed/capture/*")

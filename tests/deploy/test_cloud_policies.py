@@ -297,3 +297,14 @@ def test_deployer_runs_the_registry_alarms_and_topic_of_project_names_only(actio
     # Other people's alarms (and AWS's target-tracking ones beyond this deploy's) stay out of reach.
     assert not allowed(policy, "cloudwatch:DeleteAlarms", f"arn:aws:cloudwatch:eu-west-1:{ACCOUNT}:alarm:prod-5xx")
     assert not allowed(policy, "sns:Publish", f"arn:aws:sns:eu-west-1:{ACCOUNT}:dogbreed-alarms")
+
+
+def test_execution_policy_writes_capture_files_only_when_asked_and_the_boundary_allows_it() -> None:
+    args = ("aws", "eu-west-1", ACCOUNT, "bkt", "deploys/dogbreed", REPOSITORY, "dogbreed")
+    assert "WriteCapture" not in statements(iam.sagemaker_execution_policy(*args))
+    policy = iam.sagemaker_execution_policy(*args, write_capture=True)
+    write = statements(policy)["WriteCapture"]
+    assert (write["Action"], write["Resource"]) == ("s3:PutObject", "arn:aws:s3:::bkt/deploys/dogbreed/capture/*")
+    assert findings(policy) == []
+    boundary = json.loads((REPO / "deploy" / "iam" / "boundary-policy.json").read_text())
+    assert allowed(boundary, "s3:PutObject", "arn:aws:s3:::bkt/deploys/dogbreed/capture/2026/12/02/x.jsonl")
