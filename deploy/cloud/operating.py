@@ -78,10 +78,18 @@ def remove_alarms(clients: Any, endpoint: str, function: str) -> list[str]:
     return removed
 
 
-def deployment(d: Any, rollback_alarms: list[str]) -> dict[str, Any] | None:
-    """The DeploymentConfig of an update; serverless endpoints always switch all at once."""
+def prepare_update(d: Any, clients: Any, endpoint: str, function: str, changes: list[str]) -> dict[str, Any] | None:
+    """Sets the alarms; returns the DeploymentConfig an update of the endpoint carries."""
+    rollback_alarms = ensure_alarms(d, clients, endpoint, function, changes)
+    live = hosting.describe_endpoint(clients.sagemaker, endpoint) or {}
+    running = (live.get("ProductionVariants") or [{}])[0].get("CurrentInstanceCount", d.instance_count)
+    return deployment(d, rollback_alarms, min(running, d.instance_count))
+
+
+def deployment(d: Any, rollback_alarms: list[str], instances: int) -> dict[str, Any] | None:
+    """The DeploymentConfig of an update of a fleet of `instances`; serverless always switches all at once."""
     mode = "all_at_once" if d.serverless.enabled else d.rollout.mode
-    return rollout.deployment_config(mode, d.rollout.canary_percent, d.rollout.wait_s, rollback_alarms)
+    return rollout.deployment_config(mode, d.rollout.canary_percent, d.rollout.wait_s, rollback_alarms, instances)
 
 
 def check_landed(clients: Any, endpoint: str, function: str, config: str) -> None:

@@ -124,8 +124,8 @@ def up(
     config = f"{d.name}-{short_hash([variant, capture] if capture else variant)}"
     if hosting.ensure_endpoint_config(clients.sagemaker, config, variant, capture):
         changes.append(f"created endpoint config {config}")
-    rollback_alarms = operating.ensure_alarms(d, clients, names.endpoint, names.function, changes)
-    changes += _endpoint(cfg, clients, names, config, variant, operating.deployment(d, rollback_alarms))
+    deployment = operating.prepare_update(d, clients, names.endpoint, names.function, changes)
+    changes += _endpoint(cfg, clients, names, config, variant, deployment)
 
     resource = autoscaling.resource_id(names.endpoint, hosting.VARIANT)
     if d.serverless.enabled:

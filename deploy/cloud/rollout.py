@@ -14,24 +14,33 @@ from typing import Any
 from deploy.cloud.errors import DeployError
 
 
-def deployment_config(mode: str, canary_percent: int, wait_s: int, alarms: list[str]) -> dict[str, Any] | None:
+def deployment_config(
+    mode: str, canary_percent: int, wait_s: int, alarms: list[str], instances: int
+) -> dict[str, Any] | None:
     """UpdateEndpoint's DeploymentConfig; None for all_at_once (SageMaker's default switch).
+
+    SageMaker takes a canary of at most half the variant's instances, so a fleet of one cannot
+    have one: it then switches all at once, but still bakes `wait_s` with the rollback alarms.
 
     Args:
         mode: `canary` or `all_at_once`.
         canary_percent: share of the new fleet's capacity that takes traffic first (1-50).
         wait_s: how long the canary bakes, and the full fleet after it, before the old fleet goes.
         alarms: CloudWatch alarm names; any of them in ALARM rolls the update back.
+        instances: the fleet's instance count.
     """
     if mode == "all_at_once":
         return None
+    routing: dict[str, Any] = {"Type": "ALL_AT_ONCE", "WaitIntervalInSeconds": wait_s}
+    if instances >= 2:
+        routing = {
+            "Type": "CANARY",
+            "CanarySize": {"Type": "CAPACITY_PERCENT", "Value": canary_percent},
+            "WaitIntervalInSeconds": wait_s,
+        }
     return {
         "BlueGreenUpdatePolicy": {
-            "TrafficRoutingConfiguration": {
-                "Type": "CANARY",
-                "CanarySize": {"Type": "CAPACITY_PERCENT", "Value": canary_percent},
-                "WaitIntervalInSeconds": wait_s,
-            },
+            "TrafficRoutingConfiguration": routing,
             # The final bake: the old fleet stays ready for a rollback this long after the full shift.
             "TerminationWaitInSeconds": wait_s,
             # Both bakes plus half an hour to start the new fleet, within SageMaker's 600-14400.

@@ -83,18 +83,19 @@ def live_model_data(clients: Clients) -> str:
     return str(sm.describe_model(ModelName=model)["PrimaryContainer"]["ModelDataUrl"])
 
 
-def expect_canary_update(clients: Clients, alarms: list[str] = ENDPOINT_ALARMS) -> None:
+def expect_canary_update(clients: Clients, canary: bool = True) -> None:
+    """The update a two-instance fleet gets; a one-instance fleet cannot have a canary of at most half."""
+    routing: dict[str, Any] = {"Type": "ALL_AT_ONCE", "WaitIntervalInSeconds": 300}
+    if canary:
+        size = {"Type": "CAPACITY_PERCENT", "Value": 10}
+        routing = {"Type": "CANARY", "CanarySize": size, "WaitIntervalInSeconds": 300}
     deployment = {
         "BlueGreenUpdatePolicy": {
-            "TrafficRoutingConfiguration": {
-                "Type": "CANARY",
-                "CanarySize": {"Type": "CAPACITY_PERCENT", "Value": 10},
-                "WaitIntervalInSeconds": 300,
-            },
+            "TrafficRoutingConfiguration": routing,
             "TerminationWaitInSeconds": 300,
             "MaximumExecutionTimeoutInSeconds": 2400,
         },
-        "AutoRollbackConfiguration": {"Alarms": [{"AlarmName": name} for name in alarms]},
+        "AutoRollbackConfiguration": {"Alarms": [{"AlarmName": name} for name in ENDPOINT_ALARMS]},
     }
     clients.sagemaker.stubber.add_response(
         "update_endpoint",
@@ -190,7 +191,7 @@ def test_a_new_version_rolls_out_as_a_canary_and_rollback_returns_to_the_earlier
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    cfg = deploy_env("deploy.registry.approval=Approved")
+    cfg = deploy_env("deploy.registry.approval=Approved", "deploy.instance_count=2")
     first, _ = releases.register(cfg, str(finished_run(tmp_path / "a", b"first", 0.8)), clients, package)
     second, _ = releases.register(cfg, str(finished_run(tmp_path / "b", b"second", 0.9)), clients, package)
     up_quietly(cfg, clients, "1")
@@ -204,6 +205,7 @@ def test_a_new_version_rolls_out_as_a_canary_and_rollback_returns_to_the_earlier
         "deploy.wait.poll_s=0",
         "deploy.lambda.provisioned_concurrency=0",
         f"deploy.lambda.source_dir={cfg.deploy['lambda'].source_dir}",
+        "deploy.instance_count=2",
     ]
     assert deploy_main(["up", "--model", "latest-approved", *overrides]) == 0
     clients.sagemaker.stubber.assert_no_pending_responses()  # the update carried the canary and the alarms
@@ -233,7 +235,7 @@ def test_an_update_rolled_back_by_an_alarm_fails_and_keeps_the_old_config(
     old_config = sm.describe_endpoint(EndpointName="dogbreed")["EndpointConfigName"]
     clients.cloudwatch.set_alarm_state(AlarmName="dogbreed-5xx", StateValue="ALARM", StateReason="canary 5XX")
 
-    expect_canary_update(clients)
+    expect_canary_update(clients, canary=False)  # one instance: all at once, baked, with the same alarms
     clients.sagemaker.land_updates = False  # SageMaker moved the traffic back to the old fleet
     with pytest.raises(DeployError, match=r"was rolled back \(alarm dogbreed-5xx fired\); it still serves "):
         up_quietly(cfg, clients, "2")
@@ -244,14 +246,18 @@ def test_an_update_rolled_back_by_an_alarm_fails_and_keeps_the_old_config(
 
 
 def test_serverless_and_all_at_once_updates_send_no_deployment_config() -> None:
-    def deployment(override: str) -> dict[str, Any] | None:
-        return operating.deployment(load_config(["deploy.s3_uri=s3://b/p", override]).deploy, ENDPOINT_ALARMS)
+    def deployment(override: str, instances: int = 4) -> dict[str, Any] | None:
+        d = load_config(["deploy.s3_uri=s3://b/p", override]).deploy
+        return operating.deployment(d, ENDPOINT_ALARMS, instances)
 
     assert deployment("deploy.serverless.enabled=true") is None
     assert deployment("deploy.rollout.mode=all_at_once") is None
     canary = deployment("deploy.rollout.canary_percent=50")
     assert canary is not None
     assert canary["BlueGreenUpdatePolicy"]["TrafficRoutingConfiguration"]["CanarySize"]["Value"] == 50
+    one = deployment("deploy.rollout.canary_percent=50", instances=1)
+    assert one is not None and one["BlueGreenUpdatePolicy"]["TrafficRoutingConfiguration"]["Type"] == "ALL_AT_ONCE"
+    assert one["AutoRollbackConfiguration"] == canary["AutoRollbackConfiguration"]
 
 
 @pytest.mark.parametrize(
