@@ -1,4 +1,4 @@
-"""python -m deploy: package, serve, invoke and demo a trained run locally; up, down, status on AWS.
+"""python -m deploy: package, serve, invoke, demo and loadtest a trained run locally; up, down, status on AWS.
 
 Every subcommand is here; each `*_command(args)` raises DogbreedError on bad input, which `main`
 prints as one line on stderr (dogbreed/entry.py).
@@ -22,6 +22,7 @@ from omegaconf import DictConfig
 
 from deploy.cloud import orchestrator
 from deploy.cloud.config import load_config
+from deploy.cloud.errors import DeployError
 from dogbreed.entry import DEBUG_OPTION, reported_errors
 
 
@@ -101,9 +102,19 @@ def demo_command(args: argparse.Namespace) -> None:
 
 
 def up_command(args: argparse.Namespace) -> None:
-    """Deploys `args.run` and prints what changed."""
+    """Deploys `args.run` (or `--model`: a registered version or a run) and prints what changed."""
+    from deploy.cloud import releases
+
+    if args.model is not None and args.run is not None:  # with --model, the first positional is an override
+        if "=" not in args.run:
+            raise DeployError(f"give a run ({args.run}) or --model {args.model}, not both")
+        args.overrides.insert(0, args.run)
+    source = args.model if args.model is not None else args.run
+    if source is None:
+        raise DeployError("give a run to deploy, or --model latest-approved|VERSION|RUN")
     cfg, clients = _cloud_setup(args)
-    changes = orchestrator.up(cfg, args.run, clients)
+    release = releases.resolve(cfg, source, clients)
+    changes = orchestrator.up(cfg, release.run if release else source, clients, release=release)
     print("\n".join(changes) if changes else "up to date: nothing changed")
 
 
@@ -123,6 +134,75 @@ def status_command(args: argparse.Namespace) -> None:
         print(f"{kind:<{width}}  {name}  {state}")
 
 
+def loadtest_command(args: argparse.Namespace) -> None:
+    """Sends a bounded burst of requests to one target; prints latency, errors and instance counts."""
+    from deploy import loadtest
+
+    images = loadtest.load_images(Path(args.images))
+    sample = None
+    if args.target == "local":
+        send = loadtest.http_sender(f"{args.endpoint_url.rstrip('/')}/invocations")
+    elif args.target == "url":
+        if not args.url:
+            raise loadtest.LoadTestError("--target url needs --url https://<id>.lambda-url.<region>.on.aws/")
+        send = loadtest.http_sender(args.url, sign_region=loadtest.function_url_region(args.url))
+    elif args.target == "endpoint":
+        send = loadtest.endpoint_sender(args.endpoint, args.concurrency)
+    else:
+        send = loadtest.lambda_sender(args.function or f"{args.endpoint}-invoke", args.concurrency)
+    if args.target != "local":  # every AWS target ends at the SageMaker endpoint: watch it scale
+        sample = loadtest.instance_sampler(args.endpoint)
+    report = loadtest.run(send, images, args.requests, args.concurrency, args.max_seconds, sample, args.sample_s)
+    args.output.mkdir(parents=True, exist_ok=True)
+    print("\n".join(loadtest.summary(report)))
+    print(f"wrote {loadtest.write_csv(report, args.output / 'requests.csv')}")
+    print(f"wrote {loadtest.plot(report, args.output / 'latency.png')}")
+
+
+def register_command(args: argparse.Namespace) -> None:
+    """Registers a run as a new version in the model package group `deploy.name`."""
+    from deploy.cloud import releases
+
+    cfg, clients = _cloud_setup(args)
+    package, changes = releases.register(cfg, args.run, clients)
+    print("\n".join(changes))
+    print(f"version {package['ModelPackageVersion']}: {package['ModelApprovalStatus']} ({package['ModelPackageArn']})")
+
+
+def models_command(args: argparse.Namespace) -> None:
+    """Lists the registered versions with their metrics and approval status."""
+    from deploy.cloud import releases
+
+    cfg, clients = _cloud_setup(args)
+    rows = releases.models(cfg, clients)
+    if not rows:
+        print(f"no registered versions in model package group {cfg.deploy.name}")
+        return
+    columns = ["version", "status", "valid_top1", "test_top1", "test_top5", "live", "run"]
+    widths = {c: max(len(c), *(len(r[c]) for r in rows)) for c in columns}
+    for row in [dict(zip(columns, columns, strict=True)), *rows]:
+        print("  ".join(f"{row[c]:<{widths[c]}}" for c in columns).rstrip())
+
+
+def approve_command(args: argparse.Namespace) -> None:
+    """Approves (or rejects) a registered version."""
+    from deploy.cloud import releases
+
+    cfg, clients = _cloud_setup(args)
+    status = "Rejected" if args.reject else "Approved"
+    print(f"{releases.approve(cfg, args.version, clients, status)}: {status}")
+
+
+def rollback_command(args: argparse.Namespace) -> None:
+    """Redeploys the model that was live before the current one."""
+    from deploy.cloud import releases
+
+    cfg, clients = _cloud_setup(args)
+    release, changes = releases.rollback(cfg, clients)
+    what = f"version {release.model_version}" if release.model_version else release.run
+    print("\n".join([f"rolling back to {what} ({release.model_data})", *changes]))
+
+
 def _cloud_setup(args: argparse.Namespace) -> tuple[DictConfig, orchestrator.Clients]:
     cfg = load_config(args.overrides)
     return cfg, orchestrator.Clients.create(cfg.deploy.region)
@@ -137,7 +217,8 @@ def parser() -> argparse.ArgumentParser:
     add = functools.partial(commands.add_parser, parents=[DEBUG_OPTION])  # --debug after the name too
     # up, down, status: the AWS side (deploy/cloud/), configured by `deploy.key=value` overrides.
     up = add("up", help="deploy a trained run: endpoint, autoscaling, Lambda")
-    up.add_argument("run", help="run dir or s3:// prefix with model.pth and labels.json")
+    up.add_argument("run", nargs="?", help="run dir or s3:// prefix with model.pth and labels.json")
+    up.add_argument("--model", help="latest-approved, a registered VERSION, or a run (instead of RUN)")
     up.add_argument("overrides", nargs="*", help="deploy config overrides, e.g. deploy.instance_type=ml.c5.xlarge")
     up.set_defaults(func=up_command)
     down = add("down", help="delete everything `up` created for deploy.name")
@@ -175,6 +256,37 @@ def parser() -> argparse.ArgumentParser:
     demo.add_argument("run", help="trained run directory")
     demo.add_argument("--compile", action="store_true", help="torch.compile the model first (~20-50 s on CPU)")
     demo.set_defaults(func=demo_command)
+
+    # The registry side: register -> approve -> up --model latest-approved -> rollback.
+    register = add("register", help="package and upload a run, register it in the model package group <name>")
+    register.add_argument("run", help="finished run dir or s3:// prefix (with metrics.json)")
+    register.add_argument("overrides", nargs="*", help="deploy overrides, e.g. deploy.registry.approval=Approved")
+    register.set_defaults(func=register_command)
+    models = add("models", help="list registered versions with metrics and approval status")
+    models.add_argument("overrides", nargs="*", help="deploy config overrides")
+    models.set_defaults(func=models_command)
+    approve = add("approve", help="approve a registered version (so `up --model latest-approved` takes it)")
+    approve.add_argument("version", help="version number from `models`")
+    approve.add_argument("--reject", action="store_true", help="mark it Rejected instead")
+    approve.add_argument("overrides", nargs="*", help="deploy config overrides")
+    approve.set_defaults(func=approve_command)
+    rollback = add("rollback", help="redeploy the model that was live before the current one")
+    rollback.add_argument("overrides", nargs="*", help="deploy config overrides")
+    rollback.set_defaults(func=rollback_command)
+
+    loadtest = add("loadtest", help="a bounded burst of requests: latency percentiles, errors, instance count")
+    loadtest.add_argument("images", help="an image file or a folder of .jpg/.jpeg/.png (sent in turn)")
+    loadtest.add_argument("--requests", type=int, default=200, help="requests to send in all")
+    loadtest.add_argument("--concurrency", type=int, default=8, help="requests in flight at once")
+    loadtest.add_argument("--max-seconds", type=float, default=600, help="requests not started by then are skipped")
+    loadtest.add_argument("--target", choices=("local", "endpoint", "lambda", "url"), default="local")
+    loadtest.add_argument("--endpoint-url", default="http://127.0.0.1:8080", help="local: where `serve` listens")
+    loadtest.add_argument("--endpoint", default="dogbreed", help="endpoint name (deploy.name); sampled for scaling")
+    loadtest.add_argument("--function", help="lambda: function name (default: <endpoint>-invoke), alias live")
+    loadtest.add_argument("--url", help="url: the function URL (signed with SigV4 when credentials are set)")
+    loadtest.add_argument("--sample-s", type=float, default=10, help="seconds between instance-count samples")
+    loadtest.add_argument("-o", "--output", type=Path, default=Path("loadtest"), help="folder for CSV and plot")
+    loadtest.set_defaults(func=loadtest_command)
     return root
 
 

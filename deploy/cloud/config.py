@@ -17,6 +17,9 @@ CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 # Lambda and IAM allow 64 characters; the longest derived name adds 10 ("-sagemaker").
 NAME_PATTERN = re.compile(r"^[a-zA-Z0-9](-?[a-zA-Z0-9]){0,39}$")
 URL_AUTH = ("AWS_IAM", "NONE", None)
+APPROVALS = ("PendingManualApproval", "Approved")
+ROLLOUT_MODES = ("canary", "all_at_once")
+EMAIL_PATTERN = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
 def load_config(overrides: list[str] | None = None) -> DictConfig:
@@ -65,6 +68,7 @@ def validate(cfg: DictConfig) -> None:
         autoscaling(d.autoscaling)
     _lambda(d["lambda"])
     _container(d.container)
+    operating(d)
 
 
 def autoscaling(a: Any) -> None:
@@ -121,3 +125,39 @@ def _container(c: Any) -> None:
             raise DeployError(f"deploy.container.{key}={c[key]}: 60 to 3600 seconds")
     if not isinstance(c.compile, bool):
         raise DeployError(f"deploy.container.compile={c.compile!r}: true or false")
+
+
+def operating(d: Any) -> None:
+    """The registry, rollout and alarm keys; SageMaker would refuse these only mid-deploy."""
+    if d.registry.approval not in APPROVALS:
+        raise DeployError(f"deploy.registry.approval={d.registry.approval!r}: one of {', '.join(APPROVALS)}")
+    r = d.rollout
+    if r.mode not in ROLLOUT_MODES:
+        raise DeployError(f"deploy.rollout.mode={r.mode!r}: canary or all_at_once")
+    # SageMaker: the canary is at most half of the new fleet's capacity.
+    if not 1 <= r.canary_percent <= 50:
+        raise DeployError(f"deploy.rollout.canary_percent={r.canary_percent}: 1 to 50 (percent of the new fleet)")
+    if not 0 <= r.wait_s <= 3600:
+        raise DeployError(f"deploy.rollout.wait_s={r.wait_s}: 0 to 3600 seconds")
+    if r.mode == "canary" and 2 * r.wait_s >= d.wait.timeout_s:
+        raise DeployError(
+            f"deploy.rollout.wait_s={r.wait_s}: twice that (canary and final bake) is not below "
+            f"deploy.wait.timeout_s={d.wait.timeout_s}, so `up` would stop waiting while the update bakes"
+        )
+    if r.mode == "canary" and not d.alarms.enabled:
+        raise DeployError(
+            "deploy.rollout.mode=canary rolls back on the alarms: set deploy.alarms.enabled=true "
+            "or deploy.rollout.mode=all_at_once"
+        )
+    a = d.alarms
+    if a.latency_p99_ms <= 0:
+        raise DeployError(f"deploy.alarms.latency_p99_ms={a.latency_p99_ms}: milliseconds, above 0")
+    if not 0 < a.error_4xx_rate <= 1:
+        raise DeployError(f"deploy.alarms.error_4xx_rate={a.error_4xx_rate}: a share of requests, above 0 up to 1")
+    if a.email is not None and not EMAIL_PATTERN.match(str(a.email)):
+        raise DeployError(f"deploy.alarms.email={a.email!r}: an e-mail address, or null for none")
+    percent = d.data_capture.percent
+    if not 0 <= percent <= 100:
+        raise DeployError(f"deploy.data_capture.percent={percent}: 0 (off) to 100")
+    if percent and d.serverless.enabled:
+        raise DeployError("deploy.data_capture.percent: serverless endpoints cannot capture data; set it to 0")

@@ -50,11 +50,14 @@ def ensure_model(sm: Any, name: str, image: str, model_data: str, role_arn: str,
     return True
 
 
-def ensure_endpoint_config(sm: Any, name: str, variant: dict[str, Any]) -> bool:
-    """Creates the endpoint config unless it exists (its name carries a hash of the variant)."""
+def ensure_endpoint_config(
+    sm: Any, name: str, variant: dict[str, Any], data_capture: dict[str, Any] | None = None
+) -> bool:
+    """Creates the endpoint config unless it exists (its name carries a hash of the variant and capture)."""
     if _exists(sm.describe_endpoint_config, EndpointConfigName=name):
         return False
-    sm.create_endpoint_config(EndpointConfigName=name, ProductionVariants=[variant])
+    extra = {"DataCaptureConfig": data_capture} if data_capture else {}
+    sm.create_endpoint_config(EndpointConfigName=name, ProductionVariants=[variant], **extra)
     log.info("created endpoint config %s", name)
     return True
 
@@ -69,7 +72,7 @@ def describe_endpoint(sm: Any, name: str) -> dict[str, Any] | None:
         raise
 
 
-def deploy_endpoint(sm: Any, name: str, config: str, retain: bool) -> str:
+def deploy_endpoint(sm: Any, name: str, config: str, retain: bool, deployment: dict[str, Any] | None = None) -> str:
     """Creates the endpoint, or points an existing one at `config` in place (no downtime).
 
     Args:
@@ -77,6 +80,7 @@ def deploy_endpoint(sm: Any, name: str, config: str, retain: bool) -> str:
         name: endpoint name.
         config: endpoint config name.
         retain: keep the instance count autoscaling chose (same instance type).
+        deployment: an update's DeploymentConfig (deploy/cloud/rollout.py); None: all at once.
 
     Returns:
         `created`, `recreated` (a Failed endpoint cannot be updated), `updated`, `settling` (already on
@@ -94,7 +98,8 @@ def deploy_endpoint(sm: Any, name: str, config: str, retain: bool) -> str:
         return "unchanged" if current["EndpointStatus"] == "InService" else "settling"
     if current["EndpointStatus"] in TRANSITIONAL:
         raise DeployError(f"endpoint {name} is {current['EndpointStatus']}; run `up` again once it settles")
-    sm.update_endpoint(EndpointName=name, EndpointConfigName=config, RetainAllVariantProperties=retain)
+    extra = {"DeploymentConfig": deployment} if deployment else {}
+    sm.update_endpoint(EndpointName=name, EndpointConfigName=config, RetainAllVariantProperties=retain, **extra)
     log.info("updating endpoint %s from %s to %s", name, current["EndpointConfigName"], config)
     return "updated"
 

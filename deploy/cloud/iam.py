@@ -44,12 +44,27 @@ def log_group_arn(partition: str, region: str, account: str, group: str) -> str:
 
 
 def sagemaker_execution_policy(
-    partition: str, region: str, account: str, bucket: str, prefix: str, repository_arn: str, endpoint: str
+    partition: str,
+    region: str,
+    account: str,
+    bucket: str,
+    prefix: str,
+    repository_arn: str,
+    endpoint: str,
+    write_capture: bool = False,
 ) -> dict[str, Any]:
-    """What the endpoint's container needs: read its model under `prefix`, pull its image, write its logs."""
+    """What the endpoint's container needs: read its model under `prefix`, pull its image, write its logs;
+    with `write_capture`, also write data capture files under `prefix/capture/`."""
+    capture = {
+        "Sid": "WriteCapture",
+        "Effect": "Allow",
+        "Action": "s3:PutObject",
+        "Resource": f"arn:{partition}:s3:::{bucket}/{prefix}/capture/*",
+    }
     return {
         "Version": VERSION,
         "Statement": [
+            *([capture] if write_capture else []),
             {
                 "Sid": "ReadModel",
                 "Effect": "Allow",

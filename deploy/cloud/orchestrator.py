@@ -15,9 +15,10 @@ import boto3
 from botocore.exceptions import ClientError
 from omegaconf import DictConfig, OmegaConf
 
-from deploy.cloud import autoscaling, container, hosting, iam, lambda_, state
+from deploy.cloud import autoscaling, container, hosting, iam, lambda_, operating, state
 from deploy.cloud.artifacts import join_key, upload_model
 from deploy.cloud.errors import DeployError
+from deploy.cloud.operating import Release
 from dogbreed import images
 from dogbreed.iam import boundary_arn, check_boundary
 from dogbreed.s3 import MiB, S3Location, delete_prefix
@@ -41,6 +42,8 @@ class Clients:
     autoscaling: Any
     lambda_: Any
     region: str
+    cloudwatch: Any
+    sns: Any
 
     @classmethod
     def create(cls, region: str | None = None) -> Clients:
@@ -51,7 +54,7 @@ class Clients:
         make = session.client
         return cls(
             make("s3"), make("sts"), make("iam"), make("sagemaker"), make("application-autoscaling"), make("lambda"),
-            session.region_name,
+            session.region_name, make("cloudwatch"), make("sns"),
         )  # fmt: skip
 
 
@@ -82,7 +85,9 @@ class Names:
         return f"{self.base}-invocations"
 
 
-def up(cfg: DictConfig, run: str, clients: Clients, package: Package | None = None) -> list[str]:
+def up(
+    cfg: DictConfig, run: str, clients: Clients, package: Package | None = None, release: Release | None = None
+) -> list[str]:
     """Takes a trained run to a scaled endpoint behind a Lambda; returns the changes made ([] when up to date).
 
     Args:
@@ -90,6 +95,7 @@ def up(cfg: DictConfig, run: str, clients: Clients, package: Package | None = No
         run: a run dir or `s3://` prefix holding model.pth and labels.json.
         clients: boto3 clients.
         package: builds model.tar.gz from `run`; defaults to `deploy.model_archive.package_run`.
+        release: an uploaded model (registered, or what `rollback` returns to); `run` is then not packaged.
     """
     d = cfg.deploy
     names = Names(d.name)
@@ -98,19 +104,15 @@ def up(cfg: DictConfig, run: str, clients: Clients, package: Package | None = No
     bucket, prefix = _bucket_and_prefix(d.s3_uri)
     deploy_prefix = join_key(prefix, d.name)
 
-    tarball = (package or _default_package)(run)  # refuses weights the container could not load
-    container.warn_on_torch_gap(tarball, d.image.framework_version)
-    version = content_version(tarball)
-    model_key = join_key(deploy_prefix, version, "model.tar.gz")
-    # The key is content-addressed: an object there already holds this model.
-    model_sha256, uploaded = upload_model(clients.s3, tarball, S3Location(bucket, model_key))
-    if uploaded:
-        changes.append(f"uploaded s3://{bucket}/{model_key}")
+    if release is None:
+        model_data, model_sha256 = uploaded_model(clients, run, package, bucket, deploy_prefix, changes, d.image)
+    else:
+        model_data, model_sha256 = operating.check_release(clients.s3, release)
 
     image = _image(d, clients.region)
-    role_arn = d.role_arn or _sagemaker_role(clients, names, where, bucket, deploy_prefix, image, changes)
+    capture = operating.data_capture(d, bucket, deploy_prefix)
+    role_arn = d.role_arn or _sagemaker_role(clients, names, where, bucket, deploy_prefix, image, changes, capture)
     env = container.model_environment(d)
-    model_data = f"s3://{bucket}/{model_key}"
     model = f"{d.name}-{short_hash([image, model_data, role_arn, env])}"
     created = iam.retry_while_role_propagates(
         lambda: hosting.ensure_model(clients.sagemaker, model, image, model_data, role_arn, env), _role_not_ready
@@ -119,10 +121,11 @@ def up(cfg: DictConfig, run: str, clients: Clients, package: Package | None = No
         changes.append(f"created model {model}")
 
     variant = _variant(d, model)
-    config = f"{d.name}-{short_hash(variant)}"
-    if hosting.ensure_endpoint_config(clients.sagemaker, config, variant):
+    config = f"{d.name}-{short_hash([variant, capture] if capture else variant)}"
+    if hosting.ensure_endpoint_config(clients.sagemaker, config, variant, capture):
         changes.append(f"created endpoint config {config}")
-    changes += _endpoint(cfg, clients, names, config, variant)
+    deployment = operating.prepare_update(d, clients, names.endpoint, names.function, changes)
+    changes += _endpoint(cfg, clients, names, config, variant, deployment)
 
     resource = autoscaling.resource_id(names.endpoint, hosting.VARIANT)
     if d.serverless.enabled:
@@ -157,6 +160,7 @@ def up(cfg: DictConfig, run: str, clients: Clients, package: Package | None = No
         "config": OmegaConf.to_container(d, resolve=True),
     }
     key = state.state_key(prefix, d.name)
+    record.update(operating.release_record(state.load(clients.s3, bucket, key), record, release))
     state_dir = Path(run) if Path(run).is_dir() else None
     if state.save(clients.s3, bucket, key, record, state_dir) and changes:
         changes.append(f"recorded state at s3://{bucket}/{key}")
@@ -182,6 +186,7 @@ def down(cfg: DictConfig, clients: Clients) -> list[str]:
             removed.append(what)
     resource = autoscaling.resource_id(names.endpoint, hosting.VARIANT)
     removed += autoscaling.remove_scaling(clients.autoscaling, resource, names.scaling_policy)
+    removed += operating.remove_alarms(clients, names.endpoint, names.function)
 
     sm = clients.sagemaker
     configs = hosting.named_like(sm, "endpoint_config", d.name)
@@ -232,7 +237,7 @@ def status(cfg: DictConfig, clients: Clients) -> list[tuple[str, str, str]]:
     for role in (names.lambda_role, record.get("sagemaker_role")):
         if role:
             rows.append(("role", role, iam.role_state(clients.iam, role)))
-    return rows
+    return rows + operating.status_rows(clients, names.endpoint, names.function, record)
 
 
 def content_version(tarball: Path) -> str:
@@ -256,8 +261,16 @@ def short_hash(value: Any) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:10]
 
 
-def _endpoint(cfg: DictConfig, clients: Clients, names: Names, config: str, variant: dict[str, Any]) -> list[str]:
-    """Creates or updates the endpoint, waits for it, then drops the config (and model) it left."""
+def _endpoint(
+    cfg: DictConfig,
+    clients: Clients,
+    names: Names,
+    config: str,
+    variant: dict[str, Any],
+    deployment: dict[str, Any] | None = None,
+) -> list[str]:
+    """Creates or updates the endpoint (an update as `deployment` says), waits for it, then drops the config
+    (and model) it left; an update that was rolled back is a DeployError and leaves the old config in place."""
     d = cfg.deploy
     sm = clients.sagemaker
     current = hosting.describe_endpoint(sm, names.endpoint)
@@ -271,10 +284,11 @@ def _endpoint(cfg: DictConfig, clients: Clients, names: Names, config: str, vari
         changes += autoscaling.remove_scaling(clients.autoscaling, resource, names.scaling_policy)
     # Keep the instance count autoscaling chose when only the model changes.
     retain = same_type and "InstanceType" in variant
-    action = hosting.deploy_endpoint(sm, names.endpoint, config, retain=retain)
+    action = hosting.deploy_endpoint(sm, names.endpoint, config, retain=retain, deployment=deployment)
     if action == "unchanged":
         return changes
     hosting.wait_in_service(sm, names.endpoint, d.wait.timeout_s, d.wait.poll_s)
+    operating.check_landed(clients, names.endpoint, names.function, config)
     if action != "settling":
         changes.append(f"{action} endpoint {names.endpoint} with {config}")
     if action == "updated" and previous:
@@ -283,6 +297,30 @@ def _endpoint(cfg: DictConfig, clients: Clients, names: Names, config: str, vari
             changes.append(f"deleted endpoint config {previous}")
         changes += [f"deleted model {m}" for m in sorted(old_models) if hosting.delete_model(sm, m)]
     return changes
+
+
+def uploaded_model(
+    clients: Clients,
+    run: str,
+    package: Package | None,
+    bucket: str,
+    deploy_prefix: str,
+    changes: list[str],
+    image: DictConfig,
+) -> tuple[str, str]:
+    """Packages `run` and uploads it to its content-addressed key; returns the model's s3:// URI and SHA-256.
+
+    Packaging refuses weights the container could not load; a training torch newer than the
+    container's (`image.framework_version`) is warned about.
+    """
+    tarball = (package or _default_package)(run)
+    container.warn_on_torch_gap(tarball, image.framework_version)
+    model_key = join_key(deploy_prefix, content_version(tarball), "model.tar.gz")
+    # The key is content-addressed: an object there already holds this model.
+    model_sha256, uploaded = upload_model(clients.s3, tarball, S3Location(bucket, model_key))
+    if uploaded:
+        changes.append(f"uploaded s3://{bucket}/{model_key}")
+    return f"s3://{bucket}/{model_key}", model_sha256
 
 
 def _front_door(cfg: DictConfig, clients: Clients, names: Names, where: Where, changes: list[str]) -> str | None:
@@ -325,6 +363,7 @@ def _sagemaker_role(
     deploy_prefix: str,
     image: str,
     changes: list[str],
+    capture: dict[str, Any] | None = None,
 ) -> str:
     account, partition, boundary = where
     try:
@@ -332,7 +371,7 @@ def _sagemaker_role(
     except ValueError as err:
         raise DeployError(f"{err}; or give an existing role with deploy.role_arn") from err
     policy = iam.sagemaker_execution_policy(
-        partition, clients.region, account, bucket, deploy_prefix, repository, names.endpoint
+        partition, clients.region, account, bucket, deploy_prefix, repository, names.endpoint, capture is not None
     )
     description = f"Execution role of {names.endpoint}"
     arn, changed = iam.ensure_role(

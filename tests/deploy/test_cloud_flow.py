@@ -44,7 +44,11 @@ PC_OPS = (
 
 
 class Routed:
-    """A boto3 client whose named operations go to a Stubber-backed twin, everything else to moto."""
+    """A boto3 client whose named operations go to a Stubber-backed twin, everything else to moto.
+
+    A stubbed `update_endpoint` also lands in moto (the endpoint recreated on the new config, as
+    SageMaker's finished update leaves it) unless `land_updates` is False (an update rolled back).
+    """
 
     def __init__(self, real: Any, operations: tuple[str, ...]) -> None:
         self.real = real
@@ -52,9 +56,21 @@ class Routed:
         self.stubber = Stubber(self.twin)
         self.stubber.activate()
         self.operations = operations
+        self.land_updates = True
 
     def __getattr__(self, name: str) -> Any:
+        if name == "update_endpoint" and name in self.operations:
+            return self._update_endpoint
         return getattr(self.twin if name in self.operations else self.real, name)
+
+    def _update_endpoint(self, **params: Any) -> Any:
+        reply = self.twin.update_endpoint(**params)  # the Stubber checks the request
+        if self.land_updates:
+            self.real.delete_endpoint(EndpointName=params["EndpointName"])
+            self.real.create_endpoint(
+                EndpointName=params["EndpointName"], EndpointConfigName=params["EndpointConfigName"]
+            )
+        return reply
 
 
 class ProvisionedConcurrency:
@@ -274,7 +290,7 @@ def test_changed_instance_type_updates_the_endpoint_in_place(
     sm = clients.sagemaker.real
     old_config = sm.describe_endpoint(EndpointName="dogbreed")["EndpointConfigName"]
 
-    cfg = deploy_env("deploy.instance_type=ml.c5.xlarge")
+    cfg = deploy_env("deploy.instance_type=ml.c5.xlarge", "deploy.rollout.mode=all_at_once")
     pc.present(3)
     clients.sagemaker.stubber.add_response(
         "update_endpoint",
@@ -510,7 +526,7 @@ def test_retrained_model_updates_in_place_keeping_the_scaled_count(
     pc = ProvisionedConcurrency(clients.lambda_, "dogbreed-invoke")
     pc.absent()
     pc.put(3)
-    cfg = deploy_env()
+    cfg = deploy_env("deploy.rollout.mode=all_at_once")  # as before canaries: no DeploymentConfig
     orchestrator.up(cfg, str(run_dir), clients, package)
     sm = clients.sagemaker.real
     (old_model,) = [m["ModelName"] for m in sm.list_models()["Models"]]

@@ -272,3 +272,50 @@ def test_deployer_policy_allows_every_call_deploy_makes(call: str) -> None:
         "put_role_policy": "iam", "pass_role": "iam",
     }[call]  # fmt: skip
     assert f"{service}:{''.join(part.title() for part in call.split('_'))}" in actions
+
+
+@pytest.mark.parametrize(
+    ("action", "resource"),
+    [
+        ("sagemaker:CreateModelPackageGroup", "model-package-group/{name}"),
+        ("sagemaker:DescribeModelPackageGroup", "model-package-group/{name}"),
+        ("sagemaker:CreateModelPackage", "model-package/{name}/3"),
+        ("sagemaker:DescribeModelPackage", "model-package/{name}/3"),
+        ("sagemaker:UpdateModelPackage", "model-package/{name}/3"),
+        ("sagemaker:ListModelPackages", "model-package/{name}/3"),
+        ("cloudwatch:PutMetricAlarm", "alarm:{name}-5xx"),
+        ("cloudwatch:DescribeAlarms", "alarm:{name}-invoke-throttles"),
+        ("cloudwatch:DeleteAlarms", "alarm:{name}-latency-p99"),
+        ("sns:CreateTopic", "{name}-alarms"),
+        ("sns:Subscribe", "{name}-alarms"),
+        ("sns:GetTopicAttributes", "{name}-alarms"),
+        ("sns:ListSubscriptionsByTopic", "{name}-alarms"),
+        ("sns:DeleteTopic", "{name}-alarms"),
+    ],
+)
+def test_deployer_runs_the_registry_alarms_and_topic_of_project_names_only(action: str, resource: str) -> None:
+    """register / approve / models, the alarms `up` sets and `down` deletes, and the alarm e-mail topic."""
+    policy = deployer()
+    service = action.split(":")[0]
+    arn = {
+        "sagemaker": "arn:aws:sagemaker:eu-west-1:{account}:{resource}",
+        "cloudwatch": "arn:aws:cloudwatch:eu-west-1:{account}:{resource}",
+        "sns": "arn:aws:sns:eu-west-1:{account}:{resource}",
+    }[service]
+    for name, allowed_here in (("dogbreed", True), ("dogbreed-prod", True), ("billing", False)):
+        full = arn.format(account=ACCOUNT, resource=resource.format(name=name))
+        assert allowed(policy, action, full) == allowed_here, full
+    # Other people's alarms (and AWS's target-tracking ones beyond this deploy's) stay out of reach.
+    assert not allowed(policy, "cloudwatch:DeleteAlarms", f"arn:aws:cloudwatch:eu-west-1:{ACCOUNT}:alarm:prod-5xx")
+    assert not allowed(policy, "sns:Publish", f"arn:aws:sns:eu-west-1:{ACCOUNT}:dogbreed-alarms")
+
+
+def test_execution_policy_writes_capture_files_only_when_asked_and_the_boundary_allows_it() -> None:
+    args = ("aws", "eu-west-1", ACCOUNT, "bkt", "deploys/dogbreed", REPOSITORY, "dogbreed")
+    assert "WriteCapture" not in statements(iam.sagemaker_execution_policy(*args))
+    policy = iam.sagemaker_execution_policy(*args, write_capture=True)
+    write = statements(policy)["WriteCapture"]
+    assert (write["Action"], write["Resource"]) == ("s3:PutObject", "arn:aws:s3:::bkt/deploys/dogbreed/capture/*")
+    assert findings(policy) == []
+    boundary = json.loads((REPO / "deploy" / "iam" / "boundary-policy.json").read_text())
+    assert allowed(boundary, "s3:PutObject", "arn:aws:s3:::bkt/deploys/dogbreed/capture/2026/12/02/x.jsonl")
