@@ -1,4 +1,4 @@
-"""python -m deploy: package, serve, invoke and demo a trained run locally; up, down, status on AWS.
+"""python -m deploy: package, serve, invoke, predict and demo a trained run locally; up, down, status on AWS.
 
 Every subcommand is here; each `*_command(args)` raises DogbreedError on bad input, which `main`
 prints as one line on stderr (dogbreed/entry.py).
@@ -53,6 +53,24 @@ def invoke_command(args: argparse.Namespace) -> None:
     client = runtime_client(args.endpoint_url)
     call = invoke_via_lambda if args.via_lambda else invoke
     print(format_predictions(call(args.target, args.endpoint, client, args.topk)))
+
+
+def predict_command(args: argparse.Namespace) -> None:
+    """Top-k breeds for every photo of INPUT into a CSV; prints the counts (and top-1/top-5 for dogImages folders)."""
+    from deploy.predict import PredictError, errors_path, list_inputs, predict_files, report
+    from deploy.server import prepare_model_dir
+    from dogbreed.serving import handler
+
+    if args.topk < 1 or args.batch_size < 1:
+        raise PredictError("--topk and --batch-size must be at least 1")
+    with tempfile.TemporaryDirectory(prefix="dogbreed-predict-") as workdir:
+        items = list_inputs(args.input, Path(workdir))
+        if not items:
+            raise PredictError(f"no files in {args.input}")
+        predictor = handler.load_predictor(prepare_model_dir(args.model, Path(workdir)), compile_model=False)
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        summary = predict_files(items, predictor, args.topk, args.batch_size, args.output, errors_path(args.output))
+    print("\n".join(report(summary, args.output)))
 
 
 def wait_for_ping(url: str, timeout: float = 60.0) -> None:
@@ -170,6 +188,14 @@ def parser() -> argparse.ArgumentParser:
     invoke.add_argument("--via-lambda", action="store_true", help="go through the Lambda handler, run here")
     invoke.add_argument("--topk", type=int, default=3)
     invoke.set_defaults(func=invoke_command)
+
+    predict = add("predict", help="top-k breeds for a folder, list file or s3:// prefix of photos, into a CSV")
+    predict.add_argument("input", help="folder (searched recursively), text file of image paths, or s3:// prefix")
+    predict.add_argument("--model", required=True, help="run directory, model.tar.gz or s3:// run prefix")
+    predict.add_argument("-o", "--output", type=Path, default=Path("predictions.csv"))
+    predict.add_argument("--topk", type=int, default=5)
+    predict.add_argument("--batch-size", type=int, default=32)
+    predict.set_defaults(func=predict_command)
 
     demo = add("demo", help="package a run, serve it, one image through the Lambda handler")
     demo.add_argument("run", help="trained run directory")
