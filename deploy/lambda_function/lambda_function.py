@@ -12,7 +12,8 @@ ENDPOINT_NAME environment variable. Accepted events:
 `{"statusCode", "headers", "body"}` with a JSON body; failures carry a message,
 never a stack trace. Every part of the event is checked (types, sizes, JSON depth,
 topk) before anything is sent, so any malformed event is a 4xx, and a bug is a
-logged 500 (docs/DESIGN.md section 8).
+logged 500 (docs/DESIGN.md section 8). A GET on the function URL answers the demo page
+(`demo_page.py`), whose requests come back as the POSTs above.
 """
 
 from __future__ import annotations
@@ -28,6 +29,11 @@ from typing import Any
 import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
+
+try:
+    from deploy.lambda_function import demo_page  # imported from this repository
+except ImportError:  # in the Lambda runtime this folder's files are top-level modules
+    import demo_page  # type: ignore[no-redef]
 
 log = logging.getLogger()
 log.setLevel(logging.INFO)
@@ -268,6 +274,8 @@ def handle(event: Any, runtime: Any, endpoint_name: str) -> dict[str, Any]:
 
 
 def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
+    if demo_page.requested(event):  # a browser opening the function URL: the demo page, which posts back here
+        return demo_page.lambda_response(event)
     endpoint_name = os.environ.get("ENDPOINT_NAME")
     if not endpoint_name:
         log.error("ENDPOINT_NAME is not set in the function's environment")
