@@ -61,6 +61,9 @@ def predict_command(args: argparse.Namespace) -> None:
     from deploy.server import prepare_model_dir
     from dogbreed.serving import handler
 
+    if args.sagemaker:
+        batch_transform(args)
+        return
     if args.topk < 1 or args.batch_size < 1:
         raise PredictError("--topk and --batch-size must be at least 1")
     with tempfile.TemporaryDirectory(prefix="dogbreed-predict-") as workdir:
@@ -68,9 +71,27 @@ def predict_command(args: argparse.Namespace) -> None:
         if not items:
             raise PredictError(f"no files in {args.input}")
         predictor = handler.load_predictor(prepare_model_dir(args.model, Path(workdir)), compile_model=False)
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        summary = predict_files(items, predictor, args.topk, args.batch_size, args.output, errors_path(args.output))
-    print("\n".join(report(summary, args.output)))
+        output = Path(args.output)
+        output.parent.mkdir(parents=True, exist_ok=True)
+        summary = predict_files(items, predictor, args.topk, args.batch_size, output, errors_path(output))
+    print("\n".join(report(summary, output)))
+
+
+def batch_transform(args: argparse.Namespace) -> None:
+    """`predict --sagemaker`: a SageMaker Batch Transform job of model `--model` over an s3:// INPUT."""
+    from deploy.cloud import transform
+    from deploy.predict import PredictError
+
+    output = args.output
+    if not (args.input.startswith("s3://") and output.startswith("s3://")):
+        raise PredictError("--sagemaker reads an s3:// INPUT and writes to an s3:// --output prefix")
+    clients = orchestrator.Clients.create(args.region)
+    name = transform.job_name(args.model)
+    request = transform.transform_request(name, args.model, args.input, output, args.instance_type, args.instance_count)
+    arn = transform.submit(clients.sagemaker, request)
+    print(f"started batch transform job {name} ({arn})")
+    print(f"one <image>.out JSON per image under {output}; follow it with:")
+    print(f"  aws sagemaker describe-transform-job --transform-job-name {name} --query TransformJobStatus")
 
 
 def wait_for_ping(url: str, timeout: float = 60.0) -> None:
@@ -192,9 +213,18 @@ def parser() -> argparse.ArgumentParser:
     predict = add("predict", help="top-k breeds for a folder, list file or s3:// prefix of photos, into a CSV")
     predict.add_argument("input", help="folder (searched recursively), text file of image paths, or s3:// prefix")
     predict.add_argument("--model", required=True, help="run directory, model.tar.gz or s3:// run prefix")
-    predict.add_argument("-o", "--output", type=Path, default=Path("predictions.csv"))
+    predict.add_argument("-o", "--output", default="predictions.csv", help="CSV path (with --sagemaker: s3:// prefix)")
     predict.add_argument("--topk", type=int, default=5)
     predict.add_argument("--batch-size", type=int, default=32)
+    predict.add_argument(
+        "--sagemaker",
+        action="store_true",
+        help="submit a SageMaker Batch Transform job instead: --model names a SageMaker model (see `status`), "
+        "INPUT and --output are s3:// prefixes",
+    )
+    predict.add_argument("--instance-type", default="ml.m5.xlarge", help="with --sagemaker")
+    predict.add_argument("--instance-count", type=int, default=1, help="with --sagemaker")
+    predict.add_argument("--region", help="with --sagemaker (default: boto3's)")
     predict.set_defaults(func=predict_command)
 
     demo = add("demo", help="package a run, serve it, one image through the Lambda handler")

@@ -261,3 +261,11 @@ def test_deployer_policy_allows_every_call_deploy_makes(call: str) -> None:
         "put_role_policy": "iam", "pass_role": "iam",
     }[call]  # fmt: skip
     assert f"{service}:{''.join(part.title() for part in call.split('_'))}" in actions
+
+
+def test_deployer_may_start_batch_transform_jobs_of_the_project_only() -> None:
+    policy = deployer()
+    job = f"arn:aws:sagemaker:eu-west-1:{ACCOUNT}:transform-job/dogbreed-1a2b3c4d-20261202031500"
+    assert allowed(policy, "sagemaker:CreateTransformJob", job)
+    assert allowed(policy, "sagemaker:DescribeTransformJob", job)
+    assert not allowed(policy, "sagemaker:CreateTransformJob", f"arn:aws:sagemaker:eu-west-1:{ACCOUNT}:transform-job/x")

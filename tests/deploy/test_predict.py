@@ -102,3 +102,30 @@ def test_missing_input_is_one_line(run_dir: Path, tmp_path: Path, capsys: pytest
         main(["predict", str(tmp_path / "nowhere"), "--model", str(run_dir)])
     assert stop.value.code == 1
     assert "neither a folder, a file listing images, nor an s3:// prefix" in capsys.readouterr().err
+
+
+def test_sagemaker_submits_a_batch_transform_job_over_the_s3_prefix(aws: str, capsys: pytest.CaptureFixture) -> None:
+    sm = boto3.client("sagemaker")
+    sm.create_model(
+        ModelName="dogbreed-1a2b3c4d",
+        PrimaryContainer={"Image": "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-inference:2.6.0-cpu-py312",
+                          "ModelDataUrl": "s3://models/dogbreed/model.tar.gz"},
+        ExecutionRoleArn="arn:aws:iam::123456789012:role/dogbreed-sagemaker",
+    )  # fmt: skip
+    command = ["predict", "s3://photos/batch/", "--model", "dogbreed-1a2b3c4d", "--sagemaker"]
+
+    assert main([*command, "-o", "s3://photos/predictions/", "--instance-count", "2"]) == 0
+
+    name = capsys.readouterr().out.split("started batch transform job ")[1].split()[0]
+    assert name.startswith("dogbreed-1a2b3c4d-")
+    job = sm.describe_transform_job(TransformJobName=name)
+    assert job["ModelName"] == "dogbreed-1a2b3c4d"
+    assert job["TransformInput"]["DataSource"]["S3DataSource"]["S3Uri"] == "s3://photos/batch/"
+    assert job["TransformInput"]["ContentType"] == "application/x-image"
+    assert job["TransformOutput"]["S3OutputPath"] == "s3://photos/predictions/"
+    assert job["TransformResources"] == {"InstanceType": "ml.m5.xlarge", "InstanceCount": 2}
+
+    with pytest.raises(SystemExit) as stop:
+        main(command)  # the default --output is a local CSV
+    assert stop.value.code == 1
+    assert "s3:// --output prefix" in capsys.readouterr().err
