@@ -58,7 +58,9 @@ class MlflowLogger:
 
     def experiment_id(self) -> str:
         found = self.client.get_experiment_by_name(self.experiment)
-        return found.experiment_id if found is not None else self.client.create_experiment(self.experiment)
+        if found is not None:
+            return str(found.experiment_id)
+        return str(self.client.create_experiment(self.experiment, artifact_location=artifact_root(self.tracking_uri)))
 
     def sweep_parent(self, experiment_id: str, sweep_dir: Path) -> str:
         """The sweep's parent run: the one an earlier trial recorded in the sweep dir, else a new one."""
@@ -95,6 +97,13 @@ class MlflowLogger:
         self.client.set_terminated(self.run_id, status)
         if self.parent_id is not None:  # the parent ends with its latest trial
             self.client.set_terminated(self.parent_id, "FINISHED")
+
+
+def artifact_root(tracking_uri: str) -> str | None:
+    """A sqlite store keeps artifacts beside its database; MLflow would put them in ./mlruns of whatever dir runs."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return None  # a tracking server (or the SageMaker plugin) chooses its own artifact store
+    return (Path(tracking_uri.removeprefix("sqlite:///")).resolve().parent / "artifacts").as_uri()
 
 
 def limit_http_requests(attempts: int, timeout_s: float) -> None:
