@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -e ".[dev]"
 	touch $(STAMP)
 
-setup: $(STAMP) ## Create .venv and install the project with its dev extras
+setup: $(STAMP) ## Create .venv and install the project with its dev extras (tracking included)
 
 demo: $(STAMP) ## Train on generated images, then package, serve locally and query through the Lambda handler
 	$(PY) train.py experiment=demo hydra.run.dir=outputs/demo

@@ -1,4 +1,4 @@
-"""python -m deploy: package, serve, invoke, demo and loadtest a trained run locally; up, down, status on AWS.
+"""python -m deploy: package, serve, invoke, predict, demo and loadtest a trained run locally; up, down, status on AWS.
 
 Every subcommand is here; each `*_command(args)` raises DogbreedError on bad input, which `main`
 prints as one line on stderr (dogbreed/entry.py).
@@ -15,6 +15,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -54,6 +55,45 @@ def invoke_command(args: argparse.Namespace) -> None:
     client = runtime_client(args.endpoint_url)
     call = invoke_via_lambda if args.via_lambda else invoke
     print(format_predictions(call(args.target, args.endpoint, client, args.topk)))
+
+
+def predict_command(args: argparse.Namespace) -> None:
+    """Top-k breeds for every photo of INPUT into a CSV; prints the counts (and top-1/top-5 for dogImages folders)."""
+    from deploy.predict import PredictError, errors_path, list_inputs, predict_files, report
+    from deploy.server import prepare_model_dir
+    from dogbreed.serving import handler
+
+    if args.sagemaker:
+        batch_transform(args)
+        return
+    if args.topk < 1 or args.batch_size < 1:
+        raise PredictError("--topk and --batch-size must be at least 1")
+    with tempfile.TemporaryDirectory(prefix="dogbreed-predict-") as workdir:
+        items = list_inputs(args.input, Path(workdir))
+        if not items:
+            raise PredictError(f"no files in {args.input}")
+        predictor = handler.load_predictor(prepare_model_dir(args.model, Path(workdir)), compile_model=False)
+        output = Path(args.output)
+        output.parent.mkdir(parents=True, exist_ok=True)
+        summary = predict_files(items, predictor, args.topk, args.batch_size, output, errors_path(output))
+    print("\n".join(report(summary, output)))
+
+
+def batch_transform(args: argparse.Namespace) -> None:
+    """`predict --sagemaker`: a SageMaker Batch Transform job of model `--model` over an s3:// INPUT."""
+    from deploy.cloud import transform
+    from deploy.predict import PredictError
+
+    output = args.output
+    if not (args.input.startswith("s3://") and output.startswith("s3://")):
+        raise PredictError("--sagemaker reads an s3:// INPUT and writes to an s3:// --output prefix")
+    clients = orchestrator.Clients.create(args.region)
+    name = transform.job_name(args.model)
+    request = transform.transform_request(name, args.model, args.input, output, args.instance_type, args.instance_count)
+    arn = transform.submit(clients.sagemaker, request)
+    print(f"started batch transform job {name} ({arn})")
+    print(f"one <image>.out JSON per image under {output}; follow it with:")
+    print(f"  aws sagemaker describe-transform-job --transform-job-name {name} --query TransformJobStatus")
 
 
 def wait_for_ping(url: str, timeout: float = 60.0) -> None:
@@ -215,7 +255,14 @@ def parser() -> argparse.ArgumentParser:
     )
     commands = root.add_subparsers(dest="command", required=True)
     add = functools.partial(commands.add_parser, parents=[DEBUG_OPTION])  # --debug after the name too
-    # up, down, status: the AWS side (deploy/cloud/), configured by `deploy.key=value` overrides.
+    _add_cloud_commands(add)
+    _add_local_commands(add)
+    _add_operating_commands(add)
+    return root
+
+
+def _add_cloud_commands(add: Callable[..., argparse.ArgumentParser]) -> None:
+    """up, down, status: the AWS side (deploy/cloud/), configured by `deploy.key=value` overrides."""
     up = add("up", help="deploy a trained run: endpoint, autoscaling, Lambda")
     up.add_argument("run", nargs="?", help="run dir or s3:// prefix with model.pth and labels.json")
     up.add_argument("--model", help="latest-approved, a registered VERSION, or a run (instead of RUN)")
@@ -228,6 +275,9 @@ def parser() -> argparse.ArgumentParser:
     status.add_argument("overrides", nargs="*", help="deploy config overrides, e.g. deploy.name=dogbreed-dev")
     status.set_defaults(func=status_command)
 
+
+def _add_local_commands(add: Callable[..., argparse.ArgumentParser]) -> None:
+    """package, serve, invoke, predict, demo: a run on this machine."""
     package = add("package", help="write model.tar.gz for the SageMaker PyTorch container")
     package.add_argument("run", help="run directory or s3:// prefix of one")
     package.add_argument("-o", "--output", type=Path, help="tarball path (default: <run>/model.tar.gz)")
@@ -252,12 +302,31 @@ def parser() -> argparse.ArgumentParser:
     invoke.add_argument("--topk", type=int, default=3)
     invoke.set_defaults(func=invoke_command)
 
+    predict = add("predict", help="top-k breeds for a folder, list file or s3:// prefix of photos, into a CSV")
+    predict.add_argument("input", help="folder (searched recursively), text file of image paths, or s3:// prefix")
+    predict.add_argument("--model", required=True, help="run directory, model.tar.gz or s3:// run prefix")
+    predict.add_argument("-o", "--output", default="predictions.csv", help="CSV path (with --sagemaker: s3:// prefix)")
+    predict.add_argument("--topk", type=int, default=5)
+    predict.add_argument("--batch-size", type=int, default=32)
+    predict.add_argument(
+        "--sagemaker",
+        action="store_true",
+        help="submit a SageMaker Batch Transform job instead: --model names a SageMaker model (see `status`), "
+        "INPUT and --output are s3:// prefixes",
+    )
+    predict.add_argument("--instance-type", default="ml.m5.xlarge", help="with --sagemaker")
+    predict.add_argument("--instance-count", type=int, default=1, help="with --sagemaker")
+    predict.add_argument("--region", help="with --sagemaker (default: boto3's)")
+    predict.set_defaults(func=predict_command)
+
     demo = add("demo", help="package a run, serve it, one image through the Lambda handler")
     demo.add_argument("run", help="trained run directory")
     demo.add_argument("--compile", action="store_true", help="torch.compile the model first (~20-50 s on CPU)")
     demo.set_defaults(func=demo_command)
 
-    # The registry side: register -> approve -> up --model latest-approved -> rollback.
+
+def _add_operating_commands(add: Callable[..., argparse.ArgumentParser]) -> None:
+    """The registry (register -> approve -> up --model latest-approved -> rollback) and the load test."""
     register = add("register", help="package and upload a run, register it in the model package group <name>")
     register.add_argument("run", help="finished run dir or s3:// prefix (with metrics.json)")
     register.add_argument("overrides", nargs="*", help="deploy overrides, e.g. deploy.registry.approval=Approved")
@@ -287,7 +356,6 @@ def parser() -> argparse.ArgumentParser:
     loadtest.add_argument("--sample-s", type=float, default=10, help="seconds between instance-count samples")
     loadtest.add_argument("-o", "--output", type=Path, default=Path("loadtest"), help="folder for CSV and plot")
     loadtest.set_defaults(func=loadtest_command)
-    return root
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,6 +1,7 @@
 """A local endpoint: any SageMaker-style handler module behind the container's HTTP contract.
 
-Routes: `GET /ping` (200 once the model is loaded and warm), `POST /invocations`
+Routes: `GET /` (the demo page: drop a photo, see the top-5), `GET /ping` (200 once the model
+is loaded and warm), `POST /invocations`
 (the container contract: the handler's status codes as they are), and
 `POST /endpoints/<name>/invocations` (the sagemaker-runtime API path, so an
 unmodified boto3 client with `endpoint_url` gets real predictions; handler errors
@@ -35,6 +36,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from uvicorn.supervisors import Multiprocess
 
+from deploy.lambda_function import demo_page
 from deploy.model_archive import package_run
 from dogbreed.serving import handler as default_handler
 from dogbreed.serving.errors import RequestError
@@ -104,6 +106,11 @@ def create_app(handler: ModuleType, model: Any, body_timeout: float = BODY_TIMEO
     async def ping(request: Request) -> Response:
         return Response(status_code=200)
 
+    page = demo_page.render("invocations")
+
+    async def demo(request: Request) -> Response:
+        return Response(page, headers=demo_page.headers(page))
+
     async def invocations(request: Request) -> Response:
         try:
             body = await asyncio.wait_for(read_body(request), body_timeout)
@@ -140,6 +147,7 @@ def create_app(handler: ModuleType, model: Any, body_timeout: float = BODY_TIMEO
 
     return Starlette(
         routes=[
+            Route("/", demo, methods=["GET"]),
             Route("/ping", ping, methods=["GET"]),
             Route("/invocations", invocations, methods=["POST"]),
             Route("/endpoints/{name}/invocations", runtime_invocations, methods=["POST"]),

@@ -28,6 +28,7 @@ from dogbreed.resume import (
     upload_and_explain_stop,
 )
 from dogbreed.runtime import Runtime
+from dogbreed.tracking.base import Tracking
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,7 @@ class Job:
     config: dict[str, Any]  # resolved, saved in every checkpoint
     model_dir: Path | None  # SageMaker's SM_MODEL_DIR, which also receives the weights and labels
     started: float  # time.perf_counter() when the run began
+    tracking: Tracking  # the `logger=` loggers (none on ranks other than 0)
 
     @property
     def checkpoint_path(self) -> Path:
@@ -126,6 +128,7 @@ def fit(job: Job, state: TrainingState, stop: StopRequest) -> None:
         job.scheduler.step()
         state.epoch = epoch
         record_epoch(state, job.schedule.epochs, lr, result, valid)
+        job.tracking.log_epoch(state.history[-1])
         keep_best(job, state, valid)
         job.save_checkpoint(state)
         if job.uploads is not None:  # yields to a stop request at once: the stop's checkpoint comes first

@@ -15,7 +15,7 @@ import matplotlib.pyplot as plt
 import torch
 from matplotlib.figure import Figure
 
-from dogbreed.checkpoint import atomic_write_bytes, atomic_write_text, versions
+from dogbreed.checkpoint import WEIGHTS_NAME, atomic_write_bytes, atomic_write_text, versions
 
 if TYPE_CHECKING:  # deploy reads labels through this module; it need not load the training engine
     from dogbreed.checkpoint import TrainingState
@@ -26,6 +26,8 @@ LABELS_NAME = "labels.json"
 # Next to model.pth in SageMaker's model dir, which holds no checkpoint or config: what packaging
 # would otherwise have to guess (the image size above all).
 MODEL_INFO_NAME = "model_info.json"
+# What experiment trackers receive at the end of a run (dogbreed.tracking); the checkpoint stays local.
+TRACKED_FILES = (WEIGHTS_NAME, LABELS_NAME, "metrics.json", "metrics.csv", "curves.png", "confusion.png")
 
 
 def write_labels(class_names: list[str], path: Path) -> None:
@@ -159,3 +161,11 @@ def write_final_reports(
         },
         output_dir / "metrics.json",
     )
+
+
+def final_metrics(state: TrainingState, final: dict[str, EvalResult]) -> dict[str, float]:
+    """The best weights' evaluation as flat metrics for experiment trackers."""
+    metrics = {"final/best_epoch": float(state.best_epoch)}
+    for split, result in final.items():
+        metrics.update({f"final/{split}_{name}": float(getattr(result, name)) for name in ("loss", "top1", "top5")})
+    return metrics

@@ -10,6 +10,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from dogbreed.errors import DogbreedError
@@ -19,6 +22,7 @@ from dogbreed.loaders import DataSource, FeatureCacheSettings, LoaderSettings, w
 from dogbreed.s3 import MiB, S3Location, UploadSettings, make_client
 from dogbreed.storage import RESOLVED_CONFIG_NAME, RunUploads, preflight
 from dogbreed.synthetic import SyntheticSpec
+from dogbreed.tracking.base import RunInfo, Tracking
 
 log = logging.getLogger(__name__)
 
@@ -131,3 +135,20 @@ def run_uploads(cfg: Any, run_dir: Path) -> RunUploads | None:
 def stop_request(interrupt: DictConfig) -> StopRequest:
     """Signals always stop a run; `trainer.interrupt.spot_notice` adds the EC2 spot-notice poller."""
     return StopRequest(interrupt.imds_endpoint if interrupt.spot_notice else None, float(interrupt.spot_poll_s))
+
+
+def sweep_dir() -> Path | None:
+    """The multirun directory when this job is a trial of a Hydra sweep, else None."""
+    if not HydraConfig.initialized():  # a config composed by hand (tests, notebooks)
+        return None
+    hydra = HydraConfig.get()
+    return Path(hydra.sweep.dir).resolve() if hydra.mode == RunMode.MULTIRUN else None
+
+
+def tracking(cfg: DictConfig, output_dir: Path, params: dict[str, Any], is_main: bool) -> Tracking:
+    """Rank 0's loggers from the `logger` group; `csv` has none (its files are always written)."""
+    if not is_main:
+        return Tracking([], None)
+    chosen = cfg.get("logger") or {}
+    loggers = [instantiate(node) for node in chosen.values() if node is not None and "_target_" in node]
+    return Tracking(loggers, RunInfo(run_name(cfg, output_dir), output_dir, params, sweep_dir()))

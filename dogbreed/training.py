@@ -53,8 +53,9 @@ def train(cfg: DictConfig) -> float:
     try:
         with settings.stop_request(cfg.trainer.interrupt) as stop:
             job, state = set_up(cfg, context)  # with storage=s3, fails fast on a bucket it cannot write to
-            fit(job, state, stop)
-            return finish(job, state)
+            with job.tracking:  # rank 0's `logger=` loggers: started here, closed with the run's outcome
+                fit(job, state, stop)
+                return finish(job, state)
     finally:
         distributed.shutdown()
 
@@ -90,6 +91,7 @@ def set_up(cfg: DictConfig, context: distributed.Context) -> tuple[Job, checkpoi
         sum(p.numel() for p in model.parameters()),
     )
     optimizer = build_optimizer(cfg.optim, trainable, context.world_size)
+    config = cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True))
     job = Job(
         context=context,
         runtime=runtime,
@@ -110,9 +112,10 @@ def set_up(cfg: DictConfig, context: distributed.Context) -> tuple[Job, checkpoi
         scheduler=instantiate(cfg.sched)(optimizer=optimizer),
         scaler=runtime.grad_scaler(),
         criterion=nn.CrossEntropyLoss(label_smoothing=trainer.label_smoothing),
-        config=cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True)),
+        config=config,
         model_dir=Path(cfg.paths.model_dir) if cfg.paths.get("model_dir") else None,
         started=started,
+        tracking=settings.tracking(cfg, output_dir, config, context.is_main),
     )
     # Rank 0 finds the checkpoint; every rank loads it (a shared path or s3:// across machines).
     resume_from = distributed.broadcast_object(find_checkpoint(cfg, uploads) if context.is_main else None)
@@ -232,6 +235,7 @@ def finish(job: Job, state: checkpoint.TrainingState) -> float:
         return final["valid"].top1
     seconds = time.perf_counter() - job.started
     reports.write_final_reports(job.output_dir, state, final, job.class_names, seconds, job.runtime)
+    job.tracking.log_final(reports.final_metrics(state, final), [job.output_dir / n for n in reports.TRACKED_FILES])
     if job.model_dir is not None:
         export_for_sagemaker(job.output_dir, job.model_dir, job.config)
     log.info(

@@ -14,6 +14,8 @@ never a stack trace. Every part of the event is checked (types, sizes, JSON dept
 before anything is sent, so any malformed event is a 4xx, and a bug is a logged 500. An
 endpoint still starting (a serverless cold start) is retried while the function's remaining
 time allows, then answered 503 with `Retry-After` (docs/DESIGN.md section 8).
+A GET on the function URL answers the demo page (`demo_page.py`), whose requests come
+back as the POSTs above.
 """
 
 from __future__ import annotations
@@ -30,6 +32,11 @@ from typing import Any
 import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, ReadTimeoutError
+
+try:
+    from deploy.lambda_function import demo_page  # imported from this repository
+except ImportError:  # in the Lambda runtime this folder's files are top-level modules
+    import demo_page  # type: ignore[no-redef]
 
 log = logging.getLogger()
 log.setLevel(logging.INFO)
@@ -334,6 +341,8 @@ def handle(event: Any, runtime: Any, endpoint_name: str, deadline: float | None 
 
 
 def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
+    if demo_page.requested(event):  # a browser opening the function URL: the demo page, which posts back here
+        return demo_page.lambda_response(event)
     endpoint_name = os.environ.get("ENDPOINT_NAME")
     if not endpoint_name:
         log.error("ENDPOINT_NAME is not set in the function's environment")

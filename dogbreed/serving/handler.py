@@ -351,6 +351,21 @@ def predict_fn(input_data: Request, model: Predictor) -> dict[str, Any]:
     return result
 
 
+def classify(images: list[Image.Image], model: Predictor, topk: int) -> list[list[tuple[int, float]]]:
+    """A batch of decoded images -> each one's top-k (class index, probability), as predict_fn ranks one.
+
+    For batch prediction (`python -m deploy predict`), with an eager model: a compiled one would
+    recompile for every new batch size.
+    """
+    with model.lock:
+        batch = torch.stack([model.preset(image) for image in images])
+        batch = batch.to(device=model.device, dtype=model.dtype).contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode():
+            logits = model.model(batch).float().cpu()
+    values, indices = logits.softmax(dim=1).topk(min(topk, len(model.labels)), dim=1)
+    return [list(zip(row.tolist(), probs.tolist(), strict=True)) for row, probs in zip(indices, values, strict=True)]
+
+
 def accepts_json(accept: str | None) -> bool:
     """Whether an Accept header admits application/json: some range with q > 0 matches it.
 

@@ -319,3 +319,11 @@ def test_execution_policy_writes_capture_files_only_when_asked_and_the_boundary_
     assert findings(policy) == []
     boundary = json.loads((REPO / "deploy" / "iam" / "boundary-policy.json").read_text())
     assert allowed(boundary, "s3:PutObject", "arn:aws:s3:::bkt/deploys/dogbreed/capture/2026/12/02/x.jsonl")
+
+
+def test_deployer_may_start_batch_transform_jobs_of_the_project_only() -> None:
+    policy = deployer()
+    job = f"arn:aws:sagemaker:eu-west-1:{ACCOUNT}:transform-job/dogbreed-1a2b3c4d-20261202031500"
+    assert allowed(policy, "sagemaker:CreateTransformJob", job)
+    assert allowed(policy, "sagemaker:DescribeTransformJob", job)
+    assert not allowed(policy, "sagemaker:CreateTransformJob", f"arn:aws:sagemaker:eu-west-1:{ACCOUNT}:transform-job/x")
