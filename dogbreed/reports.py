@@ -23,6 +23,7 @@ if TYPE_CHECKING:  # deploy reads labels through this module; it need not load t
     from dogbreed.runtime import Runtime
 
 LABELS_NAME = "labels.json"
+METRICS_JSON = "metrics.json"
 
 
 def write_labels(class_names: list[str], path: Path) -> None:
@@ -140,5 +141,5 @@ def write_final_reports(
             "precision": runtime.precision,
             "versions": versions(),
         },
-        output_dir / "metrics.json",
+        output_dir / METRICS_JSON,
     )

@@ -256,8 +256,11 @@ def check_identical_weights(model: nn.Module, context: distributed.Context) -> N
 
 
 def export_for_sagemaker(output_dir: Path, model_dir: Path) -> None:
-    """model.pth + labels.json into SM_MODEL_DIR: SageMaker tars it into a deployable model.tar.gz."""
-    model_dir.mkdir(parents=True, exist_ok=True)
-    for name in (checkpoint.WEIGHTS_NAME, reports.LABELS_NAME):
-        shutil.copy2(output_dir / name, model_dir / name)
-    log.info("copied %s and %s to %s", checkpoint.WEIGHTS_NAME, reports.LABELS_NAME, model_dir)
+    """Into SM_MODEL_DIR, which SageMaker tars into the job's model.tar.gz: what `deploy package` needs
+    (weights, labels, the config with the image size) and metrics.json, the launcher's objective."""
+    names = [checkpoint.WEIGHTS_NAME, reports.LABELS_NAME, reports.METRICS_JSON, ".hydra/config.yaml"]
+    for name in names:
+        if (output_dir / name).is_file():
+            (model_dir / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(output_dir / name, model_dir / name)
+    log.info("copied %s to %s", ", ".join(names), model_dir)

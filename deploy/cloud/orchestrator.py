@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from deploy.cloud import autoscaling, hosting, iam, lambda_, state
 from deploy.cloud.artifacts import join_key, upload_model
 from deploy.cloud.errors import DeployError
+from dogbreed import iam as dogbreed_iam
 from dogbreed import images
 from dogbreed.iam import boundary_arn, check_boundary
 from dogbreed.s3 import MiB, S3Location, delete_prefix
@@ -111,7 +112,7 @@ def up(cfg: DictConfig, run: str, clients: Clients, package: Package | None = No
     env = {"SAGEMAKER_PROGRAM": "inference.py", "SAGEMAKER_SUBMIT_DIRECTORY": "/opt/ml/model/code"}
     model_data = f"s3://{bucket}/{model_key}"
     model = f"{d.name}-{short_hash([image, model_data, role_arn, env])}"
-    created = iam.retry_while_role_propagates(
+    created = dogbreed_iam.retry_while_role_propagates(
         lambda: hosting.ensure_model(clients.sagemaker, model, image, model_data, role_arn, env), _role_not_ready
     )
     if created:

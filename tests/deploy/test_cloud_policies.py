@@ -12,6 +12,7 @@ import pytest
 from parliament import analyze_policy_string
 
 from deploy.cloud import iam
+from dogbreed import iam as dogbreed_iam
 
 REPO = Path(__file__).resolve().parents[2]
 ACCOUNT = "123456789012"
@@ -58,7 +59,7 @@ def test_execution_policy_reads_only_the_deploy_prefix_and_pulls_only_the_dlc() 
 
 
 def test_trust_policy_names_one_service() -> None:
-    (statement,) = iam.trust_policy("lambda.amazonaws.com")["Statement"]
+    (statement,) = dogbreed_iam.trust_policy("lambda.amazonaws.com")["Statement"]
     assert statement == {
         "Effect": "Allow",
         "Principal": {"Service": "lambda.amazonaws.com"},
