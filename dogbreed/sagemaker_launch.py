@@ -35,7 +35,7 @@ BUNDLE_SOURCES = ("train.py", "conf", "dogbreed")
 # what it has), with the specifiers of pyproject.toml. Never torch or torchvision: the image's
 # builds are the ones for its CUDA. matplotlib comes with the image's seaborn; listed so the
 # job does not depend on that.
-JOB_REQUIREMENTS = ("hydra-core>=1.3.2,<1.4", "matplotlib>=3.8")
+JOB_REQUIREMENTS = ("hydra-core>=1.3.2,<1.4", "omegaconf>=2.3,<2.4", "matplotlib>=3.8")
 FRAMEWORK_VERSION = "2.6.0"
 PY_VERSION = "py312"
 CHANNEL = "training"
