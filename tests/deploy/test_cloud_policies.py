@@ -176,6 +176,7 @@ SERVICES = ["sagemaker.amazonaws.com", "lambda.amazonaws.com", "ec2.amazonaws.co
         ("dogbreed-prod-sagemaker", "sagemaker.amazonaws.com"),
         ("dogbreed-lambda", "lambda.amazonaws.com"),
         ("dogbreed", "ec2.amazonaws.com"),  # the ami instance role
+        ("dogbreed-sagemaker-training", "sagemaker.amazonaws.com"),  # hydra/launcher=sagemaker's jobs
         ("dogbreed-x", None),
         ("admin", None),
     ],
@@ -262,3 +263,47 @@ def test_deployer_policy_allows_every_call_deploy_makes(call: str) -> None:
         "put_role_policy": "iam", "pass_role": "iam",
     }[call]  # fmt: skip
     assert f"{service}:{''.join(part.title() for part in call.split('_'))}" in actions
+
+
+TRAINING_JOB = f"arn:aws:sagemaker:eu-west-1:{ACCOUNT}:training-job/dogbreed-20261202-101500-0"
+
+
+@pytest.mark.parametrize(
+    "action", ["sagemaker:CreateTrainingJob", "sagemaker:DescribeTrainingJob", "sagemaker:StopTrainingJob"]
+)
+def test_deployer_launches_and_stops_only_the_projects_training_jobs(action: str) -> None:
+    policy = deployer()
+    assert allowed(policy, action, TRAINING_JOB)
+    assert not allowed(policy, action, f"arn:aws:sagemaker:eu-west-1:{ACCOUNT}:training-job/other-job")
+
+
+def test_deployer_reads_training_logs_but_writes_none() -> None:
+    policy = deployer()
+    stream = f"arn:aws:logs:eu-west-1:{ACCOUNT}:log-group:/aws/sagemaker/TrainingJobs:log-stream:dogbreed-x/algo-1"
+    assert allowed(policy, "logs:GetLogEvents", stream)
+    assert not allowed(policy, "logs:GetLogEvents", f"arn:aws:logs:eu-west-1:{ACCOUNT}:log-group:/aws/lambda/x:*")
+    assert not allowed(policy, "logs:PutLogEvents", stream)
+
+
+def test_training_role_policy_is_within_the_boundary_and_scoped_to_its_prefixes() -> None:
+    from dogbreed.s3 import S3Location
+    from dogbreed.training_role import training_policy
+
+    base, data = S3Location("bkt", "team/dogbreed"), S3Location("bkt", "shared/dogbreed/dogImages/")
+    repository = "arn:aws:ecr:eu-west-1:763104351884:repository/pytorch-training"
+    policy = training_policy("aws", "eu-west-1", ACCOUNT, base, [data], repository)
+    boundary = json.loads((REPO / "deploy" / "iam" / "boundary-policy.json").read_text())
+    for statement in policy["Statement"]:
+        prefixes = statement.get("Condition", {}).get("StringLike", {}).get("s3:prefix", [None])
+        namespace = statement.get("Condition", {}).get("StringEquals", {}).get("cloudwatch:namespace")
+        for action in as_list(statement["Action"]):
+            for resource in as_list(statement["Resource"]):
+                for prefix in prefixes:
+                    context = {"s3:prefix": prefix} if prefix else {"cloudwatch:namespace": namespace or ""}
+                    assert allowed(boundary, action, resource, context), (action, resource, context)
+    assert allowed(policy, "s3:PutObject", "arn:aws:s3:::bkt/team/dogbreed/jobs/x/output/model.tar.gz")
+    assert allowed(policy, "s3:GetObject", "arn:aws:s3:::bkt/shared/dogbreed/dogImages/train/x.jpg")
+    assert not allowed(policy, "s3:PutObject", "arn:aws:s3:::bkt/shared/dogbreed/dogImages/train/x.jpg")
+    assert not allowed(policy, "s3:GetObject", "arn:aws:s3:::bkt/team/other/x")
+    assert not allowed(policy, "s3:ListBucket", "arn:aws:s3:::bkt", {"s3:prefix": "team/other/"})
+    assert findings(policy) == []
