@@ -18,15 +18,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import pytest
 import torch
 
 from deploy.model_archive import package_run
 from tests.deploy.test_model_archive import serving_info
 from tests.dogbreed.test_sagemaker_launch import BUCKET, jobs, launch, project  # noqa: F401 (fixture)
 from tests.helpers.imds import FakeIMDS
-
-pytest.importorskip("sagemaker_training")
 
 # What the PyTorch training image's framework module (sagemaker_pytorch_container.training) does.
 TOOLKIT = """
