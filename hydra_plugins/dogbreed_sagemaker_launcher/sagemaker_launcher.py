@@ -22,9 +22,9 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, open_dict
 
 from dogbreed import sagemaker_launch
-from dogbreed.errors import DogbreedError
+from dogbreed.entry import Progress, reported_errors
 from dogbreed.s3 import S3Location
-from dogbreed.sagemaker_launch import JobResult, JobSpec, LaunchSettings
+from dogbreed.sagemaker_launch import JobResult, JobSpec, LaunchError, LaunchSettings
 
 log = logging.getLogger(__name__)
 EXIT_DETACHED = 130
@@ -46,6 +46,14 @@ class SageMakerLauncher(Launcher):
         setup_globals()
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         configs = [self.job_config(list(overrides), initial_job_idx + i) for i, overrides in enumerate(job_overrides)]
+        Progress.job_started = True  # the command line composed; what fails now is not bad usage
+        # Hydra would print a launcher's error as a stack trace: one line and exit 1, as every CLI here.
+        with reported_errors(region_setting="hydra.launcher.region=<region>"):
+            return self.run(configs)
+
+    def run(self, configs: list[DictConfig]) -> list[JobReturn]:
+        self.settings.check()  # before any AWS client exists
+        logging.getLogger("botocore").setLevel(logging.WARNING)  # its INFO lines would drown the jobs' logs
         clients = sagemaker_launch.Clients.create(self.settings.region)
         jobs, prepared = self.prepare_jobs(configs, clients)
         try:
@@ -57,6 +65,7 @@ class SageMakerLauncher(Launcher):
         if results is None:
             log.info("jobs created; follow them with python -m dogbreed.sagemaker_jobs list")
             return [self.job_return(config, None) for config in configs]
+        check_all_completed(results)
         return [self.job_return(config, result) for config, result in zip(configs, results, strict=True)]
 
     def prepare_jobs(
@@ -92,7 +101,7 @@ class SageMakerLauncher(Launcher):
         return JobSpec(str(config.hydra.job.id), hyperparameters, channel)
 
     def job_return(self, config: DictConfig, result: JobResult | None) -> JobReturn:
-        """COMPLETED with the validation top-1 (None without waiting), or FAILED with the job's failure."""
+        """COMPLETED with the validation top-1 (None without waiting); the run's metrics.json in the trial dir."""
         outcome = JobReturn(
             overrides=list(config.hydra.overrides.task),
             cfg=config,
@@ -101,16 +110,25 @@ class SageMakerLauncher(Launcher):
             task_name=str(config.hydra.job.name),
             status=JobStatus.COMPLETED,
         )
-        if result is None:
-            return outcome
-        if result.metrics is None:
-            outcome.status = JobStatus.FAILED
-            outcome.return_value = DogbreedError(result.failure or f"training job {result.name} wrote no metrics.json")
-            log.error("%s", outcome._return_value)
+        if result is None or result.metrics is None:
             return outcome
         (trial_dir(config) / "metrics.json").write_text(json.dumps(result.metrics, indent=2))
         outcome.return_value = float(result.metrics["valid"]["top1"])
         return outcome
+
+
+def check_all_completed(results: list[JobResult]) -> None:
+    """A failed job ends the multirun as a failed local job does (one line, exit 1), naming every failure.
+
+    Raises:
+        LaunchError: a job failed, stopped or wrote no metrics.json.
+    """
+    failures = [result.failure or f"training job {result.name} wrote no metrics.json" for result in results]
+    failures = [line for line, result in zip(failures, results, strict=True) if result.metrics is None]
+    for line in failures[1:]:
+        log.error("%s", line)
+    if failures:
+        raise LaunchError(failures[0])
 
 
 def trial_dir(config: DictConfig) -> Path:

@@ -184,3 +184,41 @@ def test_an_optuna_sweep_optimises_over_parallel_jobs_and_writes_its_summary(
     assert f"[{best_job}] epoch 1/1" in result.stdout  # the job's log, streamed
     for job in jobs():  # the search itself ran here: no job runs a sweep of its own
         assert "hparams_search" not in job["HyperParameters"]
+
+
+def test_a_failed_job_reports_sagemakers_reason_and_its_log(project: str, tmp_path: Path, monkeypatch) -> None:
+    from moto.sagemaker.models import SageMakerModelBackend
+
+    create = SageMakerModelBackend.create_training_job
+
+    def create_and_fail(self: Any, *args: Any, **kw: Any):
+        job = create(self, *args, **kw)
+        job.training_job_status = "Failed"
+        job.failure_reason = "AlgorithmError: ExecuteUserScriptError: exit code 1"
+        return job
+
+    monkeypatch.setattr(SageMakerModelBackend, "create_training_job", create_and_fail)
+    result = subprocess.run(
+        [sys.executable, "train.py", "-m", "hydra/launcher=sagemaker", f"hydra.launcher.s3_uri={S3_URI}",
+         "hydra.launcher.poll_s=0", f"hydra.sweep.dir={tmp_path / 'sweep'}"],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 1
+    (job,) = jobs()
+    assert f"training job {job['TrainingJobName']} failed: AlgorithmError: ExecuteUserScriptError" in result.stderr
+    assert f"/aws/sagemaker/TrainingJobs streams {job['TrainingJobName']}/*" in result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+
+
+def test_launcher_settings_are_refused_before_anything_is_created(project: str, tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "train.py", "-m", "hydra/launcher=sagemaker", "hydra.launcher.s3_uri=bucket/prefix",
+         "hydra.launcher.spot=true", "hydra.launcher.max_wait_s=10", f"hydra.sweep.dir={tmp_path / 'sweep'}"],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: hydra.launcher.s3_uri must look like s3://bucket/prefix, got 'bucket/prefix'"
+    )
+    assert "Traceback" not in result.stderr
+    assert jobs() == [] and bundles() == []
