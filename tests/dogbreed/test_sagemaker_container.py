@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from typing import Any
 import torch
 
 from deploy.model_archive import package_run
+from dogbreed.sagemaker_launch import METRIC_DEFINITIONS
 from tests.deploy.test_model_archive import serving_info
 from tests.dogbreed.test_sagemaker_launch import BUCKET, jobs, launch, project  # noqa: F401 (fixture)
 from tests.helpers.imds import FakeIMDS
@@ -94,6 +96,8 @@ def test_the_toolkit_runs_a_launched_spot_job_that_resumes_and_leaves_a_deployab
     output = resumed.stdout + resumed.stderr
     assert resumed.returncode == 0, output[-3000:]
     assert "resuming at batch 2" in output
+    for metric in METRIC_DEFINITIONS:  # what SageMaker will find in the job's log
+        assert re.search(metric["Regex"], output), metric
     model_dir = base / "model"
     assert json.loads((model_dir / "metrics.json").read_text())["epochs_run"] == 1
     tarball = package_run(str(model_dir), tmp_path / "model.tar.gz")
