@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import signal
 import subprocess
 import sys
 import tarfile
@@ -222,3 +223,51 @@ def test_launcher_settings_are_refused_before_anything_is_created(project: str, 
     )
     assert "Traceback" not in result.stderr
     assert jobs() == [] and bundles() == []
+
+
+def test_launcher_keys_compose_with_their_documented_defaults() -> None:
+    import dataclasses
+
+    from hydra import compose, initialize_config_dir
+
+    from dogbreed.sagemaker_launch import LaunchSettings
+
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=["hydra/launcher=sagemaker"], return_hydra_config=True)
+    keys = {key: value for key, value in cfg.hydra.launcher.items() if key != "_target_"}
+    defaults = {field.name: field.default for field in dataclasses.fields(LaunchSettings)}
+    assert keys == {**defaults, "s3_uri": None}
+    assert keys["instance_type"] == "ml.m5.xlarge" and keys["max_parallel"] == 4 and keys["wait"] is True
+
+
+def test_ctrl_c_while_waiting_detaches_and_says_how_to_stop_the_jobs(
+    project: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from moto.sagemaker.models import SageMakerModelBackend
+
+    create = SageMakerModelBackend.create_training_job
+
+    def create_running(self: Any, *args: Any, **kw: Any):
+        job = create(self, *args, **kw)
+        job.training_job_status = "InProgress"
+        return job
+
+    monkeypatch.setattr(SageMakerModelBackend, "create_training_job", create_running)
+    process = subprocess.Popen(
+        [sys.executable, "train.py", "-m", "hydra/launcher=sagemaker", f"hydra.launcher.s3_uri={S3_URI}",
+         "hydra.launcher.poll_s=0.2", f"hydra.sweep.dir={tmp_path / 'sweep'}"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    assert process.stdout is not None
+    output = []
+    for line in process.stdout:
+        output.append(line)
+        if "created training job" in line:
+            process.send_signal(signal.SIGINT)
+            break
+    output.append(process.stdout.read())
+    assert process.wait(timeout=60) == 130
+    (job,) = jobs()
+    text = "".join(output)
+    assert "detached; the jobs keep running" in text and job["TrainingJobName"] in text
+    assert "python -m dogbreed.sagemaker_jobs stop JOB" in text and "Traceback" not in text
