@@ -5,11 +5,7 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from dogbreed.entry import EXIT_USAGE, reported_errors
-
-# Set once Hydra has composed the config and called `main`: an exit 1 before that is Hydra
-# reporting a bad override or config option, which is bad usage.
-task_started = False
+from dogbreed.entry import EXIT_USAGE, Progress, reported_errors
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
@@ -17,8 +13,7 @@ def main(cfg: DictConfig) -> float:
     """Returns the validation top-1 accuracy, the value a sweeper optimises."""
     from dogbreed.training import train  # after Hydra has parsed the CLI: --help stays fast
 
-    global task_started
-    task_started = True
+    Progress.job_started = True
     # Inside the task, because Hydra would print a project error as a stack trace and exit 1,
     # where an interrupted run must exit 128 + signal.
     with reported_errors():
@@ -39,7 +34,7 @@ def run() -> None:
     try:
         main()
     except SystemExit as stop:
-        if stop.code == 1 and not task_started:
+        if stop.code == 1 and not Progress.job_started:
             raise SystemExit(EXIT_USAGE) from None
         raise
 

@@ -1,4 +1,5 @@
-"""Run directory (or its s3:// copy) -> model.tar.gz for the SageMaker PyTorch inference container.
+"""Run directory (its s3:// copy, or a SageMaker training job's model.tar.gz) -> model.tar.gz for the
+SageMaker PyTorch inference container.
 
 Layout: `model.pth`, `labels.json` and `serving.json` (image size, architecture,
 version info) at the root. Under `code/`: the `dogbreed.serving` package whole, with
@@ -16,6 +17,7 @@ import io
 import json
 import logging
 import os
+import re
 import tarfile
 import tempfile
 from datetime import datetime, timezone
@@ -37,33 +39,71 @@ log = logging.getLogger(__name__)
 TARBALL_NAME = "model.tar.gz"
 DEFAULT_IMAGE_SIZE = 224  # torchvision's ImageNet size; SageMaker training output has no config
 HYDRA_CONFIG = Path(".hydra") / "config.yaml"
+# What a training job's model.tar.gz may hold that packaging reads (SM_MODEL_DIR, see dogbreed/training.py).
+JOB_MODEL_FILES = (WEIGHTS_NAME, LABELS_NAME, HYDRA_CONFIG.as_posix(), MODEL_INFO_NAME)
+TRAINING_JOB_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 
 
 class PackageError(DogbreedError):
     """The run cannot be packaged as given."""
 
 
-def download_run(uri: str, destination: Path) -> Path:
-    """Copies the files packaging reads from an s3:// run prefix into `destination`.
+def is_training_job(run: str) -> bool:
+    """A SageMaker training job name rather than a run: not s3://, not an existing path."""
+    return not run.startswith("s3://") and not Path(run).exists() and bool(TRAINING_JOB_NAME.match(run))
 
-    Goes through `dogbreed.s3`, so files uploaded by a training run are checked
-    against the SHA-256 recorded at upload; optional files that are absent are skipped.
+
+def download_run(uri: str, destination: Path) -> tuple[Path, str]:
+    """Copies the files packaging reads into `destination`; returns it and the run's name.
+
+    `uri` is an s3:// run prefix, a training job's `s3://…/<job>/output/model.tar.gz`, or the
+    job's name (its model.tar.gz is looked up). A run prefix goes through `dogbreed.s3`, so files
+    uploaded by a training run are checked against the SHA-256 recorded at upload; optional
+    files that are absent are skipped. A job's model.tar.gz is SageMaker's, written without one.
     """
     from botocore.exceptions import BotoCoreError, ClientError
 
     from dogbreed import s3  # boto3 is only needed for s3:// runs
 
-    prefix = s3.S3Location.parse(uri).as_prefix()
-    client = s3.make_client()
-    for name in (WEIGHTS_NAME, LABELS_NAME, CHECKPOINT_NAME, HYDRA_CONFIG.as_posix(), MODEL_INFO_NAME):
-        source = prefix.child(name)
-        try:
+    try:
+        if is_training_job(uri):
+            return extract_job_model(job_model_uri(uri), destination), uri
+        if uri.endswith(TARBALL_NAME):
+            return extract_job_model(uri, destination), uri.split("/")[-3]
+        prefix = s3.S3Location.parse(uri).as_prefix()
+        client = s3.make_client()
+        for name in (WEIGHTS_NAME, LABELS_NAME, CHECKPOINT_NAME, HYDRA_CONFIG.as_posix(), MODEL_INFO_NAME):
+            source = prefix.child(name)
             if s3.head_or_none(client, source) is None:
                 log.info("%s has no %s", uri, name)
                 continue
             s3.download_verified(client, source, destination / name)
-        except (ClientError, BotoCoreError) as err:  # no credentials, no region, endpoint unreachable
-            raise PackageError(f"cannot read {source.uri}: {err}") from None
+    except (ClientError, BotoCoreError) as err:  # no credentials, no region, endpoint unreachable
+        raise PackageError(f"cannot read {uri}: {err}") from None
+    return destination, uri.rstrip("/").rsplit("/", 1)[-1]
+
+
+def job_model_uri(job: str) -> str:
+    """The model.tar.gz a completed training job wrote."""
+    import boto3
+
+    description = boto3.client("sagemaker").describe_training_job(TrainingJobName=job)
+    if description["TrainingJobStatus"] != "Completed":
+        raise PackageError(f"training job {job} is {description['TrainingJobStatus']}, not Completed")
+    return description["ModelArtifacts"]["S3ModelArtifacts"]
+
+
+def extract_job_model(uri: str, destination: Path) -> Path:
+    """The packaging files of a training job's model.tar.gz, extracted into `destination`."""
+    from dogbreed import s3
+
+    location = s3.S3Location.parse(uri)
+    body = s3.make_client().get_object(Bucket=location.bucket, Key=location.key)["Body"]
+    with tarfile.open(fileobj=body, mode="r|gz") as tar:
+        for member in tar:
+            name = member.name.removeprefix("./")
+            if member.isfile() and name in JOB_MODEL_FILES:
+                tar.extract(member, destination, filter="data")
     return destination
 
 
@@ -170,8 +210,8 @@ def package_run(run: str, output: Path | None = None, image_size: int | None = N
     """Validates a run and writes its model.tar.gz.
 
     Args:
-        run: a run directory, or the s3:// prefix of one.
-        output: the tarball path; default `<run dir>/model.tar.gz` (`./model.tar.gz` for s3://).
+        run: a run directory, the s3:// prefix of one, a training job's s3://…/model.tar.gz or its name.
+        output: the tarball path; default `<run dir>/model.tar.gz` (`./model.tar.gz` for the others).
         image_size: overrides the size found in the run (which otherwise defaults to 224).
 
     Returns:
@@ -182,9 +222,8 @@ def package_run(run: str, output: Path | None = None, image_size: int | None = N
         WeightsError: the weights do not load into the model labels.json describes.
     """
     with tempfile.TemporaryDirectory(prefix="dogbreed-package-") as scratch:
-        if run.startswith("s3://"):
-            run_dir = download_run(run, Path(scratch))
-            name = run.rstrip("/").rsplit("/", 1)[-1]
+        if run.startswith("s3://") or is_training_job(run):
+            run_dir, name = download_run(run, Path(scratch))
             output = output or Path.cwd() / TARBALL_NAME
         else:
             run_dir = Path(run)

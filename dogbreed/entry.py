@@ -35,6 +35,14 @@ EXIT_ERROR = 1
 EXIT_USAGE = 2
 DEBUG_ENV = "DOGBREED_DEBUG"
 
+
+class Progress:
+    """How far `python train.py` got: an exit 1 before a job started is Hydra refusing the command
+    line (bad usage, exit 2). A job starts in `train.py`'s task or in a launcher that runs it elsewhere."""
+
+    job_started = False
+
+
 # A parent parser: pass it to the root parser and every subcommand's, so `--debug` works on
 # either side of the subcommand name.
 DEBUG_OPTION = argparse.ArgumentParser(add_help=False)

@@ -1,15 +1,21 @@
-"""IAM permissions boundaries: every role `deploy` and `ami` create carries the one the project ships.
+"""IAM roles under the project's permissions boundary: every role `deploy`, `ami` and the SageMaker
+training launcher create carries the one the project ships.
 
-Both packages create roles and must treat the boundary the same way, so the rules live here:
-the boundary policy must exist before any role is made, a role is created with it, and an
-existing role without one (from an older version) gets it, which only narrows what it may do.
+They all create roles and must treat the boundary the same way, so the rules live here: the
+boundary policy must exist before any role is made, a role is created with it, and an existing
+role without one (from an older version) gets it, which only narrows what it may do. A service
+role's inline policy (one per role, named after it) is brought to what is asked.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import re
-from typing import Any
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+from urllib.parse import unquote
 
 from botocore.exceptions import ClientError
 
@@ -22,6 +28,24 @@ POLICY_NAME_PATTERN = re.compile(r"^[\w+=,.@-]{1,128}$")
 BOUNDARY_DOCUMENT = "deploy/iam/boundary-policy.json"
 # The boundary lets the roles it bounds reach S3 objects only under a folder of this name.
 BOUNDARY_S3_FOLDER = "dogbreed"
+VERSION = "2012-10-17"
+T = TypeVar("T")
+# A role created a moment ago is not yet assumable everywhere; AWS documents ~10 s, allow more.
+PROPAGATION_ATTEMPTS = 10
+PROPAGATION_DELAY_S = 3.0
+
+
+def trust_policy(service: str) -> dict[str, Any]:
+    """A trust policy that lets `service` (e.g. `lambda.amazonaws.com`) assume the role."""
+    return {
+        "Version": VERSION,
+        "Statement": [{"Effect": "Allow", "Principal": {"Service": service}, "Action": "sts:AssumeRole"}],
+    }
+
+
+def log_group_arn(partition: str, region: str, account: str, group: str) -> str:
+    """The ARN of a log group and its streams."""
+    return f"arn:{partition}:logs:{region}:{account}:log-group:{group}:*"
 
 
 def boundary_arn(partition: str, account: str, name: str) -> str:
@@ -82,3 +106,79 @@ def adopt_boundary(iam: Any, role: dict[str, Any], boundary: str, remedy: str, e
     iam.put_role_permissions_boundary(RoleName=name, PermissionsBoundary=boundary)
     log.info("put boundary %s on existing role %s", boundary, name)
     return True
+
+
+def ensure_role(
+    iam: Any,
+    name: str,
+    service: str,
+    policy: dict[str, Any],
+    description: str,
+    boundary: str,
+    error: type[DogbreedError],
+    remedy: str,
+) -> tuple[str, bool]:
+    """Creates the role with `boundary` or brings an existing one's boundary and inline policy to what is asked.
+
+    A role with another boundary, or trusting another service, was not made by this project and
+    is refused rather than changed.
+
+    Returns:
+        The role ARN and whether anything changed.
+
+    Raises:
+        error: the role exists with another boundary or another trust policy; the message ends with `remedy`.
+    """
+    trust = trust_policy(service)
+    try:
+        role = iam.get_role(RoleName=name)["Role"]
+    except ClientError as err:
+        if err.response["Error"]["Code"] != "NoSuchEntity":
+            raise
+        role = iam.create_role(
+            RoleName=name,
+            AssumeRolePolicyDocument=json.dumps(trust),
+            Description=description,
+            PermissionsBoundary=boundary,
+        )["Role"]
+        log.info("created role %s with boundary %s", name, boundary)
+        changed = True
+    else:
+        if policy_document(role["AssumeRolePolicyDocument"]) != trust:
+            raise error(f"role {name} exists but trusts something other than {service}; {remedy}")
+        changed = adopt_boundary(iam, role, boundary, remedy, error)
+    if _inline_policy(iam, name) != policy:
+        iam.put_role_policy(RoleName=name, PolicyName=name, PolicyDocument=json.dumps(policy))
+        log.info("set inline policy %s", name)
+        changed = True
+    return role["Arn"], changed
+
+
+def _inline_policy(iam: Any, name: str) -> dict[str, Any] | None:
+    try:
+        return policy_document(iam.get_role_policy(RoleName=name, PolicyName=name)["PolicyDocument"])
+    except ClientError as err:
+        if err.response["Error"]["Code"] == "NoSuchEntity":
+            return None
+        raise
+
+
+def policy_document(document: str | dict[str, Any]) -> dict[str, Any]:
+    """A policy document as a dict: boto3 gives dicts, moto and some paths URL-encoded strings."""
+    if isinstance(document, str):
+        return json.loads(unquote(document))
+    return document
+
+
+def retry_while_role_propagates(call: Callable[[], T], is_propagation: Callable[[ClientError], bool]) -> T:
+    """Runs `call`, retrying while AWS says a just-created role cannot be assumed yet."""
+    attempt = 1
+    while True:
+        try:
+            return call()
+        except ClientError as err:
+            if attempt >= PROPAGATION_ATTEMPTS or not is_propagation(err):
+                raise
+            log.info("role not assumable yet (%s); retrying", err.response["Error"]["Message"])
+        attempt += 1
+        time.sleep(PROPAGATION_DELAY_S)

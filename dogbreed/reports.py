@@ -27,7 +27,8 @@ LABELS_NAME = "labels.json"
 # would otherwise have to guess (the image size above all).
 MODEL_INFO_NAME = "model_info.json"
 # What experiment trackers receive at the end of a run (dogbreed.tracking); the checkpoint stays local.
-TRACKED_FILES = (WEIGHTS_NAME, LABELS_NAME, "metrics.json", "metrics.csv", "curves.png", "confusion.png")
+METRICS_JSON = "metrics.json"
+TRACKED_FILES = (WEIGHTS_NAME, LABELS_NAME, METRICS_JSON, "metrics.csv", "curves.png", "confusion.png")
 
 
 def write_labels(class_names: list[str], path: Path) -> None:
@@ -159,7 +160,7 @@ def write_final_reports(
             "precision": runtime.precision,
             "versions": versions(),
         },
-        output_dir / "metrics.json",
+        output_dir / METRICS_JSON,
     )
 
 

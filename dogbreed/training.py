@@ -260,11 +260,13 @@ def check_identical_weights(model: nn.Module, context: distributed.Context) -> N
 
 
 def export_for_sagemaker(output_dir: Path, model_dir: Path, config: dict[str, Any]) -> None:
-    """model.pth, labels.json and model_info.json into SM_MODEL_DIR: SageMaker tars it as a deployable model."""
-    model_dir.mkdir(parents=True, exist_ok=True)
-    for name in (checkpoint.WEIGHTS_NAME, reports.LABELS_NAME):
-        shutil.copy2(output_dir / name, model_dir / name)
+    """Into SM_MODEL_DIR, which SageMaker tars into the job's model.tar.gz: what `deploy package` needs
+    (weights, labels, model_info.json with the image size and versions, the config) and metrics.json,
+    the launcher's objective."""
+    names = [checkpoint.WEIGHTS_NAME, reports.LABELS_NAME, reports.METRICS_JSON, ".hydra/config.yaml"]
+    for name in names:
+        if (output_dir / name).is_file():
+            (model_dir / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(output_dir / name, model_dir / name)
     reports.write_model_info(config, model_dir / reports.MODEL_INFO_NAME)
-    log.info(
-        "exported %s, %s and %s to %s", checkpoint.WEIGHTS_NAME, reports.LABELS_NAME, reports.MODEL_INFO_NAME, model_dir
-    )
+    log.info("copied %s and wrote %s to %s", ", ".join(names), reports.MODEL_INFO_NAME, model_dir)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -13,6 +14,7 @@ from omegaconf import DictConfig
 
 from dogbreed.synthetic import generate
 from tests.helpers.config import TINY_SPEC, compose_config, shrunk_overrides
+from tests.helpers.imds import FakeIMDS
 from tests.helpers.net import free_port
 
 
@@ -80,3 +82,14 @@ def aws(moto_server: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     yield moto_server
     # Reloading the AWS managed policies on reset takes a while on a busy machine.
     urllib.request.urlopen(urllib.request.Request(f"{moto_server}/moto-api/reset", method="POST"), timeout=120).close()
+
+
+@pytest.fixture
+def imds() -> Iterator[FakeIMDS]:
+    """A local IMDSv2 on a free port; set `.notice` to post a spot interruption notice."""
+    server = FakeIMDS()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()

@@ -19,6 +19,7 @@ from deploy.cloud import autoscaling, container, hosting, iam, lambda_, operatin
 from deploy.cloud.artifacts import join_key, upload_model
 from deploy.cloud.errors import DeployError
 from deploy.cloud.operating import Release
+from dogbreed import iam as dogbreed_iam
 from dogbreed import images
 from dogbreed.iam import boundary_arn, check_boundary
 from dogbreed.s3 import MiB, S3Location, delete_prefix
@@ -114,7 +115,7 @@ def up(
     role_arn = d.role_arn or _sagemaker_role(clients, names, where, bucket, deploy_prefix, image, changes, capture)
     env = container.model_environment(d)
     model = f"{d.name}-{short_hash([image, model_data, role_arn, env])}"
-    created = iam.retry_while_role_propagates(
+    created = dogbreed_iam.retry_while_role_propagates(
         lambda: hosting.ensure_model(clients.sagemaker, model, image, model_data, role_arn, env), _role_not_ready
     )
     if created:

@@ -12,6 +12,7 @@ import pytest
 from parliament import analyze_policy_string
 
 from deploy.cloud import iam
+from dogbreed import iam as dogbreed_iam
 
 REPO = Path(__file__).resolve().parents[2]
 ACCOUNT = "123456789012"
@@ -58,7 +59,7 @@ def test_execution_policy_reads_only_the_deploy_prefix_and_pulls_only_the_dlc() 
 
 
 def test_trust_policy_names_one_service() -> None:
-    (statement,) = iam.trust_policy("lambda.amazonaws.com")["Statement"]
+    (statement,) = dogbreed_iam.trust_policy("lambda.amazonaws.com")["Statement"]
     assert statement == {
         "Effect": "Allow",
         "Principal": {"Service": "lambda.amazonaws.com"},
@@ -179,6 +180,7 @@ SERVICES = ["sagemaker.amazonaws.com", "lambda.amazonaws.com", "ec2.amazonaws.co
         ("dogbreed-prod-sagemaker", "sagemaker.amazonaws.com"),
         ("dogbreed-lambda", "lambda.amazonaws.com"),
         ("dogbreed", "ec2.amazonaws.com"),  # the ami instance role
+        ("dogbreed-sagemaker-training", "sagemaker.amazonaws.com"),  # hydra/launcher=sagemaker's jobs
         ("dogbreed-x", None),
         ("admin", None),
     ],
@@ -327,3 +329,47 @@ def test_deployer_may_start_batch_transform_jobs_of_the_project_only() -> None:
     assert allowed(policy, "sagemaker:CreateTransformJob", job)
     assert allowed(policy, "sagemaker:DescribeTransformJob", job)
     assert not allowed(policy, "sagemaker:CreateTransformJob", f"arn:aws:sagemaker:eu-west-1:{ACCOUNT}:transform-job/x")
+
+
+TRAINING_JOB = f"arn:aws:sagemaker:eu-west-1:{ACCOUNT}:training-job/dogbreed-20261202-101500-0"
+
+
+@pytest.mark.parametrize(
+    "action", ["sagemaker:CreateTrainingJob", "sagemaker:DescribeTrainingJob", "sagemaker:StopTrainingJob"]
+)
+def test_deployer_launches_and_stops_only_the_projects_training_jobs(action: str) -> None:
+    policy = deployer()
+    assert allowed(policy, action, TRAINING_JOB)
+    assert not allowed(policy, action, f"arn:aws:sagemaker:eu-west-1:{ACCOUNT}:training-job/other-job")
+
+
+def test_deployer_reads_training_logs_but_writes_none() -> None:
+    policy = deployer()
+    stream = f"arn:aws:logs:eu-west-1:{ACCOUNT}:log-group:/aws/sagemaker/TrainingJobs:log-stream:dogbreed-x/algo-1"
+    assert allowed(policy, "logs:GetLogEvents", stream)
+    assert not allowed(policy, "logs:GetLogEvents", f"arn:aws:logs:eu-west-1:{ACCOUNT}:log-group:/aws/lambda/x:*")
+    assert not allowed(policy, "logs:PutLogEvents", stream)
+
+
+def test_training_role_policy_is_within_the_boundary_and_scoped_to_its_prefixes() -> None:
+    from dogbreed.s3 import S3Location
+    from dogbreed.training_role import training_policy
+
+    base, data = S3Location("bkt", "team/dogbreed"), S3Location("bkt", "shared/dogbreed/dogImages/")
+    repository = "arn:aws:ecr:eu-west-1:763104351884:repository/pytorch-training"
+    policy = training_policy("aws", "eu-west-1", ACCOUNT, base, [data], repository)
+    boundary = json.loads((REPO / "deploy" / "iam" / "boundary-policy.json").read_text())
+    for statement in policy["Statement"]:
+        prefixes = statement.get("Condition", {}).get("StringLike", {}).get("s3:prefix", [None])
+        namespace = statement.get("Condition", {}).get("StringEquals", {}).get("cloudwatch:namespace")
+        for action in as_list(statement["Action"]):
+            for resource in as_list(statement["Resource"]):
+                for prefix in prefixes:
+                    context = {"s3:prefix": prefix} if prefix else {"cloudwatch:namespace": namespace or ""}
+                    assert allowed(boundary, action, resource, context), (action, resource, context)
+    assert allowed(policy, "s3:PutObject", "arn:aws:s3:::bkt/team/dogbreed/jobs/x/output/model.tar.gz")
+    assert allowed(policy, "s3:GetObject", "arn:aws:s3:::bkt/shared/dogbreed/dogImages/train/x.jpg")
+    assert not allowed(policy, "s3:PutObject", "arn:aws:s3:::bkt/shared/dogbreed/dogImages/train/x.jpg")
+    assert not allowed(policy, "s3:GetObject", "arn:aws:s3:::bkt/team/other/x")
+    assert not allowed(policy, "s3:ListBucket", "arn:aws:s3:::bkt", {"s3:prefix": "team/other/"})
+    assert findings(policy) == []

@@ -18,6 +18,7 @@ from botocore.stub import Stubber
 from deploy.cloud import artifacts, hosting, iam, lambda_
 from deploy.cloud.errors import DeployError
 from deploy.cloud.orchestrator import content_version
+from dogbreed import iam as dogbreed_iam
 from dogbreed.s3 import S3Location, UploadSettings, head_or_none
 
 REGION = "us-east-1"
@@ -143,7 +144,7 @@ def endpoint(status: str) -> dict[str, object]:
 
 
 def test_role_propagation_is_retried_and_other_errors_are_not(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(iam, "PROPAGATION_DELAY_S", 0)
+    monkeypatch.setattr(dogbreed_iam, "PROPAGATION_DELAY_S", 0)
     not_ready = ClientError(
         {
             "Error": {
@@ -161,11 +162,11 @@ def test_role_propagation_is_retried_and_other_errors_are_not(monkeypatch: pytes
             raise not_ready
         return "created"
 
-    assert iam.retry_while_role_propagates(create, lambda_._role_not_ready) == "created"
+    assert dogbreed_iam.retry_while_role_propagates(create, lambda_._role_not_ready) == "created"
     assert len(calls) == 3
     denied = ClientError({"Error": {"Code": "AccessDenied", "Message": "no"}}, "CreateFunction")
     with pytest.raises(ClientError, match="AccessDenied"):
-        iam.retry_while_role_propagates(lambda: (_ for _ in ()).throw(denied), lambda_._role_not_ready)
+        dogbreed_iam.retry_while_role_propagates(lambda: (_ for _ in ()).throw(denied), lambda_._role_not_ready)
 
 
 def test_handler_zip_is_reproducible_and_leaves_bytecode_out(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import io
 import json
 import os
 import shutil
@@ -261,3 +262,33 @@ def test_unreachable_s3_is_a_clear_error(tmp_path: Path, closed_port: int, monke
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
     with pytest.raises(PackageError, match="cannot read s3://runs/x"):
         package_run("s3://runs/x", tmp_path / "m.tar.gz")
+
+
+def test_a_training_jobs_model_packages_by_its_name_or_its_s3_uri(run_dir: Path, tmp_path: Path, aws: str) -> None:
+    """What `hydra/launcher=sagemaker` leaves: SM_MODEL_DIR tarred by SageMaker, without a SHA-256."""
+    s3, sagemaker = boto3.client("s3"), boto3.client("sagemaker")
+    s3.create_bucket(Bucket="bkt")
+    sagemaker.create_training_job(
+        TrainingJobName="dogbreed-20261202-101500-0",
+        AlgorithmSpecification={"TrainingImage": "image", "TrainingInputMode": "File"},
+        RoleArn="arn:aws:iam::123456789012:role/dogbreed-sagemaker-training",
+        OutputDataConfig={"S3OutputPath": "s3://bkt/dogbreed/jobs"},
+        ResourceConfig={"InstanceType": "ml.m5.xlarge", "InstanceCount": 1, "VolumeSizeInGB": 50},
+        StoppingCondition={"MaxRuntimeInSeconds": 3600},
+    )
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for name in ("model.pth", "labels.json", "metrics.json"):
+            tar.add(run_dir / name, arcname=name)
+        config = b"data:\n  image_size: 48\n"  # the run's .hydra/config.yaml (train_run has none)
+        info = tarfile.TarInfo(".hydra/config.yaml")
+        info.size = len(config)
+        tar.addfile(info, io.BytesIO(config))
+    key = "dogbreed/jobs/dogbreed-20261202-101500-0/output/model.tar.gz"
+    s3.put_object(Bucket="bkt", Key=key, Body=buffer.getvalue())
+    by_name = serving_info(package_run("dogbreed-20261202-101500-0", tmp_path / "a.tar.gz"))
+    by_uri = serving_info(package_run(f"s3://bkt/{key}", tmp_path / "b.tar.gz"))
+    assert by_name["name"] == by_uri["name"] == "dogbreed-20261202-101500-0"
+    assert by_name["image_size"] == by_uri["image_size"] == 48  # from the run's config, not 224
+    with pytest.raises(PackageError, match="dogbreed-unknown"):
+        package_run("dogbreed-unknown", tmp_path / "c.tar.gz")

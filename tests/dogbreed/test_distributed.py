@@ -94,7 +94,9 @@ def test_sagemaker_job_writes_a_deployable_model_dir(tiny_dataset: Path, tmp_pat
     result = subprocess.run([sys.executable, "train.py", *args], cwd=REPO, env=env, capture_output=True, text=True,
                             timeout=300)  # fmt: skip
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
-    assert sorted(p.name for p in model_dir.iterdir()) == ["labels.json", "model.pth", "model_info.json"]
+    assert sorted(p.name for p in model_dir.iterdir()) == [
+        ".hydra", "labels.json", "metrics.json", "model.pth", "model_info.json",
+    ]  # fmt: skip
     assert any(output_dir.rglob("metrics.json"))  # the run itself went to SM_OUTPUT_DATA_DIR
 
     from deploy.model_archive import package_run

@@ -1,0 +1,131 @@
+"""The SageMaker training jobs' execution role `<name>-sagemaker-training`, under the project boundary.
+
+It may read and write only under the launcher's S3 prefix (code, outputs, checkpoints), read
+the data channels, pull the training image and write the training jobs' logs and metrics.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from dogbreed import iam, images
+from dogbreed.errors import DogbreedError
+from dogbreed.s3 import S3Location
+
+SERVICE = "sagemaker.amazonaws.com"
+LOG_GROUP = "/aws/sagemaker/TrainingJobs"
+METRICS_NAMESPACE = "/aws/sagemaker/TrainingJobs"
+
+
+def role_name(name: str) -> str:
+    return f"{name}-sagemaker-training"
+
+
+def s3_prefix(location: S3Location) -> str:
+    return location.key.strip("/")
+
+
+def object_arn(partition: str, location: S3Location) -> str:
+    prefix = s3_prefix(location)
+    objects = f"{prefix}/*" if prefix else "*"
+    return f"arn:{partition}:s3:::{location.bucket}/{objects}"
+
+
+def training_policy(
+    partition: str, region: str, account: str, base: S3Location, channels: Sequence[S3Location], repository_arn: str
+) -> dict[str, Any]:
+    """The inline policy: `base` read/write, `channels` read, the image pulled, own logs and metrics."""
+    listed: dict[str, list[str]] = {}
+    for location in (base, *channels):
+        prefix = s3_prefix(location)
+        listed.setdefault(location.bucket, []).extend([prefix, f"{prefix}/*"] if prefix else ["*"])
+    statements: list[dict[str, Any]] = [
+        {
+            "Sid": "ProjectPrefix",
+            "Effect": "Allow",
+            "Action": ["s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload"],
+            "Resource": object_arn(partition, base),
+        }
+    ]
+    if channels:
+        statements.append(
+            {
+                "Sid": "ReadData",
+                "Effect": "Allow",
+                "Action": "s3:GetObject",
+                "Resource": sorted({object_arn(partition, channel) for channel in channels}),
+            }
+        )
+    statements += [
+        {
+            "Sid": f"List{index}",
+            "Effect": "Allow",
+            "Action": "s3:ListBucket",
+            "Resource": f"arn:{partition}:s3:::{bucket}",
+            "Condition": {"StringLike": {"s3:prefix": sorted(set(prefixes))}},
+        }
+        for index, (bucket, prefixes) in enumerate(sorted(listed.items()))
+    ]
+    statements += [
+        # GetAuthorizationToken has no resource scope in IAM: "*" is the only valid value.
+        {"Sid": "EcrLogin", "Effect": "Allow", "Action": "ecr:GetAuthorizationToken", "Resource": "*"},
+        {
+            "Sid": "PullImage",
+            "Effect": "Allow",
+            "Action": ["ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"],
+            "Resource": repository_arn,
+        },
+        {
+            "Sid": "OwnLogs",
+            "Effect": "Allow",
+            "Action": ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"],
+            "Resource": iam.log_group_arn(partition, region, account, LOG_GROUP),
+        },
+        {
+            "Sid": "OwnMetrics",
+            "Effect": "Allow",
+            "Action": "cloudwatch:PutMetricData",
+            "Resource": "*",
+            "Condition": {"StringEquals": {"cloudwatch:namespace": METRICS_NAMESPACE}},
+        },
+    ]
+    return {"Version": iam.VERSION, "Statement": statements}
+
+
+def caller(sts: Any) -> tuple[str, str]:
+    """The partition and account of the credentials in use."""
+    identity = sts.get_caller_identity()
+    return identity["Arn"].split(":")[1], identity["Account"]
+
+
+def ensure_training_role(
+    iam_client: Any,
+    sts: Any,
+    name: str,
+    boundary_name: str,
+    region: str,
+    base: S3Location,
+    channels: Sequence[S3Location],
+    image_uri: str,
+    error: type[DogbreedError],
+) -> str:
+    """Creates or updates `<name>-sagemaker-training`; returns its ARN.
+
+    Raises:
+        error: the boundary policy does not exist, the role exists with another boundary or trust,
+            or the image is not in ECR (the role could not be scoped to it).
+    """
+    partition, account = caller(sts)
+    try:
+        repository = images.repository_arn(image_uri, partition)
+    except ValueError as err:
+        raise error(f"{err}; give hydra.launcher.role_arn for an image outside ECR") from None
+    boundary = iam.boundary_arn(partition, account, boundary_name)
+    iam.check_boundary(iam_client, boundary, "hydra.launcher.permissions_boundary", error)
+    policy = training_policy(partition, region, account, base, channels, repository)
+    remedy = "delete it, choose another hydra.launcher.name, or set hydra.launcher.permissions_boundary to match"
+    arn, _ = iam.ensure_role(
+        iam_client, role_name(name), SERVICE, policy, "dogbreed SageMaker training jobs", boundary, error, remedy
+    )
+    return arn

@@ -1,0 +1,1 @@
+"""`hydra/launcher=sagemaker`: every job of `python train.py -m ...` runs as a SageMaker training job."""
