@@ -14,7 +14,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,8 @@ BUNDLE_SOURCES = ("train.py", "conf", "dogbreed")
 # builds are the ones for its CUDA. matplotlib comes with the image's seaborn; listed so the
 # job does not depend on that.
 JOB_REQUIREMENTS = ("hydra-core>=1.3.2,<1.4", "omegaconf>=2.3,<2.4", "matplotlib>=3.8")
+# Installed only when a job's `logger` group uses them (the image has neither; pip adds ~20 s).
+TRACKER_REQUIREMENTS = {"tensorboard": "tensorboard>=2.15", "mlflow": "mlflow-skinny>=2.16"}
 FRAMEWORK_VERSION = "2.6.0"
 PY_VERSION = "py312"
 CHANNEL = "training"
@@ -111,15 +113,17 @@ class LaunchSettings:
             raise LaunchError("hydra.launcher: " + "; ".join(problems))
 
 
-def requirements_txt() -> bytes:
-    return ("\n".join(JOB_REQUIREMENTS) + "\n").encode()
+def requirements_txt(trackers: Iterable[str] = ()) -> bytes:
+    """What the image lacks: JOB_REQUIREMENTS, plus the packages of the `trackers` (logger names) used."""
+    extra = sorted({TRACKER_REQUIREMENTS[name] for name in trackers if name in TRACKER_REQUIREMENTS})
+    return ("\n".join([*JOB_REQUIREMENTS, *extra]) + "\n").encode()
 
 
-def build_bundle(root: Path = code_bundle.PROJECT) -> bytes:
+def build_bundle(root: Path = code_bundle.PROJECT, trackers: Iterable[str] = ()) -> bytes:
     """The job's source directory as a reproducible tar.gz: BUNDLE_SOURCES plus requirements.txt."""
     if not (root / PROGRAM).is_file():
         raise LaunchError(f"{root} is not the dogbreed project; launch from a checkout of it")
-    return code_bundle.build_archive(root, BUNDLE_SOURCES, {"requirements.txt": requirements_txt()})
+    return code_bundle.build_archive(root, BUNDLE_SOURCES, {"requirements.txt": requirements_txt(trackers)})
 
 
 def bundle_location(settings: LaunchSettings, bundle: bytes) -> S3Location:
@@ -272,8 +276,13 @@ class Prepared:
     role_arn: str
 
 
-def prepare(settings: LaunchSettings, clients: Clients, channels: Sequence[S3Location]) -> Prepared:
-    """Checks the settings, uploads the code bundle (once per content), resolves the image and the role."""
+def prepare(
+    settings: LaunchSettings, clients: Clients, channels: Sequence[S3Location], trackers: Iterable[str] = ()
+) -> Prepared:
+    """Checks the settings, uploads the code bundle (once per content), resolves the image and the role.
+
+    `trackers` are the logger names the jobs use; their packages go into requirements.txt.
+    """
     settings.check()
     if settings.role_arn is None:  # the role made below reaches S3 only under a dogbreed/ folder
         base = settings.location()
@@ -281,7 +290,7 @@ def prepare(settings: LaunchSettings, clients: Clients, channels: Sequence[S3Loc
         for channel in channels:
             check_boundary_prefix(channel.bucket, channel.key, "data.root", LaunchError)
     region = clients.sagemaker.meta.region_name
-    bundle = build_bundle()
+    bundle = build_bundle(trackers=trackers)
     submit = bundle_location(settings, bundle)
     if code_bundle.upload_once(clients.s3, submit, bundle):
         log.info("uploaded the code to %s", submit.uri)

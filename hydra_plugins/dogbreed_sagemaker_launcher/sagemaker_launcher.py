@@ -73,7 +73,8 @@ class SageMakerLauncher(Launcher):
     ) -> tuple[list[JobSpec], sagemaker_launch.Prepared]:
         """The code bundle, image and role every job shares, then one JobSpec per config."""
         channels = [sagemaker_launch.data_channel(str(config.data.root)) for config in configs]
-        prepared = sagemaker_launch.prepare(self.settings, clients, [c for c in channels if c is not None])
+        trackers = {name for config in configs for name in (config.get("logger") or {})}
+        prepared = sagemaker_launch.prepare(self.settings, clients, [c for c in channels if c is not None], trackers)
         region = clients.sagemaker.meta.region_name
         jobs = [self.job_spec(config, channels[i], prepared, region) for i, config in enumerate(configs)]
         for job, config in zip(jobs, configs, strict=True):

@@ -7,7 +7,7 @@ import re
 import sys
 from importlib.metadata import packages_distributions
 
-from dogbreed.sagemaker_launch import BUNDLE_SOURCES, JOB_REQUIREMENTS
+from dogbreed.sagemaker_launch import BUNDLE_SOURCES, TRACKER_REQUIREMENTS, requirements_txt
 from tests.helpers.config import REPO
 
 IMAGE_PACKAGES = REPO / "tests" / "data" / "pytorch-training-2.6-packages.txt"
@@ -53,10 +53,17 @@ def test_every_third_party_import_of_the_bundle_is_in_the_image_or_the_requireme
     imports = shipped_imports()
     assert {"torch", "hydra", "PIL", "boto3"} <= imports  # the scan sees the training code
     distributions = packages_distributions()
-    available = image_packages() | {normalized(re.split(r"[<>=!~ ]", line)[0]) for line in JOB_REQUIREMENTS}
+    # With every tracker in use: logger=mlflow puts mlflow-skinny into the requirements, and so on.
+    requirements = requirements_txt(TRACKER_REQUIREMENTS).decode().split()
+    available = image_packages() | {normalized(re.split(r"[<>=!~ ]", line)[0]) for line in requirements}
     missing = {module: distributions.get(module, [module]) for module in imports}
     missing = {module: dists for module, dists in missing.items() if not {normalized(d) for d in dists} & available}
     assert missing == {}, f"imported by the bundle but neither in the image nor in requirements.txt: {missing}"
+
+
+def test_trackers_are_installed_only_for_the_jobs_that_use_them() -> None:
+    assert "mlflow" not in requirements_txt().decode() and "tensorboard" not in requirements_txt(["csv"]).decode()
+    assert requirements_txt(["csv", "mlflow"]).decode().splitlines()[-1] == TRACKER_REQUIREMENTS["mlflow"]
 
 
 def test_the_image_list_is_dated_and_names_its_source() -> None:
