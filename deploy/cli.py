@@ -41,6 +41,7 @@ def serve_command(args: argparse.Namespace) -> None:
         os.environ["DOGBREED_COMPILE"] = "0"
     if args.allow_loopback_urls:
         os.environ["DOGBREED_FETCH_ALLOW_LOOPBACK"] = "1"
+    os.environ["DOGBREED_MAX_BATCH"] = str(args.max_batch)
     with tempfile.TemporaryDirectory(prefix="dogbreed-serve-") as workdir:
         model_dir = prepare_model_dir(args.source, Path(workdir))
         serve(model_dir, args.host, args.port, args.workers, args.handler)
@@ -160,6 +161,9 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, default=1, help="processes, each with its own model")
     serve.add_argument("--no-compile", action="store_true", help="skip torch.compile (faster start, slower answers)")
     serve.add_argument("--allow-loopback-urls", action="store_true", help="let {'url'} requests fetch from loopback")
+    serve.add_argument(
+        "--max-batch", type=int, default=8, help="requests waiting together run as one batch of up to N (1: off)"
+    )
     serve.add_argument("--handler", help="module with model_fn/input_fn/predict_fn/output_fn (default: ours)")
     serve.set_defaults(func=serve_command)
 
