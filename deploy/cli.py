@@ -33,6 +33,13 @@ def package_command(args: argparse.Namespace) -> None:
     print(f"{path} ({path.stat().st_size / 1e6:.1f} MB)")
 
 
+def max_batch(value: str) -> int:
+    """`serve --max-batch`: checked here, before a model is loaded (DOGBREED_MAX_BATCH's range)."""
+    if not value.isascii() or not value.isdigit() or not 1 <= int(value) <= 64:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a batch size from 1 to 64")
+    return int(value)
+
+
 def serve_command(args: argparse.Namespace) -> None:
     """Serves a run or model.tar.gz on a local port until stopped."""
     from deploy.server import prepare_model_dir, serve
@@ -162,7 +169,7 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--no-compile", action="store_true", help="skip torch.compile (faster start, slower answers)")
     serve.add_argument("--allow-loopback-urls", action="store_true", help="let {'url'} requests fetch from loopback")
     serve.add_argument(
-        "--max-batch", type=int, default=8, help="requests waiting together run as one batch of up to N (1: off)"
+        "--max-batch", type=max_batch, default=8, help="requests waiting together run as one batch of up to N (1: off)"
     )
     serve.add_argument("--handler", help="module with model_fn/input_fn/predict_fn/output_fn (default: ours)")
     serve.set_defaults(func=serve_command)

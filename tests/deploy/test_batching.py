@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from deploy.batching import BatchedPredict, MicroBatcher
+from deploy.cli import main
 from deploy.server import BackgroundServer, create_app, prepare_model_dir
 from dogbreed.serving import handler
 from tests.helpers.images import image_bytes
@@ -115,3 +116,17 @@ def test_8_concurrent_clients_on_the_server_share_batches(predictor: handler.Pre
         assert [p["index"] for p in answer] == [p["index"] for p in expected]
         assert [p["probability"] for p in answer] == pytest.approx([p["probability"] for p in expected], abs=1e-4)
     assert sum(app.state.batcher.batch_sizes) == 65 and max(app.state.batcher.batch_sizes) > 1
+
+
+@pytest.mark.parametrize("value", ["0", "65", "eight"])
+def test_serve_refuses_a_max_batch_out_of_range_before_loading(value: str, capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["serve", "no-such-run", "--max-batch", value])
+    assert exit_info.value.code == 2 and "batch size from 1 to 64" in capsys.readouterr().err
+
+
+def test_the_container_warms_batch_1_only_unless_told() -> None:
+    assert handler.batch_limit(None) == 1 and handler.warm_sizes(1) == (1,)
+    assert handler.warm_sizes(8) == (1, 2, 4, 8) and handler.warm_sizes(6) == (1, 2, 4, 6)
+    with pytest.raises(ValueError, match="DOGBREED_MAX_BATCH"):
+        handler.batch_limit("0")
