@@ -100,9 +100,9 @@ def environment() -> dict[str, str]:
 
 def model_reference(tarball: Path, scratch: Path, no_compile: bool, quick: bool) -> dict:
     """`benchmarks.model_reference` on the extracted tarball, in its own process as the server is."""
-    model_dir = prepare_model_dir(str(tarball), scratch / "reference")
+    model_dir = prepare_model_dir(str(tarball), scratch)
     command = [sys.executable, "-m", "benchmarks.model_reference", str(model_dir), "--max-batch", str(MAX_BATCH)]
-    command += ["--repeats", "10" if quick else "100"] + (["--no-compile"] if no_compile else [])
+    command += ["--repeats", "10" if quick else "200"] + (["--no-compile"] if no_compile else [])
     output = subprocess.run(command, env=environment(), check=True, capture_output=True, text=True).stdout
     return json.loads(output.strip().splitlines()[-1])
 
@@ -143,7 +143,7 @@ def main() -> None:
             run = args.source or str(stand_in_run(Path(scratch) / "run", "resnet18" if args.quick else "resnet50"))
             tarball = package_run(run, Path(scratch) / "model.tar.gz")
         no_compile = args.quick or args.no_compile
-        model = model_reference(tarball, Path(scratch), no_compile, args.quick)
+        before = model_reference(tarball, Path(scratch) / "before", no_compile, args.quick)
         ours_flags = ["--no-compile"] if no_compile else []
         course_flags = ["--handler", "benchmarks.course_handler", "--max-batch", "1"]
         results = {
@@ -151,7 +151,17 @@ def main() -> None:
             "ours b=1": bench(tarball, args.port, [*ours_flags, "--max-batch", "1"], body, counts),
             "course": bench(tarball, args.port, course_flags, body, counts),
         }
+        model = fastest(before, model_reference(tarball, Path(scratch) / "after", no_compile, args.quick))
     report(results, model, len(body))
+
+
+def fastest(first: dict, second: dict) -> dict:
+    """The model's best showing of two measurements (before and after the servers): the ratios are
+    against what it can do, not against a moment when another process had the cores."""
+    best = {**first, "batch1_p50_ms": min(first["batch1_p50_ms"], second["batch1_p50_ms"])}
+    for key in ("sequential_ips", "batched_ips"):
+        best[key] = max(first[key], second[key])
+    return best
 
 
 def report(results: dict[str, dict[str, float]], model: dict, body_bytes: int) -> None:

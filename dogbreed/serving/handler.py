@@ -385,15 +385,17 @@ def decode(image_bytes: bytes, preset: EvalPreset) -> Image.Image:
 
 
 def prepare(input_data: Request, model: Predictor) -> torch.Tensor:
-    """Decode + preset: the CxHxW tensor the model takes. PIL releases the GIL: requests decode concurrently."""
-    return model.preset(decode(input_data.image, model.preset))
+    """Decode, resize and crop: a CxHxW uint8 tensor. PIL work only, which releases the GIL, so
+    requests prepare concurrently without torch thread teams competing with the model's."""
+    return model.preset.crop(decode(input_data.image, model.preset))
 
 
 def forward_batch(images: list[torch.Tensor], model: Predictor) -> torch.Tensor:
     """The model on prepared images as one batch (padded to a warmed size): float logits, one row each."""
     with model.lock:
+        normalized = [model.preset.normalize(image) for image in images]
         # Made outside inference mode, as in warm-up: an inference tensor would recompile.
-        batch = to_batch(images, model.device, model.dtype, model.padded_size(len(images)))
+        batch = to_batch(normalized, model.device, model.dtype, model.padded_size(len(images)))
         with torch.inference_mode():
             return model.model(batch)[: len(images)].float().cpu()
 

@@ -69,7 +69,8 @@ def test_requests_waiting_together_run_as_one_batch_with_single_call_answers(pre
 def test_padding_a_batch_to_a_warmed_size_leaves_the_answers_alone(predictor: handler.Predictor) -> None:
     images = [handler.prepare(request, predictor) for request in requests()[:3]]
     exact = handler.forward_batch(images, predictor)
-    batch = handler.to_batch(images, predictor.device, predictor.dtype, size=4)
+    normalized = [predictor.preset.normalize(image) for image in images]
+    batch = handler.to_batch(normalized, predictor.device, predictor.dtype, size=4)
     with torch.inference_mode():
         padded = predictor.model(batch).float()
     assert predictor.batch_sizes == (1, 2, 4, 8) and (padded[3] != 0).any()  # the zero row is a real row
