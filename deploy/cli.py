@@ -35,6 +35,13 @@ def package_command(args: argparse.Namespace) -> None:
     print(f"{path} ({path.stat().st_size / 1e6:.1f} MB)")
 
 
+def max_batch(value: str) -> int:
+    """`serve --max-batch`: checked here, before a model is loaded (DOGBREED_MAX_BATCH's range)."""
+    if not value.isascii() or not value.isdigit() or not 1 <= int(value) <= 64:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a batch size from 1 to 64")
+    return int(value)
+
+
 def serve_command(args: argparse.Namespace) -> None:
     """Serves a run or model.tar.gz on a local port until stopped."""
     from deploy.server import prepare_model_dir, serve
@@ -43,6 +50,7 @@ def serve_command(args: argparse.Namespace) -> None:
         os.environ["DOGBREED_COMPILE"] = "0"
     if args.allow_loopback_urls:
         os.environ["DOGBREED_FETCH_ALLOW_LOOPBACK"] = "1"
+    os.environ["DOGBREED_MAX_BATCH"] = str(args.max_batch)
     with tempfile.TemporaryDirectory(prefix="dogbreed-serve-") as workdir:
         model_dir = prepare_model_dir(args.source, Path(workdir))
         serve(model_dir, args.host, args.port, args.workers, args.handler)
@@ -291,6 +299,9 @@ def _add_local_commands(add: Callable[..., argparse.ArgumentParser]) -> None:
     serve.add_argument("--workers", type=int, default=1, help="processes, each with its own model")
     serve.add_argument("--no-compile", action="store_true", help="skip torch.compile (faster start, slower answers)")
     serve.add_argument("--allow-loopback-urls", action="store_true", help="let {'url'} requests fetch from loopback")
+    serve.add_argument(
+        "--max-batch", type=max_batch, default=8, help="requests waiting together run as one batch of up to N (1: off)"
+    )
     serve.add_argument("--handler", help="module with model_fn/input_fn/predict_fn/output_fn (default: ours)")
     serve.set_defaults(func=serve_command)
 

@@ -10,7 +10,9 @@ service wraps them).
 
 Starlette on uvicorn: requests run concurrently (inference in a thread pool,
 where torch releases the GIL), SIGTERM drains in-flight requests before exit,
-and uvicorn writes one access-log line per request.
+and uvicorn writes one access-log line per request. A model warmed up for batches
+(DOGBREED_MAX_BATCH, `serve --max-batch`) runs the requests waiting together as one
+batch (`deploy.batching`).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from uvicorn.supervisors import Multiprocess
 
+from deploy.batching import batched_predict
 from deploy.lambda_function import demo_page
 from deploy.model_archive import package_run
 from dogbreed.serving import handler as default_handler
@@ -92,15 +95,21 @@ def create_app(handler: ModuleType, model: Any, body_timeout: float = BODY_TIMEO
     input_threads = anyio.CapacityLimiter(INPUT_THREADS)
     model_threads = anyio.CapacityLimiter(MODEL_THREADS)
 
+    predict_fn = batched_predict(handler, model)
+
     def predict(data: Any, accept: str | None, query: dict[str, str]) -> str | bytes:
-        return handler.output_fn(handler.predict_fn(apply_query(data, query), model), accept or "application/json")
+        return handler.output_fn(predict_fn(apply_query(data, query), model), accept or "application/json")
+
+    def answer_bytes(body: bytes, content_type: str | None, accept: str | None, query: dict[str, str]) -> str | bytes:
+        return predict(handler.input_fn(body, content_type), accept, query)
 
     async def answer(body: bytes, content_type: str | None, accept: str | None, query: dict[str, str]) -> str | bytes:
+        if "json" not in (content_type or "").lower():  # image bytes: nothing to fetch, one thread hop
+            return await anyio.to_thread.run_sync(
+                answer_bytes, body, content_type, accept, query, limiter=model_threads
+            )
         # JSON may mean a URL fetch: its own threads, so hostile URLs only ever wait on each other.
-        json_body = "json" in (content_type or "").lower()
-        data = await anyio.to_thread.run_sync(
-            handler.input_fn, body, content_type, limiter=input_threads if json_body else model_threads
-        )
+        data = await anyio.to_thread.run_sync(handler.input_fn, body, content_type, limiter=input_threads)
         return await anyio.to_thread.run_sync(predict, data, accept, query, limiter=model_threads)
 
     async def ping(request: Request) -> Response:
@@ -145,7 +154,7 @@ def create_app(handler: ModuleType, model: Any, body_timeout: float = BODY_TIMEO
             headers={"x-amzn-ErrorType": "ModelError"},
         )
 
-    return Starlette(
+    app = Starlette(
         routes=[
             Route("/", demo, methods=["GET"]),
             Route("/ping", ping, methods=["GET"]),
@@ -153,6 +162,8 @@ def create_app(handler: ModuleType, model: Any, body_timeout: float = BODY_TIMEO
             Route("/endpoints/{name}/invocations", runtime_invocations, methods=["POST"]),
         ]
     )
+    app.state.batcher = getattr(predict_fn, "batcher", None)  # its batch sizes, for tests and benchmarks
+    return app
 
 
 def prepare_model_dir(source: str, workdir: Path) -> Path:

@@ -39,7 +39,8 @@ from dogbreed.transforms import TrainPreset
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+# 2: the eval preset resizes with PIL on uint8 (features within a rounding step of version 1's).
+FORMAT_VERSION = 2
 # Below this many images the ~20 s compile of the backbone does not pay for itself on CPU.
 COMPILE_MIN_IMAGES = 3000
 

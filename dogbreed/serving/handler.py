@@ -5,7 +5,12 @@ and behind `python -m deploy serve`. Preprocessing is `dogbreed.serving.preproce
 the module evaluation uses. Environment switches (the container passes env vars
 through): DOGBREED_COMPILE=0 skips torch.compile, DOGBREED_PRECISION=fp32|bf16
 overrides the automatic choice, DOGBREED_MAX_BODY_BYTES lowers the body cap (serverless
-endpoints take 4 MB, real-time ones 6 MB).
+endpoints take 4 MB, real-time ones 6 MB), DOGBREED_MAX_BATCH=N (the local server's
+micro-batcher; the container answers one request per call) warms the model up for batches
+of up to N images.
+
+predict_fn is three steps that a batcher can call apart: `prepare` (decode + preset, any
+thread), `forward_batch` (the model on several prepared images at once) and `answer`.
 """
 
 from __future__ import annotations
@@ -84,6 +89,15 @@ class Predictor:
     # threads), and with 8 requests in flight their OpenMP teams fought over 2 cores; the PIL
     # decode, HTTP and JSON work of other requests still overlap.
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # The batch sizes the model was warmed up for; a compiled model runs a batch padded to the
+    # next of them, as any other size would recompile while a request waits.
+    batch_sizes: tuple[int, ...] = (1,)
+    compiled: bool = False
+
+    def padded_size(self, count: int) -> int:
+        if not self.compiled:
+            return count
+        return min((size for size in self.batch_sizes if size >= count), default=count)
 
 
 @dataclass
@@ -163,53 +177,82 @@ def choose_dtype(device: torch.device) -> torch.dtype:
     return torch.bfloat16 if cpu_has_fast_bf16() else torch.float32
 
 
-def to_batch(image: torch.Tensor, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """One CxHxW image -> a 1xCxHxW channels_last batch with the same strides every time.
+def to_batch(
+    images: list[torch.Tensor], device: torch.device, dtype: torch.dtype, size: int | None = None
+) -> torch.Tensor:
+    """CxHxW images -> one NxCxHxW channels_last batch (N = `size`, zero rows after the images).
 
-    torch.compile guards on exact strides, and a size-1 batch dimension leaves them
-    ambiguous: a PIL-decoded image gives stride 3 where a fresh tensor gives C*H*W.
+    Each image is copied once, straight into its row, cast on the way. The strides are the
+    same every time: torch.compile guards on them, and a size-1 batch dimension leaves them
+    ambiguous (a PIL-decoded image gives stride 3 where a fresh tensor gives C*H*W).
     """
-    batch = torch.empty((1, *image.shape), device=device, dtype=dtype, memory_format=torch.channels_last)
-    return batch.copy_(image.unsqueeze(0))
+    size = size or len(images)
+    batch = torch.empty((size, *images[0].shape), device=device, dtype=dtype, memory_format=torch.channels_last)
+    for row, image in zip(batch, images, strict=False):
+        row.copy_(image)
+    if size > len(images):
+        batch[len(images) :].zero_()
+    return batch
 
 
-def warm_up(model: Any, example: torch.Tensor) -> None:
-    """Two forward passes: the first compiles (when compiled); the second proves no recompile is pending."""
+def warm_up(model: Any, examples: list[torch.Tensor]) -> None:
+    """Two forward passes per batch size: the first compiles (when compiled); the second proves no
+    recompile is pending."""
     with torch.inference_mode():
-        for _ in range(2):
-            model(example)
+        for example in examples:
+            for _ in range(2):
+                model(example)
 
 
-def compiled_or_eager(model: torch.nn.Module, example: torch.Tensor, wanted: bool) -> tuple[Any, str | None]:
+def warm_sizes(max_batch: int) -> tuple[int, ...]:
+    """1, 2, 4, ... up to `max_batch` (and `max_batch` itself): each a compiled graph, a batch pads up
+    to the next, so a batch of 5 costs a batch of 8 rather than a compile of its own."""
+    sizes = [1 << shift for shift in range(max_batch.bit_length()) if 1 << shift < max_batch]
+    return (*sizes, max_batch)
+
+
+def batch_limit(value: str | None) -> int:
+    """DOGBREED_MAX_BATCH: 1 (one request per forward) unless the local server asks for more."""
+    if value is None:
+        return 1
+    if not value.isascii() or not value.isdigit() or not 1 <= int(value) <= 64:
+        raise ValueError(f"DOGBREED_MAX_BATCH={value!r}: a batch size from 1 to 64")
+    return int(value)
+
+
+def compiled_or_eager(model: torch.nn.Module, examples: list[torch.Tensor], wanted: bool) -> tuple[Any, str | None]:
     """The compiled and warmed-up model, or the eager one and why it is not compiled.
 
     Any failure while compiling (no working compiler, an inductor error on this torch) falls
     back to eager: a slower endpoint beats one whose workers die at every start.
     """
-    reason = "DOGBREED_COMPILE=0" if not wanted else compile_blocker(example.device)
+    reason = "DOGBREED_COMPILE=0" if not wanted else compile_blocker(examples[0].device)
     if reason is None:
         import torch._inductor.config as inductor_config  # not loaded by `import torch` on older versions
 
         # Freezing folds the weights into the graph as constants (conv+bn fusion, prepacked
         # oneDNN weights); it is what makes CPU inference fast, and needs inference mode.
         inductor_config.freezing = True
-        compiled = torch.compile(model)
+        # Static shapes: one graph per warmed batch size. A second size would otherwise turn the
+        # batch dimension dynamic, and the symbolic graph is slower at batch 1.
+        compiled = torch.compile(model, dynamic=False)
         try:
-            warm_up(compiled, example)
+            warm_up(compiled, examples)
             return compiled, None
         except Exception as err:  # inductor and the C++ build raise many unrelated types
             torch._dynamo.reset()  # drop the half-built graphs; the eager module is untouched
             first_line = (str(err).strip().splitlines() or [""])[0][:300]
             reason = f"compiling failed ({type(err).__name__}: {first_line})"
-    warm_up(model, example)
+    warm_up(model, examples)
     return model, reason
 
 
-def load_predictor(model_dir: str | Path, compile_model: bool | None = None) -> Predictor:
+def load_predictor(model_dir: str | Path, compile_model: bool | None = None, max_batch: int | None = None) -> Predictor:
     """Loads model.pth + labels.json + serving.json from an extracted model.tar.gz and warms it up.
 
     Compiles unless `compile_model` is False (None: unless DOGBREED_COMPILE=0), and serves eager
-    when compiling cannot work here or fails.
+    when compiling cannot work here or fails. Warms up batches of up to `max_batch` images
+    (None: DOGBREED_MAX_BATCH, default 1).
     """
     started = time.perf_counter()
     model_dir = Path(model_dir)
@@ -222,15 +265,26 @@ def load_predictor(model_dir: str | Path, compile_model: bool | None = None) -> 
     model = model.to(device=device, dtype=dtype).to(memory_format=torch.channels_last)
     if compile_model is None:
         compile_model = os.environ.get("DOGBREED_COMPILE", "1") != "0"
-    # Made exactly as predict_fn makes a batch: an input that differs in any property the
+    if max_batch is None:
+        max_batch = batch_limit(os.environ.get("DOGBREED_MAX_BATCH"))
+    sizes = warm_sizes(max_batch)
+    # Made exactly as forward_batch makes a batch: an input that differs in any property the
     # compiled graph guards on (strides, an inference tensor) would recompile on request 1.
-    example = to_batch(torch.zeros(3, info["image_size"], info["image_size"]), device, dtype)
-    served_model, eager_because = compiled_or_eager(model, example, compile_model)
+    image = torch.zeros(3, info["image_size"], info["image_size"])
+    examples = [to_batch([image], device, dtype, size) for size in sizes]
+    served_model, eager_because = compiled_or_eager(model, examples, compile_model)
     if eager_because is not None and compile_model:
         log.warning("serving the model eager: %s", eager_because)
     served = {"device": str(device), "dtype": str(dtype).removeprefix("torch."), "compiled": eager_because is None}
     predictor = Predictor(
-        served_model, labels, EvalPreset(info["image_size"]), device, dtype, {**info, "serving": served}
+        served_model,
+        labels,
+        EvalPreset(info["image_size"]),
+        device,
+        dtype,
+        {**info, "serving": served},
+        batch_sizes=sizes,
+        compiled=eager_because is None,
     )
     log.info("model loaded and warmed up in %.1f s: %s", time.perf_counter() - started, served)
     return predictor
@@ -330,13 +384,24 @@ def decode(image_bytes: bytes, preset: EvalPreset) -> Image.Image:
     return image
 
 
-def predict_fn(input_data: Request, model: Predictor) -> dict[str, Any]:
-    """Decodes, runs the model in inference mode, and returns the top-k (and logits when asked)."""
-    image = decode(input_data.image, model.preset)  # PIL: one thread per request, runs concurrently
+def prepare(input_data: Request, model: Predictor) -> torch.Tensor:
+    """Decode, resize and crop: a CxHxW uint8 tensor. PIL work only, which releases the GIL, so
+    requests prepare concurrently without torch thread teams competing with the model's."""
+    return model.preset.crop(decode(input_data.image, model.preset))
+
+
+def forward_batch(images: list[torch.Tensor], model: Predictor) -> torch.Tensor:
+    """The model on prepared images as one batch (padded to a warmed size): float logits, one row each."""
     with model.lock:
-        batch = to_batch(model.preset(image), model.device, model.dtype)  # outside inference mode, as warm-up
+        normalized = [model.preset.normalize(image) for image in images]
+        # Made outside inference mode, as in warm-up: an inference tensor would recompile.
+        batch = to_batch(normalized, model.device, model.dtype, model.padded_size(len(images)))
         with torch.inference_mode():
-            logits = model.model(batch).float()[0].cpu()
+            return model.model(batch)[: len(images)].float().cpu()
+
+
+def answer(input_data: Request, logits: torch.Tensor, model: Predictor) -> dict[str, Any]:
+    """One image's logits -> the top-k (and the logits when asked)."""
     probabilities = logits.softmax(dim=0)
     values, indices = probabilities.topk(min(input_data.topk, len(model.labels)))
     result: dict[str, Any] = {
@@ -349,6 +414,11 @@ def predict_fn(input_data: Request, model: Predictor) -> dict[str, Any]:
     if input_data.logits:
         result["logits"] = [round(value, 6) for value in logits.tolist()]
     return result
+
+
+def predict_fn(input_data: Request, model: Predictor) -> dict[str, Any]:
+    """Decodes, runs the model in inference mode, and returns the top-k (and logits when asked)."""
+    return answer(input_data, forward_batch([prepare(input_data, model)], model)[0], model)
 
 
 def classify(images: list[Image.Image], model: Predictor, topk: int) -> list[list[tuple[int, float]]]:

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import torch
 from PIL import Image, ImageFile
-from torchvision.transforms import v2
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -134,19 +133,40 @@ def decode_image(
 
 
 class EvalPreset:
-    """Resize the shorter side, centre crop, normalise: evaluation and serving."""
+    """Resize the shorter side, centre crop, normalise: evaluation and serving.
+
+    Two steps a caller can run apart. `crop` is PIL work on uint8 (antialiased bilinear, the
+    filter torchvision's antialiased tensor resize copies; one thread, the GIL released), so
+    requests prepare their images concurrently without starting torch's thread teams.
+    `normalize` is the one float op, which the server runs while it builds the model's batch.
+    Sizes and crop offsets are torchvision's `Resize(int)` + `CenterCrop`.
+    """
 
     def __init__(self, image_size: int) -> None:
+        self.image_size = image_size
         self.resize_size = resize_size_for(image_size)
-        self.transform = v2.Compose(
-            [
-                v2.PILToTensor(),
-                v2.Resize(self.resize_size, antialias=True),
-                v2.CenterCrop(image_size),
-                v2.ToDtype(torch.float32, scale=True),
-                v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-            ]
-        )
+        # (x / 255 - mean) / std as one subtract and one multiply on the uint8 values.
+        self._offset = torch.tensor(IMAGENET_MEAN).view(3, 1, 1) * 255
+        self._scale = 1 / (torch.tensor(IMAGENET_STD).view(3, 1, 1) * 255)
+
+    def crop(self, image: Image.Image) -> torch.Tensor:
+        """The resized, centre-cropped image as a 3xHxW uint8 tensor (a view of HxWx3 memory)."""
+        image = to_rgb(image)
+        width, height = image.size
+        short, long = sorted((width, height))
+        resized_long = int(self.resize_size * long / short)
+        size = (self.resize_size, resized_long) if width <= height else (resized_long, self.resize_size)
+        if size != image.size:
+            image = image.resize(size, Image.Resampling.BILINEAR)
+        left = round((size[0] - self.image_size) / 2.0)
+        top = round((size[1] - self.image_size) / 2.0)
+        image = image.crop((left, top, left + self.image_size, top + self.image_size))
+        pixels = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8)  # no numpy in the container
+        return pixels.view(self.image_size, self.image_size, 3).permute(2, 0, 1)
+
+    def normalize(self, image: torch.Tensor) -> torch.Tensor:
+        """uint8 3xHxW -> the model's float32 input, ImageNet-normalised."""
+        return (image.float() - self._offset) * self._scale
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
-        return self.transform(image)
+        return self.normalize(self.crop(image))

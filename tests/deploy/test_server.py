@@ -212,6 +212,7 @@ def test_sigterm_with_two_workers_answers_or_refuses_every_connection(endpoint: 
     # (the client knows the request was never read). A reset loses a request silently.
     port = free_port()
     command = [sys.executable, "-m", "deploy", "serve", str(endpoint[1]), "--port", str(port), "--workers", "2"]
+    command += ["--no-compile"]  # what is tested is the shutdown, not the model: start in seconds
     server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:

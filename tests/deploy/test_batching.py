@@ -1,0 +1,133 @@
+"""The local server's micro-batcher: concurrent requests run as one batch, with the answers of single calls."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from deploy.batching import BatchedPredict, MicroBatcher
+from deploy.cli import main
+from deploy.server import BackgroundServer, create_app, prepare_model_dir
+from dogbreed.serving import handler
+from tests.helpers.images import image_bytes
+from tests.helpers.net import free_port
+from tests.helpers.runs import train_run
+
+COLOURS = [(200, 30, 30), (30, 200, 30), (30, 30, 200), (200, 200, 30), (30, 200, 200), (90, 90, 90), (250, 250, 250)]
+
+
+@pytest.fixture(scope="module")
+def predictor(tmp_path_factory: pytest.TempPathFactory, tiny_dataset: Path) -> handler.Predictor:
+    root = tmp_path_factory.mktemp("batching")
+    model_dir = prepare_model_dir(str(train_run(root / "run", tiny_dataset)), root / "work")
+    return handler.load_predictor(model_dir, compile_model=False, max_batch=8)
+
+
+def requests() -> list[handler.Request]:
+    return [handler.Request(image_bytes(size=(500, 375), color=colour), logits=True) for colour in COLOURS]
+
+
+def wait_until(condition: Any, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.005)
+
+
+def test_requests_waiting_together_run_as_one_batch_with_single_call_answers(predictor: handler.Predictor) -> None:
+    singles = [handler.predict_fn(request, predictor) for request in requests()]
+    gate = threading.Event()
+
+    def forward(images: list[torch.Tensor]) -> torch.Tensor:
+        gate.wait()  # the first batch holds the model until the others are all waiting
+        return handler.forward_batch(images, predictor)
+
+    batcher = MicroBatcher(forward, max_batch=8)
+    predict = BatchedPredict(handler, batcher)
+    first, *rest = requests()
+    with ThreadPoolExecutor(len(COLOURS)) as pool:
+        answers = [pool.submit(predict, first, predictor)]
+        wait_until(lambda: batcher.batch_sizes == [1])
+        answers += [pool.submit(predict, request, predictor) for request in rest]
+        wait_until(lambda: len(batcher._waiting) == len(rest))
+        gate.set()
+        batched = [answer.result(timeout=30) for answer in answers]
+    assert batcher.batch_sizes == [1, len(rest)]
+    for single, together in zip(singles, batched, strict=True):
+        assert [p["index"] for p in together["predictions"]] == [p["index"] for p in single["predictions"]]
+        assert torch.allclose(torch.tensor(together["logits"]), torch.tensor(single["logits"]), atol=1e-4)
+
+
+def test_padding_a_batch_to_a_warmed_size_leaves_the_answers_alone(predictor: handler.Predictor) -> None:
+    images = [handler.prepare(request, predictor) for request in requests()[:3]]
+    exact = handler.forward_batch(images, predictor)
+    normalized = [predictor.preset.normalize(image) for image in images]
+    batch = handler.to_batch(normalized, predictor.device, predictor.dtype, size=4)
+    with torch.inference_mode():
+        padded = predictor.model(batch).float()
+    assert predictor.batch_sizes == (1, 2, 4, 8) and (padded[3] != 0).any()  # the zero row is a real row
+    assert torch.allclose(padded[:3], exact, atol=1e-4)
+
+
+def test_a_failed_batch_fails_its_requests_and_the_batcher_goes_on() -> None:
+    calls = []
+
+    def bad_image() -> int:
+        raise ValueError("bad image")
+
+    def forward(images: list[int]) -> list[int]:
+        calls.append(images)
+        if len(calls) == 1:
+            raise RuntimeError("model broke")
+        return [image * 10 for image in images]
+
+    batcher = MicroBatcher(forward, max_batch=4)
+    with pytest.raises(RuntimeError, match="model broke"):
+        batcher(lambda: 1)
+    with pytest.raises(ValueError, match="bad image"):
+        batcher(bad_image)
+    assert batcher(lambda: 2) == 20 and batcher._preparing == 0
+
+
+def test_8_concurrent_clients_on_the_server_share_batches(predictor: handler.Predictor) -> None:
+    app = create_app(handler, predictor)
+    server = BackgroundServer(app, free_port()).start()
+    body = image_bytes()
+
+    def post(_: int) -> list[dict[str, Any]]:
+        request = urllib.request.Request(server.url + "/invocations", body, {"Content-Type": "image/jpeg"})
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return json.loads(response.read())["predictions"]
+
+    try:
+        expected = post(0)
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(post, range(64)))
+    finally:
+        server.stop()
+    for answer in answers:  # a batch of 8 rounds the last digits its own way: same breeds, same odds
+        assert [p["index"] for p in answer] == [p["index"] for p in expected]
+        assert [p["probability"] for p in answer] == pytest.approx([p["probability"] for p in expected], abs=1e-4)
+    assert sum(app.state.batcher.batch_sizes) == 65 and max(app.state.batcher.batch_sizes) > 1
+
+
+@pytest.mark.parametrize("value", ["0", "65", "eight"])
+def test_serve_refuses_a_max_batch_out_of_range_before_loading(value: str, capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["serve", "no-such-run", "--max-batch", value])
+    assert exit_info.value.code == 2 and "batch size from 1 to 64" in capsys.readouterr().err
+
+
+def test_the_container_warms_batch_1_only_unless_told() -> None:
+    assert handler.batch_limit(None) == 1 and handler.warm_sizes(1) == (1,)
+    assert handler.warm_sizes(8) == (1, 2, 4, 8) and handler.warm_sizes(6) == (1, 2, 4, 6)
+    with pytest.raises(ValueError, match="DOGBREED_MAX_BATCH"):
+        handler.batch_limit("0")
