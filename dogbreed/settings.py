@@ -150,5 +150,6 @@ def tracking(cfg: DictConfig, output_dir: Path, params: dict[str, Any], is_main:
     if not is_main:
         return Tracking([], None)
     chosen = cfg.get("logger") or {}
-    loggers = [instantiate(node) for node in chosen.values() if node is not None and "_target_" in node]
+    # Plain values in the group (logger.tracking_uri, logger.experiment) are settings, not loggers.
+    loggers = [instantiate(node) for node in chosen.values() if isinstance(node, DictConfig) and "_target_" in node]
     return Tracking(loggers, RunInfo(run_name(cfg, output_dir), output_dir, params, sweep_dir()))

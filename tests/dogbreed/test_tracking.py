@@ -38,7 +38,7 @@ def test_tensorboard_records_each_epoch_while_a_dead_tracking_server_only_warns(
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     dead = f"http://127.0.0.1:{closed_port}"
-    overrides = ["logger=many", f"logger.mlflow.tracking_uri={dead}", "trainer.epochs=2"]
+    overrides = ["logger=many", f"logger.tracking_uri={dead}", "trainer.epochs=2"]
     cfg = make_cfg([*overrides, "trainer.early_stopping_patience=null"])
     with caplog.at_level(logging.WARNING):
         top1 = training.train(cfg)
@@ -63,7 +63,7 @@ def test_tensorboard_records_each_epoch_while_a_dead_tracking_server_only_warns(
 
 def test_mlflow_run_has_params_metrics_and_artifacts(make_cfg, mlflow_db: str) -> None:
     uri = mlflow_db
-    cfg = make_cfg(["logger=mlflow", f"logger.mlflow.tracking_uri={uri}", "logger.mlflow.experiment=single"])
+    cfg = make_cfg(["logger=mlflow", f"logger.tracking_uri={uri}", "logger.experiment=single"])
     top1 = training.train(cfg)
 
     [run] = mlflow_runs(uri, "single")
@@ -87,8 +87,8 @@ def test_mlflow_sweep_is_a_parent_run_with_one_child_per_trial(
     sweep = tmp_path / "sweep"
     fixed = [o for o in shrunk_overrides(tmp_path / "unused", tiny_dataset) if not o.startswith("paths.output_dir")]
     result = subprocess.run(
-        [sys.executable, "train.py", "-m", "logger=mlflow", f"logger.mlflow.tracking_uri={mlflow_db}",
-         "logger.mlflow.experiment=sweep", "optim.lr=0.001,0.01", f"hydra.sweep.dir={sweep}", *fixed],
+        [sys.executable, "train.py", "-m", "logger=mlflow", f"logger.tracking_uri={mlflow_db}",
+         "logger.experiment=sweep", "optim.lr=0.001,0.01", f"hydra.sweep.dir={sweep}", *fixed],
         cwd=REPO, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
