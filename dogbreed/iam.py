@@ -48,6 +48,31 @@ def log_group_arn(partition: str, region: str, account: str, group: str) -> str:
     return f"arn:{partition}:logs:{region}:{account}:log-group:{group}:*"
 
 
+def container_statements(repository_arn: str, log_group: str) -> list[dict[str, Any]]:
+    """What a SageMaker container's role needs besides its data: pull its image, write its logs.
+
+    Args:
+        repository_arn: the ECR repository of the image.
+        log_group: the log group's ARN (`log_group_arn`).
+    """
+    return [
+        # GetAuthorizationToken has no resource scope in IAM: "*" is the only valid value.
+        {"Sid": "EcrLogin", "Effect": "Allow", "Action": "ecr:GetAuthorizationToken", "Resource": "*"},
+        {
+            "Sid": "PullImage",
+            "Effect": "Allow",
+            "Action": ["ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"],
+            "Resource": repository_arn,
+        },
+        {
+            "Sid": "OwnLogs",
+            "Effect": "Allow",
+            "Action": ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"],
+            "Resource": log_group,
+        },
+    ]
+
+
 def boundary_arn(partition: str, account: str, name: str) -> str:
     """The ARN of the customer managed policy `name` used as a role's permissions boundary."""
     return f"arn:{partition}:iam::{account}:policy/{name}"

@@ -67,21 +67,8 @@ def training_policy(
         }
         for index, (bucket, prefixes) in enumerate(sorted(listed.items()))
     ]
+    statements += iam.container_statements(repository_arn, iam.log_group_arn(partition, region, account, LOG_GROUP))
     statements += [
-        # GetAuthorizationToken has no resource scope in IAM: "*" is the only valid value.
-        {"Sid": "EcrLogin", "Effect": "Allow", "Action": "ecr:GetAuthorizationToken", "Resource": "*"},
-        {
-            "Sid": "PullImage",
-            "Effect": "Allow",
-            "Action": ["ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"],
-            "Resource": repository_arn,
-        },
-        {
-            "Sid": "OwnLogs",
-            "Effect": "Allow",
-            "Action": ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"],
-            "Resource": iam.log_group_arn(partition, region, account, LOG_GROUP),
-        },
         {
             "Sid": "OwnMetrics",
             "Effect": "Allow",

@@ -16,7 +16,7 @@ from botocore.exceptions import ClientError
 
 from deploy.cloud.errors import DeployError
 from dogbreed import iam as dogbreed_iam
-from dogbreed.iam import VERSION, log_group_arn
+from dogbreed.iam import VERSION, container_statements, log_group_arn
 
 log = logging.getLogger(__name__)
 
@@ -49,20 +49,9 @@ def sagemaker_execution_policy(
                 "Action": "s3:GetObject",
                 "Resource": f"arn:{partition}:s3:::{bucket}/{prefix}/*",
             },
-            # GetAuthorizationToken has no resource scope in IAM: "*" is the only valid value.
-            {"Sid": "EcrLogin", "Effect": "Allow", "Action": "ecr:GetAuthorizationToken", "Resource": "*"},
-            {
-                "Sid": "PullImage",
-                "Effect": "Allow",
-                "Action": ["ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"],
-                "Resource": repository_arn,
-            },
-            {
-                "Sid": "OwnLogs",
-                "Effect": "Allow",
-                "Action": ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"],
-                "Resource": log_group_arn(partition, region, account, f"/aws/sagemaker/Endpoints/{endpoint}"),
-            },
+            *container_statements(
+                repository_arn, log_group_arn(partition, region, account, f"/aws/sagemaker/Endpoints/{endpoint}")
+            ),
         ],
     }
 

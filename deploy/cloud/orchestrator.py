@@ -110,7 +110,7 @@ def up(
     else:
         model_data, model_sha256 = operating.check_release(clients.s3, release)
 
-    image = _image(d, clients.region)
+    image = image_for(d, clients.region)
     capture = operating.data_capture(d, bucket, deploy_prefix)
     role_arn = d.role_arn or _sagemaker_role(clients, names, where, bucket, deploy_prefix, image, changes, capture)
     env = container.model_environment(d)
@@ -383,7 +383,8 @@ def _sagemaker_role(
     return arn
 
 
-def _image(d: DictConfig, region: str) -> str:
+def image_for(d: DictConfig, region: str) -> str:
+    """The inference image of `deploy.image` for the region; a region outside the table is a DeployError."""
     try:
         return images.image_uri(region, d.image, d.instance_type, d.serverless.enabled)
     except ValueError as err:

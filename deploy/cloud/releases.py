@@ -19,7 +19,6 @@ from deploy.cloud import orchestrator, registry, state
 from deploy.cloud.artifacts import join_key
 from deploy.cloud.errors import DeployError
 from deploy.cloud.operating import Release, previous_release
-from dogbreed import images
 from dogbreed.s3 import S3Location, get_json, is_not_found, put_json
 
 # The run's training config, in the order a run directory or an S3 run has it.
@@ -52,7 +51,7 @@ def register(
     if registry.ensure_group(clients.sagemaker, d.name, f"dogbreed models deployed as {d.name}"):
         changes.append(f"created model package group {d.name}")
     metadata = _metadata(run, version, model_sha256, metrics, _config_sha256(clients.s3, run))
-    image = _image(d, clients.region)
+    image = orchestrator.image_for(d, clients.region)
     package_ = registry.register(
         clients.sagemaker, d.name, image, model_data, metrics_uri, metadata, d.registry.approval
     )
@@ -161,13 +160,6 @@ def _config_sha256(s3: Any, run: str) -> str | None:
             continue
         return hashlib.sha256(data).hexdigest()
     return None
-
-
-def _image(d: Any, region: str) -> str:
-    try:
-        return images.image_uri(region, d.image, d.instance_type, d.serverless.enabled)
-    except ValueError as err:
-        raise DeployError(str(err)) from err
 
 
 def _bucket_and_prefix(s3_uri: str) -> tuple[str, str]:
