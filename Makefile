@@ -23,8 +23,12 @@ demo: $(STAMP) ## Train on generated images, then package, serve locally and que
 	$(PY) train.py experiment=demo hydra.run.dir=outputs/demo
 	$(PY) -m deploy demo outputs/demo
 
+# Test files are shared out between this many processes (pytest-xdist; a file's tests stay together,
+# so its module fixtures are built once). `make test PYTEST_WORKERS=0` runs in one process.
+PYTEST_WORKERS ?= 2
+
 test: $(STAMP) ## Run the default (fast) test suite
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile
 
 test-full: $(STAMP) ## Run every test that can run here, slow ones included
 	$(PY) -m pytest -m "not gpu and not integ"
