@@ -36,6 +36,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.supervisors import Multiprocess
 
 from deploy.batching import batched_predict
@@ -52,6 +53,8 @@ DRAIN_BYTES = 4 * MAX_BODY_BYTES  # beyond this, an oversized upload is cut off 
 MODEL_DIR_ENV = "DOGBREED_MODEL_DIR"
 HANDLER_ENV = "DOGBREED_HANDLER"
 BODY_TIMEOUT_S = 30.0  # the whole upload, first byte to last: a client dripping bytes is cut off (408)
+# At shutdown, how long a just-accepted connection may take to send its request (DrainingH11Protocol).
+DRAIN_GRACE_S = 2.0
 # Threads for JSON requests (which may fetch a URL: up to 10 s each, mostly waiting) and, apart, for
 # the work on image bytes: URLs that are slow on purpose cannot take the threads good images need.
 INPUT_THREADS = 64
@@ -189,7 +192,12 @@ def app_from_env() -> Starlette:
 
 def serve(model_dir: Path, host: str, port: int, workers: int = 1, handler_name: str | None = None) -> None:
     """Serves until SIGTERM/SIGINT; in-flight requests finish first."""
-    config: dict[str, Any] = {"host": host, "port": port, "timeout_graceful_shutdown": 30}
+    config: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "timeout_graceful_shutdown": 30,
+        "http": DrainingH11Protocol,
+    }
     if workers == 1:
         handler = load_handler(handler_name)
         app = create_app(handler, handler.model_fn(str(model_dir)))  # load errors surface here, plainly
@@ -200,6 +208,31 @@ def serve(model_dir: Path, host: str, port: int, workers: int = 1, handler_name:
         os.environ[HANDLER_ENV] = handler_name
     workers_config = uvicorn.Config("deploy.server:app_from_env", factory=True, workers=workers, **config)
     ListenerClosingSupervisor(workers_config, sockets=[workers_config.bind_socket()]).run()
+
+
+class DrainingH11Protocol(H11Protocol):
+    """uvicorn's HTTP/1.1 connection that, when shutdown begins, still answers a request on its way.
+
+    uvicorn closes at once every connection with no request in progress. One accepted a moment
+    before, whose request bytes the event loop has not read yet, is then reset and its request
+    lost. Here such a connection has DRAIN_GRACE_S to deliver its request, which is answered with
+    `Connection: close`; a connection that stays idle is closed when the grace ends.
+    """
+
+    draining = False
+
+    def shutdown(self) -> None:
+        if self.cycle is not None and not self.cycle.response_complete:
+            super().shutdown()  # a request in progress finishes, then the connection closes
+            return
+        self.draining = True
+        self._unset_keepalive_if_required()
+        self.timeout_keep_alive_task = self.loop.call_later(DRAIN_GRACE_S, self.timeout_keep_alive_handler)
+
+    def handle_events(self) -> None:
+        super().handle_events()
+        if self.draining and self.cycle is not None:
+            self.cycle.keep_alive = False
 
 
 class ListenerClosingSupervisor(Multiprocess):

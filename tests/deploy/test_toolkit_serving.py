@@ -47,6 +47,7 @@ class Context:
     '''The parts of TorchServe's ts.context.Context the toolkit uses.'''
 
     def __init__(self, model_dir, headers):
+        self.model_name = "model"  # logged by sagemaker-inference's handle_error
         self.system_properties = {"model_dir": model_dir, "gpu_id": None}
         self.request_processor = [RequestProcessor(headers)]
         self.status = 200
