@@ -9,6 +9,7 @@ import os
 import tarfile
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import boto3
 import pytest
@@ -220,7 +221,11 @@ def test_interrupted_deploy_is_waited_for_not_redone() -> None:
     assert hosting.deploy_endpoint(sm, "dogbreed", "dogbreed-abc", retain=False) == "settling"
 
 
-def test_live_alias_catches_up_after_an_interrupted_publish(aws: str, tmp_path: Path) -> None:
+SETTINGS = {"Timeout": 30, "MemorySize": 256, "Environment": {"Variables": {"ENDPOINT_NAME": "dogbreed"}}}
+
+
+def deployed_function(tmp_path: Path) -> tuple[Any, str, Path, dict[str, Any]]:
+    """dogbreed-invoke created from a one-line handler in tmp_path/handler, with its role and settings."""
     lam, iam_client = boto3.client("lambda"), boto3.client("iam")
     policy = iam.lambda_policy("aws", "us-east-1", "123456789012", "dogbreed", "dogbreed-invoke")
     boundary = "arn:aws:iam::123456789012:policy/dogbreed-boundary"
@@ -228,8 +233,12 @@ def test_live_alias_catches_up_after_an_interrupted_publish(aws: str, tmp_path: 
     folder = tmp_path / "handler"
     folder.mkdir()
     (folder / "lambda_function.py").write_text("def lambda_handler(event, context):\n    return 1\n")
-    settings = {"Timeout": 30, "MemorySize": 256, "Environment": {"Variables": {"ENDPOINT_NAME": "dogbreed"}}}
-    lambda_.ensure_function(lam, "dogbreed-invoke", role, lambda_.zip_folder(folder), settings)
+    lambda_.ensure_function(lam, "dogbreed-invoke", role, lambda_.zip_folder(folder), SETTINGS)
+    return lam, role, folder, SETTINGS
+
+
+def test_live_alias_catches_up_after_an_interrupted_publish(aws: str, tmp_path: Path) -> None:
+    lam, role, folder, settings = deployed_function(tmp_path)
     assert lambda_.ensure_alias(lam, "dogbreed-invoke")
     assert not lambda_.ensure_alias(lam, "dogbreed-invoke")
 
@@ -244,15 +253,7 @@ def test_live_alias_catches_up_after_an_interrupted_publish(aws: str, tmp_path: 
 
 def test_new_handler_code_replaces_the_function_instead_of_updating_it(aws: str, tmp_path: Path) -> None:
     # The deployer policy has no lambda:UpdateFunctionCode (new code under an existing role escalates).
-    lam, iam_client = boto3.client("lambda"), boto3.client("iam")
-    policy = iam.lambda_policy("aws", "us-east-1", "123456789012", "dogbreed", "dogbreed-invoke")
-    boundary = "arn:aws:iam::123456789012:policy/dogbreed-boundary"
-    role, _ = iam.ensure_role(iam_client, "dogbreed-lambda", "lambda.amazonaws.com", policy, "test", boundary)
-    folder = tmp_path / "handler"
-    folder.mkdir()
-    (folder / "lambda_function.py").write_text("def lambda_handler(event, context):\n    return 1\n")
-    settings = {"Timeout": 30, "MemorySize": 256, "Environment": {"Variables": {"ENDPOINT_NAME": "dogbreed"}}}
-    lambda_.ensure_function(lam, "dogbreed-invoke", role, lambda_.zip_folder(folder), settings)
+    lam, role, folder, settings = deployed_function(tmp_path)
     lambda_.ensure_alias(lam, "dogbreed-invoke")
     calls: list[str] = []
     lam.meta.events.register("before-call.lambda.*", lambda model, **_: calls.append(model.name))
