@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
 MAX_DELAY_S = 0.005
+BATCH_SIZES_KEPT = 10_000
 
 
 @dataclass
@@ -37,7 +39,8 @@ class MicroBatcher:
         self.forward = forward
         self.max_batch = max_batch
         self.max_delay_s = max_delay_s
-        self.batch_sizes: list[int] = []  # what the model saw, in order (the tests and the benchmark read it)
+        # What the model saw, newest last (the tests read it); bounded, as the server runs for weeks.
+        self.batch_sizes: deque[int] = deque(maxlen=BATCH_SIZES_KEPT)
         self._changed = threading.Condition()
         self._waiting: list[_Waiting] = []
         self._preparing = 0

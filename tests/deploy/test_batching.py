@@ -55,12 +55,12 @@ def test_requests_waiting_together_run_as_one_batch_with_single_call_answers(pre
     first, *rest = requests()
     with ThreadPoolExecutor(len(COLOURS)) as pool:
         answers = [pool.submit(predict, first, predictor)]
-        wait_until(lambda: batcher.batch_sizes == [1])
+        wait_until(lambda: list(batcher.batch_sizes) == [1])
         answers += [pool.submit(predict, request, predictor) for request in rest]
         wait_until(lambda: len(batcher._waiting) == len(rest))
         gate.set()
         batched = [answer.result(timeout=30) for answer in answers]
-    assert batcher.batch_sizes == [1, len(rest)]
+    assert list(batcher.batch_sizes) == [1, len(rest)]
     for single, together in zip(singles, batched, strict=True):
         assert [p["index"] for p in together["predictions"]] == [p["index"] for p in single["predictions"]]
         assert torch.allclose(torch.tensor(together["logits"]), torch.tensor(single["logits"]), atol=1e-4)
