@@ -424,14 +424,9 @@ def predict_fn(input_data: Request, model: Predictor) -> dict[str, Any]:
 def classify(images: list[Image.Image], model: Predictor, topk: int) -> list[list[tuple[int, float]]]:
     """A batch of decoded images -> each one's top-k (class index, probability), as predict_fn ranks one.
 
-    For batch prediction (`python -m deploy predict`), with an eager model: a compiled one would
-    recompile for every new batch size.
+    For batch prediction (`python -m deploy predict`): the preset and the batch the endpoint uses.
     """
-    with model.lock:
-        batch = torch.stack([model.preset(image) for image in images])
-        batch = batch.to(device=model.device, dtype=model.dtype).contiguous(memory_format=torch.channels_last)
-        with torch.inference_mode():
-            logits = model.model(batch).float().cpu()
+    logits = forward_batch([model.preset.crop(image) for image in images], model)
     values, indices = logits.softmax(dim=1).topk(min(topk, len(model.labels)), dim=1)
     return [list(zip(row.tolist(), probs.tolist(), strict=True)) for row, probs in zip(indices, values, strict=True)]
 
