@@ -36,10 +36,13 @@ def package_command(args: argparse.Namespace) -> None:
 
 
 def max_batch(value: str) -> int:
-    """`serve --max-batch`: checked here, before a model is loaded (DOGBREED_MAX_BATCH's range)."""
-    if not value.isascii() or not value.isdigit() or not 1 <= int(value) <= 64:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a batch size from 1 to 64")
-    return int(value)
+    """`serve --max-batch`: checked here, before a model is loaded, by the handler's own DOGBREED_MAX_BATCH check."""
+    from dogbreed.serving.handler import batch_limit  # torch: serve loads it anyway
+
+    try:
+        return batch_limit(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a batch size from 1 to 64") from None
 
 
 def serve_command(args: argparse.Namespace) -> None:
