@@ -269,6 +269,9 @@ def test_ctrl_c_while_waiting_detaches_and_says_how_to_stop_the_jobs(
         [sys.executable, "train.py", "-m", "hydra/launcher=sagemaker", f"hydra.launcher.s3_uri={S3_URI}",
          "hydra.launcher.poll_s=0.2", f"hydra.sweep.dir={tmp_path / 'sweep'}"],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        # As from a terminal: a test run started in the background inherits SIGINT ignored, and
+        # Python then never turns Ctrl-C into KeyboardInterrupt, so the child would wait forever.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
     assert process.stdout is not None
     output = []
