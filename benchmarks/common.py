@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+import torch
 
 from dogbreed.allocator import TUNABLES
 from dogbreed.synthetic import SyntheticSpec, generate
@@ -71,3 +74,20 @@ def run(args: list[str], tuned_malloc: bool) -> Measured:
 
 def ratio(ours: float, baseline: float) -> str:
     return f"{ours / baseline:.2f}x" if baseline else "n/a"
+
+
+def cpu_model() -> str:
+    cpuinfo = Path("/proc/cpuinfo")
+    lines = cpuinfo.read_text().splitlines() if cpuinfo.exists() else []
+    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
+    return names[0] if names else platform.processor() or "unknown CPU"
+
+
+def amx_supported() -> bool:
+    return bool(getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())
+
+
+def machine_line(precision: str) -> str:
+    """The CPU, its cores and whether AMX does the matrix work: every benchmark prints it."""
+    amx = "used" if amx_supported() and precision == "bf16" else ("not used" if amx_supported() else "absent")
+    return f"# {cpu_model()}, {os.cpu_count()} cores, AMX {amx} ({precision}), {torch.get_num_threads()} torch threads"

@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import torch
 
+from benchmarks.common import amx_supported, cpu_model
 from dogbreed.serving.handler import Predictor, load_predictor, to_batch
 
 
@@ -40,19 +39,12 @@ def forward_seconds(predictor: Predictor, size: int, repeats: int) -> list[float
     return times
 
 
-def cpu_model() -> str:
-    cpuinfo = Path("/proc/cpuinfo")
-    lines = cpuinfo.read_text().splitlines() if cpuinfo.exists() else []
-    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
-    return names[0] if names else platform.processor() or "unknown CPU"
-
-
 def reference(predictor: Predictor, max_batch: int, repeats: int) -> dict[str, float | int | str | bool]:
     single = forward_seconds(predictor, 1, repeats)
     batched = forward_seconds(predictor, max_batch, max(3, repeats // max_batch))
     return {
         "cpu": cpu_model(),
-        "amx": bool(getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()),
+        "amx": amx_supported(),
         "threads": torch.get_num_threads(),
         "dtype": str(predictor.dtype).removeprefix("torch."),
         "compiled": predictor.compiled,

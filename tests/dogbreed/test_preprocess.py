@@ -10,6 +10,7 @@ from torchvision.transforms import v2
 
 from dogbreed.serving.preprocess import IMAGENET_MEAN, IMAGENET_STD, EvalPreset
 from dogbreed.synthetic import SyntheticSpec, render
+from dogbreed.transforms import TrainPreset
 
 LEVEL = 1 / 255 / min(IMAGENET_STD)  # one uint8 step, normalised
 
@@ -45,3 +46,14 @@ def test_crop_is_uint8_in_the_models_channels_last_layout() -> None:
     crop = EvalPreset(32).crop(Image.new("RGB", (60, 40), (10, 20, 30)))
     assert crop.dtype == torch.uint8 and crop.shape == (3, 32, 32) and crop.stride() == (1, 96, 3)
     assert crop[:, 0, 0].tolist() == [10, 20, 30]
+
+
+def test_train_preset_normalises_its_uint8_crop_as_torchvision_would() -> None:
+    image = render(1, SyntheticSpec(classes=4, width=500, height=375), np.random.default_rng(0))
+    crop = [v2.PILToTensor(), v2.RandomResizedCrop(64, antialias=True), v2.RandomHorizontalFlip()]
+    reference = v2.Compose([*crop, v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+    torch.manual_seed(3)
+    theirs = reference(image)
+    torch.manual_seed(3)
+    ours = TrainPreset(64)(image)
+    assert torch.allclose(ours, theirs, atol=1e-5)
