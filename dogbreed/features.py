@@ -117,6 +117,19 @@ class FeatureCache:
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
+        self._model: nn.Module | None = None
+        self._extractor: nn.Module | None = None
+        self._compiled: Callable[[torch.Tensor], torch.Tensor] | None = None
+
+    def _forward_for(
+        self, model: nn.Module, images: int, runtime: Runtime, setting: str
+    ) -> Callable[[torch.Tensor], torch.Tensor]:
+        """`model`'s extractor, compiled the first time a split is worth it, then reused by every split."""
+        if self._extractor is None or self._model is not model:
+            self._model, self._extractor, self._compiled = model, extractor(model).to(runtime.device), None
+        if self._compiled is None and should_compile(setting, images, runtime):
+            self._compiled = compiled(self._extractor)
+        return self._compiled if self._compiled is not None else self._extractor
 
     def features(
         self,
@@ -154,7 +167,9 @@ class FeatureCache:
             stored = (cached.features, cached.targets) if cached is not None else None
             return FeatureViews(*distributed.broadcast_object(stored))
         started = time.perf_counter()
-        shard = extract_views(model, samples[context.rank :: context.world_size], views, runtime, settings)
+        shard_samples = samples[context.rank :: context.world_size]
+        forward = self._forward_for(model, len(shard_samples) * views, runtime, settings.compile)
+        shard = extract_views(forward, shard_samples, views, runtime, settings)
         shards = distributed.gather_objects(shard)
         features = torch.empty(views, len(samples), shard.shape[2], dtype=shard.dtype)
         for rank, part in enumerate(shards):
@@ -206,11 +221,13 @@ def should_compile(setting: str, images: int, runtime: Runtime) -> bool:
 
 
 def extract_views(
-    model: nn.Module, samples: list[tuple[Path, int]], views: int, runtime: Runtime, settings: ExtractionSettings
+    forward: Callable[[torch.Tensor], torch.Tensor],
+    samples: list[tuple[Path, int]],
+    views: int,
+    runtime: Runtime,
+    settings: ExtractionSettings,
 ) -> torch.Tensor:
-    """Backbone outputs for `views` passes over `samples`: [views, N, D], float16 unless fp32 precision."""
-    backbone = extractor(model).to(runtime.device)
-    forward = compiled(backbone) if should_compile(settings.compile, len(samples) * views, runtime) else backbone
+    """`forward`'s outputs for `views` passes over `samples`: [views, N, D], float16 unless fp32 precision."""
     outputs = []
     # Random crops draw from torch's global RNG; fork it so extraction leaves training untouched.
     with torch.random.fork_rng(devices=[]):
