@@ -48,11 +48,8 @@ test-aws: $(STAMP) ## Every test that runs against the local moto server (no AWS
 integ-deploy: $(STAMP) ## Deploy flow on real AWS (costs money): DOGBREED_INTEG_S3_URI=s3://bucket/prefix
 	DOGBREED_INTEG=1 $(PY) -m pytest -m integ tests/deploy
 
-bench: $(STAMP) ## Speed benchmarks against the course recipe on generated dogImages-sized data (~20 min)
-	$(PY) -m benchmarks.training_speed
-	$(PY) -m benchmarks.extraction
-	$(PY) -m benchmarks.serving_latency
-	$(PY) -m benchmarks.hostile_requests
+bench: $(STAMP) ## Speed benchmarks on generated dogImages-sized data, then their goals together (~20 min, quiet machine)
+	$(PY) -m benchmarks.all
 
 lint: $(STAMP) ## ruff, the import contracts (pyproject.toml), shellcheck and mypy
 	$(VENV)/bin/ruff check .

@@ -91,3 +91,10 @@ def machine_line(precision: str) -> str:
     """The CPU, its cores and whether AMX does the matrix work: every benchmark prints it."""
     amx = "used" if amx_supported() and precision == "bf16" else ("not used" if amx_supported() else "absent")
     return f"# {cpu_model()}, {os.cpu_count()} cores, AMX {amx} ({precision}), {torch.get_num_threads()} torch threads"
+
+
+def goal(name: str, value: float, target: float, direction: str, template: str = "{:.2f}x") -> str:
+    """One line `make bench` collects into its summary: the measured value against the issue's goal."""
+    met = value >= target if direction == ">=" else value <= target
+    shown, wanted = template.format(value), template.format(target)
+    return f"GOAL {name}: {shown} (goal {direction} {wanted}: {'met' if met else 'missed'})"

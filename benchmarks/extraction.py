@@ -12,13 +12,14 @@ Usage: python -m benchmarks.extraction [--quick] [--compile true|false]
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import time
 from collections.abc import Callable
 
 import torch
 
-from benchmarks.common import REPO, dataset, machine_line
+from benchmarks.common import REPO, dataset, goal, machine_line
 from dogbreed.allocator import reexec_with_tuned_malloc
 from dogbreed.data import ImageFolderDataset, class_folders, scan_split
 from dogbreed.features import ExtractionSettings, backbone_of, compiled, extractor, run_backbone, view_batches
@@ -42,6 +43,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--compile", choices=["true", "false"], default="true")
+    parser.add_argument("--raw-only", action="store_true", help="print the raw forward's img/s as JSON and stop")
     args = parser.parse_args()
     data = dataset(REPO / ".cache" / "bench" / ("quick" if args.quick else "dogimages-sized"), args.quick)
     samples = scan_split(data, "train", class_folders(data / "train")).samples[: 256 if args.quick else args.images]
@@ -62,6 +64,10 @@ def main() -> None:
         forward(batch)  # compiles
         print(f"# warm-up/compile: {time.perf_counter() - started:.0f} s", flush=True)
         raw_images_per_s(forward, batch, 2)
+        if args.raw_only:
+            rates = [raw_images_per_s(forward, batch, 4) for _ in range(args.rounds)]
+            print(json.dumps({"raw_images_per_s": statistics.median(rates), "batch": args.batch_size}))
+            return
     run_backbone(pipeline_forward, view_batches(samples[:1], 0, runtime, settings), runtime, settings, "warm-up")
 
     # The limit when decoding and the model share the cores: each image costs its forward plus
@@ -91,8 +97,8 @@ def main() -> None:
     bound = forward_ms / (forward_ms + decode_core_ms / torch.get_num_threads())
     print(f"decode + crop of one JPEG on one core: {decode_core_ms:.2f} ms; forward {forward_ms:.2f} ms per image; "
           f"the most extraction can reach on these cores: {bound:.0%} of raw")  # fmt: skip
-    print(f"RATIO extraction/raw forward = {statistics.median(ratios):.0%} "
-          f"(rounds: {', '.join(f'{r:.0%}' for r in ratios)}; goal >= 85%)")  # fmt: skip
+    print(goal("extraction from JPEG files / raw forward", statistics.median(ratios), 0.85, ">=", "{:.0%}")
+          + f" (rounds: {', '.join(f'{r:.0%}' for r in ratios)})")  # fmt: skip
 
 
 if __name__ == "__main__":

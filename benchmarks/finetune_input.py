@@ -17,7 +17,7 @@ from collections.abc import Iterable, Iterator
 import torch
 from torch import nn
 
-from benchmarks.common import REPO, dataset, machine_line
+from benchmarks.common import REPO, dataset, goal, machine_line
 from dogbreed import distributed
 from dogbreed.allocator import reexec_with_tuned_malloc
 from dogbreed.data import class_folders, scan_split
@@ -74,8 +74,8 @@ def main() -> None:
           f"{steps} steps from JPEG files ({settings.workers} workers) alternating with a ready one")  # fmt: skip
     print(f"train steps on a pre-decoded batch: {statistics.median(raws):.1f} img/s; from JPEG files: "
           f"{statistics.median(pipelines):.1f} img/s (medians)")  # fmt: skip
-    print(f"RATIO fine-tune from JPEG/pre-decoded = {statistics.median(ratios):.0%} "
-          f"(rounds: {', '.join(f'{r:.0%}' for r in ratios)}; goal >= 85%)")  # fmt: skip
+    print(goal("full fine-tune from JPEG files / on pre-decoded batches", statistics.median(ratios), 0.85, ">=",
+               "{:.0%}") + f" (rounds: {', '.join(f'{r:.0%}' for r in ratios)})")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmarks.common import goal
 from deploy.cli import wait_for_ping
 from deploy.model_archive import package_run
 from deploy.server import prepare_model_dir
@@ -183,17 +184,11 @@ def report(results: dict[str, dict[str, float]], model: dict, body_bytes: int) -
     p50_share = ours["p50_ms"] / model["batch1_p50_ms"]
     sequential_share = ours["throughput_rps"] / model["sequential_ips"]
     batched_share = ours["throughput_rps"] / model["batched_ips"]
-    print(
-        f"ratios vs the model alone: p50 {p50_share:.2f}x its batch-1 p50 (target <= 1.3: {met(p50_share <= 1.3)}); "
-        f"8 clients {sequential_share:.2f}x its sequential batch-1 throughput (target >= 1.0: "
-        f"{met(sequential_share >= 1.0)}), {batched_share:.2f}x its batch-{model['batch']} throughput "
-        f"(target >= 0.75: {met(batched_share >= 0.75)}); without micro-batching "
-        f"{unbatched['throughput_rps'] / model['sequential_ips']:.2f}x sequential"
-    )
-
-
-def met(condition: bool) -> str:
-    return "met" if condition else "missed"
+    unbatched_share = unbatched["throughput_rps"] / model["sequential_ips"]
+    print(f"without micro-batching, 8 clients get {unbatched_share:.2f}x the model's sequential batch-1 throughput")
+    print(goal("serving p50 / the model's batch-1 p50", p50_share, 1.3, "<="))
+    print(goal("serving 8 clients / the model's sequential batch-1 throughput", sequential_share, 1.0, ">="))
+    print(goal(f"serving 8 clients / the model's batch-{model['batch']} throughput", batched_share, 0.75, ">="))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,47 @@
+"""`make bench`: every benchmark in turn, one after another on a quiet machine, then their goals together.
+
+Each benchmark runs in its own process and prints as it goes; the lines starting with
+`GOAL` (a measured ratio against the goal of issue 16) are repeated at the end under
+the CPU they were measured on.
+Usage: python -m benchmarks.all [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+
+from benchmarks.common import REPO, environment, machine_line
+from dogbreed.serving.hardware import cpu_has_fast_bf16
+
+# name -> whether it takes --quick (hostile_requests is small already)
+BENCHMARKS = {"training_speed": True, "extraction": True, "finetune_input": True, "serving_latency": True,
+              "hostile_requests": False}  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="tiny data and few requests: a smoke test")
+    args = parser.parse_args()
+    started = time.perf_counter()
+    goals = []
+    for name, takes_quick in BENCHMARKS.items():
+        print(f"\n######## benchmarks.{name}", flush=True)
+        command = [sys.executable, "-m", f"benchmarks.{name}", *(["--quick"] if args.quick and takes_quick else [])]
+        process = subprocess.Popen(command, cwd=REPO, env=environment(True), stdout=subprocess.PIPE, text=True)
+        assert process.stdout is not None
+        for line in process.stdout:
+            print(line, end="", flush=True)
+            if line.startswith("GOAL "):
+                goals.append(line.rstrip())
+        if process.wait() != 0:
+            raise SystemExit(f"benchmarks.{name} failed with exit code {process.returncode}")
+    print(f"\n######## summary ({(time.perf_counter() - started) / 60:.0f} min)")
+    print(machine_line("bf16" if cpu_has_fast_bf16() else "fp32"))
+    print("\n".join(goals))
+
+
+if __name__ == "__main__":
+    main()
