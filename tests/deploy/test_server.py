@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import collections
 import contextlib
@@ -14,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+import types
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -27,6 +29,7 @@ from botocore import UNSIGNED
 from botocore.config import Config
 from PIL import Image
 
+from deploy import server as server_module
 from deploy.server import BackgroundServer, create_app, prepare_model_dir
 from dogbreed.serving import handler
 from dogbreed.serving.preprocess import decode_image, decoded_bytes
@@ -400,3 +403,26 @@ def test_large_png_decodes_small_and_decodes_in_flight_stay_under_the_budget() -
         images = list(pool.map(lambda _: decode_image(data, min_size=256, reserve=hold), range(6)))
     assert all(256 <= min(image.size) < 512 for image in images)
     assert peak[0] <= budget.budget
+
+
+def test_connections_queued_on_the_listener_are_accepted_and_served_not_reset() -> None:
+    class Greeting(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            assert isinstance(transport, asyncio.WriteTransport)
+            transport.write(b"answered")
+            transport.close()
+
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        listener.setblocking(False)
+        clients = [socket.create_connection(listener.getsockname(), timeout=5) for _ in range(3)]  # queued, unaccepted
+        queued = types.SimpleNamespace(_protocol_factory=Greeting, sockets=[listener])
+
+        async def drain() -> int:
+            accepted = await server_module.accept_queued([queued])
+            await asyncio.sleep(0.1)  # the transports write and close
+            return accepted
+
+        assert asyncio.run(drain()) == 3
+    for client in clients:
+        with client:
+            assert client.recv(100) == b"answered"
