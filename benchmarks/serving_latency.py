@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.common import goal
+from benchmarks.common import goal, machine_line
 from deploy.cli import wait_for_ping
 from deploy.model_archive import package_run
 from deploy.server import prepare_model_dir
@@ -166,9 +166,8 @@ def fastest(first: dict, second: dict) -> dict:
 
 
 def report(results: dict[str, dict[str, float]], model: dict, body_bytes: int) -> None:
-    amx = "used" if model["amx"] and model["dtype"] == "bfloat16" else "not used"
-    mode = "compiled" if model["compiled"] else "eager"
-    print(f"# {model['cpu']}, AMX {amx}, {model['dtype']}, {mode}, {model['threads']} torch threads")
+    precision = "bf16" if model["dtype"] == "bfloat16" else "fp32"
+    print(f"{machine_line(precision)}; the model {'compiled' if model['compiled'] else 'eager'}")
     print(f"one {body_bytes / 1e3:.0f} kB 500x375 JPEG, {CLIENTS} clients; ours micro-batches up to {MAX_BATCH}")
     print(f"model alone: batch-1 p50 {model['batch1_p50_ms']:.1f} ms, sequential {model['sequential_ips']:.1f} img/s, "
           f"batch {model['batch']} {model['batched_ips']:.1f} img/s")  # fmt: skip

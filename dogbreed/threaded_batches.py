@@ -11,7 +11,7 @@ as NCHW, which is the channels_last layout the model wants, without a copy.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
@@ -37,19 +37,12 @@ def stack_crops(items: Sequence[Item]) -> tuple[torch.Tensor, torch.Tensor]:
 class ThreadedBatches:
     """Iterates `dataset` in order, `batch_size` items a batch, each batch's items loaded on `threads` threads."""
 
-    def __init__(
-        self,
-        dataset: Items,
-        batch_size: int,
-        threads: int,
-        collate: Callable[[Sequence[Item]], tuple[torch.Tensor, torch.Tensor]] = stack_crops,
-    ) -> None:
+    def __init__(self, dataset: Items, batch_size: int, threads: int) -> None:
         if batch_size < 1 or threads < 1:
             raise ValueError(f"batch_size and threads must be at least 1, got {batch_size} and {threads}")
         self.dataset = dataset
         self.batch_size = batch_size
         self.threads = threads
-        self.collate = collate
 
     def __len__(self) -> int:
         return -(-len(self.dataset) // self.batch_size)
@@ -58,4 +51,4 @@ class ThreadedBatches:
         with ThreadPoolExecutor(self.threads, thread_name_prefix="decode") as pool:
             for start in range(0, len(self.dataset), self.batch_size):
                 indices = range(start, min(start + self.batch_size, len(self.dataset)))
-                yield self.collate(list(pool.map(self.dataset.__getitem__, indices)))
+                yield stack_crops(list(pool.map(self.dataset.__getitem__, indices)))
