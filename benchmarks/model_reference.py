@@ -26,7 +26,7 @@ from dogbreed.serving.handler import Predictor, load_predictor, to_batch
 def forward_seconds(predictor: Predictor, size: int, repeats: int) -> list[float]:
     """Wall time of `repeats` forwards of a `size` batch, after two untimed ones."""
     image_size = predictor.info["image_size"]
-    batch = to_batch([torch.zeros(3, image_size, image_size)], predictor.device, predictor.dtype, size)
+    batch = to_batch([torch.zeros(3, image_size, image_size, dtype=torch.uint8)], predictor.device, size)
     times = []
     with torch.inference_mode():
         for step in range(repeats + 2):

@@ -164,7 +164,7 @@ class EvalPreset:
     Two steps a caller can run apart. `crop` is PIL work on uint8 (antialiased bilinear, the
     filter torchvision's antialiased tensor resize copies; one thread, the GIL released), so
     requests prepare their images concurrently without starting torch's thread teams.
-    `normalize` is the one float op, which the server runs while it builds the model's batch.
+    `normalize` is the one float op; the served model runs it as its first module (`Normalize`).
     Sizes and crop offsets are torchvision's `Resize(int)` + `CenterCrop`.
     """
 

@@ -69,8 +69,7 @@ def test_requests_waiting_together_run_as_one_batch_with_single_call_answers(pre
 def test_padding_a_batch_to_a_warmed_size_leaves_the_answers_alone(predictor: handler.Predictor) -> None:
     images = [handler.prepare(request, predictor) for request in requests()[:3]]
     exact = handler.forward_batch(images, predictor)
-    normalized = [predictor.preset.normalize(image) for image in images]
-    batch = handler.to_batch(normalized, predictor.device, predictor.dtype, size=4)
+    batch = handler.to_batch(images, predictor.device, size=4)
     with torch.inference_mode():
         padded = predictor.model(batch).float()
     assert predictor.batch_sizes == (1, 2, 4, 8) and (padded[3] != 0).any()  # the zero row is a real row
@@ -95,6 +94,73 @@ def test_a_failed_batch_fails_its_requests_and_the_batcher_goes_on() -> None:
     with pytest.raises(ValueError, match="bad image"):
         batcher(bad_image)
     assert batcher(lambda: 2) == 20 and batcher._preparing == 0
+
+
+def test_a_lone_request_on_an_idle_model_runs_on_its_own_thread() -> None:
+    threads = []
+
+    def forward(images: list[int]) -> list[int]:
+        threads.append(threading.get_ident())
+        return [image * 10 for image in images]
+
+    batcher = MicroBatcher(forward, max_batch=8)
+    assert batcher(lambda: 3) == 30 and batcher(lambda: 4) == 40
+    assert threads == [threading.get_ident()] * 2 and list(batcher.batch_sizes) == [1, 1]
+
+
+def test_under_load_the_clients_of_the_last_batch_are_waited_for_not_run_one_by_one() -> None:
+    gate = threading.Event()
+
+    def forward(images: list[int]) -> list[int]:
+        gate.wait()
+        return images
+
+    batcher = MicroBatcher(forward, max_batch=8, max_delay_s=0.5, max_wait_s=5.0)
+
+    def staggered(count: int, gap_s: float) -> list[int]:
+        """`count` clients whose requests arrive `gap_s` apart, as answers reach them one by one."""
+        with ThreadPoolExecutor(count) as pool:
+            answers = []
+            for index in range(count):
+                answers.append(pool.submit(batcher, lambda index=index: index))
+                time.sleep(gap_s)
+            return [answer.result(timeout=30) for answer in answers]
+
+    gate.set()
+    assert staggered(1, 0) == [0]  # alone: ran at once
+    gate.clear()
+    with ThreadPoolExecutor(1) as first:
+        held = first.submit(batcher, lambda: 99)  # holds the model until 4 more are waiting
+        wait_until(lambda: list(batcher.batch_sizes) == [1, 1])
+        with ThreadPoolExecutor(4) as pool:
+            four = [pool.submit(batcher, lambda index=index: index) for index in range(4)]
+            wait_until(lambda: len(batcher._waiting) == 4)
+            gate.set()
+            assert [answer.result(timeout=30) for answer in four] == [0, 1, 2, 3] and held.result() == 99
+    assert list(batcher.batch_sizes) == [1, 1, 4]
+    # The 4 clients come back 20 ms apart: under the 0.5 s quiet limit, so one batch, not 4 of one.
+    assert staggered(4, 0.02) == [0, 1, 2, 3]
+    assert list(batcher.batch_sizes)[3:] == [4]
+
+
+def test_a_batch_waits_no_longer_than_the_quiet_limit_when_fewer_clients_come_back() -> None:
+    gate = threading.Event()
+
+    def forward(images: list[int]) -> list[int]:
+        gate.wait()
+        return images
+
+    batcher = MicroBatcher(forward, max_batch=8, max_delay_s=0.05, max_wait_s=30.0)
+    with ThreadPoolExecutor(4) as pool:
+        held = pool.submit(batcher, lambda: 0)
+        wait_until(lambda: list(batcher.batch_sizes) == [1])
+        rest = [pool.submit(batcher, lambda index=index: index) for index in range(1, 4)]
+        wait_until(lambda: len(batcher._waiting) == 3)
+        gate.set()
+        assert [answer.result(timeout=30) for answer in [held, *rest]] == [0, 1, 2, 3]
+    started = time.monotonic()
+    assert batcher(lambda: 7) == 7  # expected 3 back; none came
+    assert 0.05 <= time.monotonic() - started < 5.0 and list(batcher.batch_sizes) == [1, 3, 1]
 
 
 def test_8_concurrent_clients_on_the_server_share_batches(predictor: handler.Predictor) -> None:
