@@ -34,13 +34,15 @@ def dataset(root: Path, quick: bool) -> Path:
     return root
 
 
-def environment(tuned_malloc: bool) -> dict[str, str]:
-    """The benchmark's environment with glibc malloc tuned (ours) or at its defaults (baseline)."""
+def environment(tuned_malloc: bool | None) -> dict[str, str]:
+    """The benchmark's environment with glibc malloc tuned (ours), at its defaults (baseline), or
+    (None) left to the program, as a user's shell leaves it: `train.py` tunes it itself, `deploy
+    serve` does not."""
     env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
     env["PYTHONPATH"] = str(REPO)
     if tuned_malloc:
         env["GLIBC_TUNABLES"] = TUNABLES
-    else:
+    elif tuned_malloc is not None:
         env["DOGBREED_MALLOC_TUNING"] = "0"  # train.py would otherwise tune it itself
     return env
 
