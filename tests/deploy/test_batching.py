@@ -108,14 +108,33 @@ def test_a_lone_request_on_an_idle_model_runs_on_its_own_thread() -> None:
     assert threads == [threading.get_ident()] * 2 and list(batcher.batch_sizes) == [1, 1]
 
 
-def test_under_load_the_clients_of_the_last_batch_are_waited_for_not_run_one_by_one() -> None:
+def gated_batcher(max_delay_s: float, max_wait_s: float) -> tuple[MicroBatcher, threading.Event]:
+    """A batcher whose model (it echoes its images) runs only while the returned gate is set."""
     gate = threading.Event()
 
     def forward(images: list[int]) -> list[int]:
         gate.wait()
         return images
 
-    batcher = MicroBatcher(forward, max_batch=8, max_delay_s=0.5, max_wait_s=5.0)
+    return MicroBatcher(forward, max_batch=8, max_delay_s=max_delay_s, max_wait_s=max_wait_s), gate
+
+
+def queued_behind_a_lone_request(batcher: MicroBatcher, gate: threading.Event, count: int) -> list[int]:
+    """A lone request holds the model (gate closed) while `count` more queue; then the gate opens."""
+    gate.clear()
+    batches_before = len(batcher.batch_sizes)
+    with ThreadPoolExecutor(count + 1) as pool:
+        held = pool.submit(batcher, lambda: -1)
+        wait_until(lambda: len(batcher.batch_sizes) == batches_before + 1)
+        queued = [pool.submit(batcher, lambda index=index: index) for index in range(count)]
+        wait_until(lambda: len(batcher._waiting) == count)
+        gate.set()
+        assert held.result(timeout=30) == -1
+        return [answer.result(timeout=30) for answer in queued]
+
+
+def test_under_load_the_clients_of_the_last_batch_are_waited_for_not_run_one_by_one() -> None:
+    batcher, gate = gated_batcher(max_delay_s=0.5, max_wait_s=5.0)
 
     def staggered(count: int, gap_s: float) -> list[int]:
         """`count` clients whose requests arrive `gap_s` apart, as answers reach them one by one."""
@@ -126,38 +145,16 @@ def test_under_load_the_clients_of_the_last_batch_are_waited_for_not_run_one_by_
                 time.sleep(gap_s)
             return [answer.result(timeout=30) for answer in answers]
 
-    gate.set()
-    assert staggered(1, 0) == [0]  # alone: ran at once
-    gate.clear()
-    with ThreadPoolExecutor(1) as first:
-        held = first.submit(batcher, lambda: 99)  # holds the model until 4 more are waiting
-        wait_until(lambda: list(batcher.batch_sizes) == [1, 1])
-        with ThreadPoolExecutor(4) as pool:
-            four = [pool.submit(batcher, lambda index=index: index) for index in range(4)]
-            wait_until(lambda: len(batcher._waiting) == 4)
-            gate.set()
-            assert [answer.result(timeout=30) for answer in four] == [0, 1, 2, 3] and held.result() == 99
-    assert list(batcher.batch_sizes) == [1, 1, 4]
+    assert queued_behind_a_lone_request(batcher, gate, 4) == [0, 1, 2, 3]
+    assert list(batcher.batch_sizes) == [1, 4]
     # The 4 clients come back 20 ms apart: under the 0.5 s quiet limit, so one batch, not 4 of one.
     assert staggered(4, 0.02) == [0, 1, 2, 3]
-    assert list(batcher.batch_sizes)[3:] == [4]
+    assert list(batcher.batch_sizes) == [1, 4, 4]
 
 
 def test_a_batch_waits_no_longer_than_the_quiet_limit_when_fewer_clients_come_back() -> None:
-    gate = threading.Event()
-
-    def forward(images: list[int]) -> list[int]:
-        gate.wait()
-        return images
-
-    batcher = MicroBatcher(forward, max_batch=8, max_delay_s=0.05, max_wait_s=30.0)
-    with ThreadPoolExecutor(4) as pool:
-        held = pool.submit(batcher, lambda: 0)
-        wait_until(lambda: list(batcher.batch_sizes) == [1])
-        rest = [pool.submit(batcher, lambda index=index: index) for index in range(1, 4)]
-        wait_until(lambda: len(batcher._waiting) == 3)
-        gate.set()
-        assert [answer.result(timeout=30) for answer in [held, *rest]] == [0, 1, 2, 3]
+    batcher, gate = gated_batcher(max_delay_s=0.05, max_wait_s=30.0)
+    assert queued_behind_a_lone_request(batcher, gate, 3) == [0, 1, 2]
     started = time.monotonic()
     assert batcher(lambda: 7) == 7  # expected 3 back; none came
     assert 0.05 <= time.monotonic() - started < 5.0 and list(batcher.batch_sizes) == [1, 3, 1]
