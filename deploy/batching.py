@@ -121,12 +121,13 @@ class MicroBatcher:
         except Exception as err:  # the requests of this batch fail, the server goes on
             for waiting in batch:
                 waiting.error = err
-        with self._changed:
-            self._running = False
-            self._last_batch = len(batch)
-            self._changed.notify_all()
-        for waiting in batch:
-            waiting.done.set()
+        finally:  # whatever happened, the model is free again and nobody waits for this batch
+            with self._changed:
+                self._running = False
+                self._last_batch = len(batch)
+                self._changed.notify_all()
+            for waiting in batch:
+                waiting.done.set()
 
     def _run(self) -> None:
         while True:

@@ -108,6 +108,25 @@ def test_a_lone_request_on_an_idle_model_runs_on_its_own_thread() -> None:
     assert threads == [threading.get_ident()] * 2 and list(batcher.batch_sizes) == [1, 1]
 
 
+def test_an_interrupted_forward_leaves_the_model_free_for_the_next_request() -> None:
+    calls = []
+
+    def forward(images: list[int]) -> list[int]:
+        calls.append(images)
+        if len(calls) == 1:
+            raise KeyboardInterrupt  # not an Exception: it reaches the request, but must not wedge the batcher
+        return images
+
+    batcher = MicroBatcher(forward, max_batch=4)
+    with pytest.raises(KeyboardInterrupt):
+        batcher(lambda: 1)
+    answered: list[int] = []
+    next_request = threading.Thread(target=lambda: answered.append(batcher(lambda: 2)), daemon=True)
+    next_request.start()
+    next_request.join(timeout=10)
+    assert answered == [2]
+
+
 def gated_batcher(max_delay_s: float, max_wait_s: float) -> tuple[MicroBatcher, threading.Event]:
     """A batcher whose model (it echoes its images) runs only while the returned gate is set."""
     gate = threading.Event()
