@@ -1,9 +1,9 @@
 """Decoding and the evaluation preset, shared by evaluation and the inference handler.
 
 What the endpoint does to an image is, by construction, what evaluation did:
-both call `decode_image` and `EvalPreset`. ImageNet normalisation is part of the
-preset (the course recipe left it out, which costs accuracy with pretrained
-weights).
+both call `decode_image` and `EvalPreset`, and both normalise with `normalize` (the
+preset's call, or `Normalize` as a model's first module). The course recipe left
+ImageNet normalisation out, which costs accuracy with pretrained weights.
 
 This module must import on the serving container's versions (PyTorch 2.6,
 torchvision 0.21, Python 3.12), so it only uses APIs present there.
@@ -138,9 +138,12 @@ _OFFSET = torch.tensor(IMAGENET_MEAN).view(3, 1, 1) * 255
 _SCALE = 1 / (torch.tensor(IMAGENET_STD).view(3, 1, 1) * 255)
 
 
-def normalize(images: torch.Tensor) -> torch.Tensor:
-    """uint8 3xHxW or Nx3xHxW -> float32, ImageNet-normalised, in the input's memory layout."""
-    return (images.float() - _OFFSET) * _SCALE
+def normalize(images: torch.Tensor, offset: torch.Tensor = _OFFSET, scale: torch.Tensor = _SCALE) -> torch.Tensor:
+    """uint8 3xHxW or Nx3xHxW -> float32, ImageNet-normalised, in the input's memory layout.
+
+    `offset` and `scale` are the constants on the images' device (`Normalize` keeps them as buffers).
+    """
+    return (images.float() - offset) * scale
 
 
 class Normalize(nn.Module):
@@ -155,16 +158,17 @@ class Normalize(nn.Module):
         self.register_buffer("scale", _SCALE.clone(), persistent=False)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return (images.float() - self.offset) * self.scale
+        return normalize(images, self.offset, self.scale)
 
 
 class EvalPreset:
     """Resize the shorter side, centre crop, normalise: evaluation and serving.
 
-    Two steps a caller can run apart. `crop` is PIL work on uint8 (antialiased bilinear, the
-    filter torchvision's antialiased tensor resize copies; one thread, the GIL released), so
-    requests prepare their images concurrently without starting torch's thread teams.
-    `normalize` is the one float op; the served model runs it as its first module (`Normalize`).
+    `crop` is PIL work on uint8 (antialiased bilinear, the filter torchvision's antialiased
+    tensor resize copies; one thread, the GIL released), so requests prepare their images
+    concurrently without starting torch's thread teams. Calling the preset also normalises
+    (`normalize`); the served model and the feature extractor take the uint8 crop and
+    normalise as their first module (`Normalize`).
     Sizes and crop offsets are torchvision's `Resize(int)` + `CenterCrop`.
     """
 
@@ -195,9 +199,5 @@ class EvalPreset:
         pixels = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8)  # no numpy in the container
         return pixels.view(self.image_size, self.image_size, 3).permute(2, 0, 1)
 
-    def normalize(self, image: torch.Tensor) -> torch.Tensor:
-        """uint8 3xHxW -> the model's float32 input, ImageNet-normalised."""
-        return normalize(image)
-
     def __call__(self, image: Image.Image) -> torch.Tensor:
-        return self.normalize(self.crop(image))
+        return normalize(self.crop(image))
