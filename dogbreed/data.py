@@ -7,6 +7,8 @@ the sorted folder order, identical in every split.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 from collections import Counter
@@ -173,17 +175,83 @@ def _entry_problem(entry: os.DirEntry[str]) -> str | None:
     return "not a regular file (a pipe, socket or device)"
 
 
-def scan_split(root: Path, split: str, folders: list[str], workers: int = 0) -> Split:
-    """Lists and checks every image of one split, in parallel when workers > 1."""
+def files_digest(samples: list[tuple[Path, int]]) -> str:
+    """SHA-256 over each file's path, size, mtime and label."""
+    digest = hashlib.sha256()
+    for path, target in samples:
+        stat = path.stat()
+        # Paths are bytes on disk: surrogateescape keeps any folder name (not only UTF-8) hashable.
+        digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\0{target}\n".encode(errors="surrogateescape"))
+    return digest.hexdigest()
+
+
+# Bump when check_image's verdicts change: every recorded scan is then checked again.
+SCAN_RECORD_VERSION = 1
+
+
+@dataclass
+class Listing:
+    """One split's candidate files before any is decoded, and their verdicts if a scan record knows them.
+
+    A record is keyed by each candidate's path, size, mtime and label (what the feature cache trusts
+    too), so a rerun or sweep trial on unchanged files reads the verdicts instead of decoding every
+    image again; any change to the files is a different key, and the split is checked afresh.
+    """
+
+    split: str
+    directory: Path
+    candidates: list[tuple[Path, int]]
+    skipped: list[SkippedFile]
+    record: Path | None
+    reasons: list[str | None] | None
+
+    @property
+    def needs_checking(self) -> bool:
+        return self.reasons is None
+
+
+def list_split(root: Path, split: str, folders: list[str], record_dir: Path | None = None) -> Listing:
+    """The split's candidate files, with their recorded verdicts when `record_dir` has them."""
     candidates, skipped = _list_candidates(root / split, folders)
-    paths = [path for path, _ in candidates]
-    if workers > 1 and len(paths) > 64:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            reasons = list(pool.map(check_image, paths, chunksize=64))
-    else:
-        reasons = [check_image(path) for path in paths]
+    if record_dir is None:
+        return Listing(split, root / split, candidates, skipped, None, None)
+    key = hashlib.sha256(f"{SCAN_RECORD_VERSION}\0{split}\0{files_digest(candidates)}".encode()).hexdigest()
+    record = record_dir / f"{split}-{key[:20]}.json"
+    return Listing(split, root / split, candidates, skipped, record, _read_record(record, len(candidates)))
+
+
+def _read_record(path: Path, count: int) -> list[str | None] | None:
+    """The verdicts stored at `path`, or None when it is missing or not a record of `count` files."""
+    try:
+        stored = json.loads(path.read_text())
+        problems = {int(index): str(reason) for index, reason in stored["problems"]}
+        if stored["count"] != count or not all(0 <= index < count for index in problems):
+            raise ValueError(f"a record of {stored['count']} files, not {count}")
+    except FileNotFoundError:
+        return None
+    except Exception as err:  # a torn or foreign file: check the images again
+        log.warning("scan record %s is unusable (%s); checking the images again", path, err)
+        return None
+    return [problems.get(index) for index in range(count)]
+
+
+def check_split(listing: Listing, workers: int = 0) -> Split:
+    """Checks every candidate the listing has no verdict for (in parallel when workers > 1) and records them."""
+    reasons = listing.reasons
+    if reasons is None:
+        paths = [path for path, _ in listing.candidates]
+        if workers > 1 and len(paths) > 64:
+            with ProcessPoolExecutor(max_workers=workers) as pool:
+                reasons = list(pool.map(check_image, paths, chunksize=64))
+        else:
+            reasons = [check_image(path) for path in paths]
+        if listing.record is not None:
+            problems = [[index, reason] for index, reason in enumerate(reasons) if reason is not None]
+            listing.record.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(json.dumps({"count": len(reasons), "problems": problems}), listing.record)
     samples = []
-    for (path, index), reason in zip(candidates, reasons, strict=True):
+    skipped = list(listing.skipped)
+    for (path, index), reason in zip(listing.candidates, reasons, strict=True):
         if reason is None:
             samples.append((path, index))
         elif reason.startswith("truncated"):
@@ -192,8 +260,13 @@ def scan_split(root: Path, split: str, folders: list[str], workers: int = 0) -> 
         else:
             skipped.append(SkippedFile(path, reason))
     if not samples:
-        raise DataError(f"{printable(root / split)} has no readable images")
-    return Split(split, samples, skipped)
+        raise DataError(f"{printable(listing.directory)} has no readable images")
+    return Split(listing.split, samples, skipped)
+
+
+def scan_split(root: Path, split: str, folders: list[str], workers: int = 0, record_dir: Path | None = None) -> Split:
+    """Lists and checks every image of one split: `list_split`, then `check_split`."""
+    return check_split(list_split(root, split, folders, record_dir), workers)
 
 
 def check_classes_have_images(folders: list[str], splits: dict[str, Split]) -> None:

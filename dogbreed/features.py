@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from dogbreed import distributed
 from dogbreed.checkpoint import atomic_torch_save
-from dogbreed.data import ImageFolderDataset
+from dogbreed.data import ImageFolderDataset, files_digest
 from dogbreed.runtime import Runtime
 from dogbreed.serving.preprocess import EvalPreset, Normalize
 from dogbreed.threaded_batches import ThreadedBatches, stack_crops
@@ -71,16 +71,6 @@ def module_digest(module: nn.Module) -> str:
         flat = tensor.detach().to("cpu").contiguous().view(-1)
         digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
         digest.update(flat.view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
-
-
-def files_digest(samples: list[tuple[Path, int]]) -> str:
-    """SHA-256 over each file's path, size, mtime and label."""
-    digest = hashlib.sha256()
-    for path, target in samples:
-        stat = path.stat()
-        # Paths are bytes on disk: surrogateescape keeps any folder name (not only UTF-8) hashable.
-        digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\0{target}\n".encode(errors="surrogateescape"))
     return digest.hexdigest()
 
 

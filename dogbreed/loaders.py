@@ -25,9 +25,10 @@ from dogbreed.data import (
     Split,
     breed_name,
     check_classes_have_images,
+    check_split,
     discover_classes,
+    list_split,
     printable,
-    scan_split,
 )
 from dogbreed.datasync import sync_to_cache
 from dogbreed.download import fetch_dogimages
@@ -120,13 +121,15 @@ def prepare_data_root(source: DataSource) -> Path:
     return fetch_dogimages(root, source.download_url, source.expected_classes)
 
 
-def scan_dataset(root: Path, scan_workers: int) -> tuple[list[str], dict[str, Split]]:
-    """Class folders and the checked files of each split."""
+def scan_dataset(root: Path, scan_workers: int, record_dir: Path | None = None) -> tuple[list[str], dict[str, Split]]:
+    """Class folders and the checked files of each split; verdicts recorded in `record_dir` are reused."""
     folders = discover_classes(root)
     started = time.perf_counter()
-    splits = {name: scan_split(root, name, folders, scan_workers) for name in SPLITS}
+    listings = [list_split(root, name, folders, record_dir) for name in SPLITS]
+    splits = {listing.split: check_split(listing, scan_workers) for listing in listings}
     counts = ", ".join(f"{name} {len(split.samples)}" for name, split in splits.items())
-    log.info("%d classes; images %s (checked in %.1f s)", len(folders), counts, time.perf_counter() - started)
+    how = "checked" if any(listing.needs_checking for listing in listings) else "verdicts from the scan record"
+    log.info("%d classes; images %s (%s in %.1f s)", len(folders), counts, how, time.perf_counter() - started)
     for split in splits.values():
         for item in split.skipped:
             log.warning("%s %s: %s", "kept" if item.kept else "skipped", printable(item.path), item.reason)
@@ -135,7 +138,7 @@ def scan_dataset(root: Path, scan_workers: int) -> tuple[list[str], dict[str, Sp
 
 
 def prepare_and_scan(
-    source: DataSource, scan_workers: int, context: distributed.Context
+    source: DataSource, scan_workers: int, context: distributed.Context, record_dir: Path | None = None
 ) -> tuple[list[str], dict[str, Split]]:
     """One process per machine fetches/generates the data, then rank 0's scan is shared by all."""
     if context.local_rank == 0:
@@ -143,7 +146,7 @@ def prepare_and_scan(
     distributed.barrier()
     if context.local_rank != 0:
         root = prepare_data_root(source)  # already there: returns at once
-    scanned = scan_dataset(root, scan_workers) if context.is_main else None
+    scanned = scan_dataset(root, scan_workers, record_dir) if context.is_main else None
     return distributed.broadcast_object(scanned)
 
 

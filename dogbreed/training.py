@@ -136,7 +136,8 @@ def seed_everything(seed: int) -> None:
 
 def prepare_data(cfg: DictConfig, output_dir: Path, context: distributed.Context) -> tuple[list[str], dict[str, Split]]:
     """Class names and checked splits; rank 0 lists problem files and writes labels.json."""
-    class_names, splits = prepare_and_scan(settings.data_source(cfg.data), worker_count(cfg.data.scan_workers), context)
+    source, workers = settings.data_source(cfg.data), worker_count(cfg.data.scan_workers)
+    class_names, splits = prepare_and_scan(source, workers, context, Path(cfg.paths.cache_dir) / "scans")
     if context.is_main:
         reported = write_skipped_report(splits.values(), output_dir / SKIPPED_NAME)
         if reported:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from dogbreed import data
 from dogbreed.data import SPLITS, ImageFolderDataset, breed_name, discover_classes, scan_split
 from dogbreed.errors import DataError
 from dogbreed.serving.preprocess import EvalPreset, decode_image
@@ -62,6 +64,49 @@ def test_parallel_scan_agrees_with_serial(broken_split: Path) -> None:
     parallel = scan_split(broken_split, "train", ["001.Affenpinscher"], workers=2)
     assert parallel.samples == serial.samples
     assert parallel.skipped == serial.skipped
+
+
+def test_a_rescan_of_unchanged_files_takes_the_recorded_verdicts_without_decoding(
+    broken_split: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    records = tmp_path / "scans"
+    first = scan_split(broken_split, "train", ["001.Affenpinscher"], record_dir=records)
+    monkeypatch.setattr(data, "check_image", lambda path: pytest.fail(f"{path.name} was decoded again"))
+
+    again = scan_split(broken_split, "train", ["001.Affenpinscher"], record_dir=records)
+
+    assert again.samples == first.samples
+    assert again.skipped == first.skipped  # broken and truncated files are still reported
+
+
+def test_a_changed_file_gets_its_split_checked_again(
+    broken_split: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    records = tmp_path / "scans"
+    scan_split(broken_split, "train", ["001.Affenpinscher"], record_dir=records)
+    good = broken_split / "train" / "001.Affenpinscher" / "good.jpg"
+    good.write_bytes(b"")  # emptied since the last scan
+    checked: list[str] = []
+    real_check = data.check_image
+    monkeypatch.setattr(data, "check_image", lambda path: checked.append(path.name) or real_check(path))
+
+    split = scan_split(broken_split, "train", ["001.Affenpinscher"], record_dir=records)
+
+    assert "good.jpg" in checked
+    reasons = {item.path.name: item.reason for item in split.skipped}
+    assert reasons["good.jpg"] == "empty file (0 bytes)"
+
+
+def test_a_torn_scan_record_is_ignored_and_the_images_checked(broken_split: Path, tmp_path: Path) -> None:
+    records = tmp_path / "scans"
+    first = scan_split(broken_split, "train", ["001.Affenpinscher"], record_dir=records)
+    (record,) = records.iterdir()
+    record.write_text(record.read_text()[:10])
+
+    again = scan_split(broken_split, "train", ["001.Affenpinscher"], record_dir=records)
+
+    assert again.skipped == first.skipped
+    assert json.loads(record.read_text())["count"] == 8  # rewritten whole: a verdict for each of the 8 image files
 
 
 def test_truncated_image_still_decodes_for_training(broken_split: Path) -> None:
