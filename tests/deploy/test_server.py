@@ -6,6 +6,7 @@ import asyncio
 import base64
 import collections
 import contextlib
+import http.client
 import http.server
 import io
 import json
@@ -431,3 +432,36 @@ def test_connections_queued_on_the_listener_are_accepted_and_served_not_reset() 
     for client in clients:
         with client:
             assert client.recv(100) == b"answered"
+
+
+def test_responses_on_a_workers_listener_are_not_held_for_the_clients_delayed_ack() -> None:
+    """`serve --workers N` listens on uvicorn's bind_socket (protocol 0): asyncio leaves Nagle on there."""
+
+    async def app(scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    config = server_module.uvicorn.Config(app, http=server_module.DrainingH11Protocol, log_level="warning")
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    assert listener.proto == 0  # what uvicorn's bind_socket makes for the workers
+    server = server_module.uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
+    thread.start()
+    try:
+        while not server.started:
+            time.sleep(0.01)
+        connection = http.client.HTTPConnection(*listener.getsockname(), timeout=5)
+        seconds = []
+        for _ in range(20):  # past Linux's quick-ACK start, where the stall would show
+            started = time.perf_counter()
+            connection.request("GET", "/")
+            assert connection.getresponse().read() == b"ok"
+            seconds.append(time.perf_counter() - started)
+        connection.close()
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        listener.close()
+    assert sorted(seconds)[10] < 0.02  # with Nagle on, each waited the client's 40 ms delayed ACK
