@@ -37,9 +37,8 @@ def dataset(root: Path, quick: bool) -> Path:
 def environment(tuned_malloc: bool | None) -> dict[str, str]:
     """The benchmark's environment with glibc malloc tuned (ours), at its defaults (baseline), or
     (None) left to the program, as a user's shell leaves it: `train.py` tunes it itself, `deploy
-    serve` does not. Inductor's compile cache is the program's own too."""
-    # A compile cache of the caller's would hide the compile the benchmarks time: train.py keeps its own.
-    env = {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", "TORCHINDUCTOR_CACHE_DIR")}
+    serve` does not."""
+    env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
     env["PYTHONPATH"] = str(REPO)
     if tuned_malloc:
         env["GLIBC_TUNABLES"] = TUNABLES
@@ -58,12 +57,11 @@ class Measured:
         return json.loads(self.stdout.strip().splitlines()[-1])
 
 
-def run(args: list[str], tuned_malloc: bool) -> Measured:
+def run(args: list[str], tuned_malloc: bool, extra_env: dict[str, str] | None = None) -> Measured:
     """Runs a Python command to completion; wall time and the peak RSS of its largest process."""
     started = time.perf_counter()
-    process = subprocess.Popen(
-        [sys.executable, *args], cwd=REPO, env=environment(tuned_malloc), stdout=subprocess.PIPE, text=True
-    )
+    env = environment(tuned_malloc) | (extra_env or {})
+    process = subprocess.Popen([sys.executable, *args], cwd=REPO, env=env, stdout=subprocess.PIPE, text=True)
     assert process.stdout is not None
     stdout = process.stdout.read()
     # wait4 gives this child's own resource usage: ru_maxrss is its peak RSS in kB (Linux).

@@ -67,10 +67,6 @@ def set_up(cfg: DictConfig, context: distributed.Context) -> tuple[Job, checkpoi
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     seed_everything(trainer.seed)
-    # Inductor's compiled kernels beside the feature cache rather than in /tmp, which a reboot
-    # empties: a stopped and restarted instance's first run then skips the C++ builds (about
-    # 15 s of the extractor's compile on 2 cores). An explicit TORCHINDUCTOR_CACHE_DIR wins.
-    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str((Path(cfg.paths.cache_dir) / "inductor").resolve()))
     runtime = Runtime.from_names(trainer.device, trainer.precision, trainer.channels_last)
     if not context.is_main:  # rank 0 logs and draws progress bars for everyone
         logging.getLogger().setLevel(logging.WARNING)
