@@ -95,8 +95,8 @@ def measure(port: int, body: bytes, sequential: int, concurrent: int) -> dict[st
     }
 
 
-def environment() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+def environment(extra: dict[str, str] | None = None) -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", **(extra or {})}
 
 
 def model_reference(tarball: Path, scratch: Path, no_compile: bool, quick: bool) -> dict:
@@ -108,14 +108,43 @@ def model_reference(tarball: Path, scratch: Path, no_compile: bool, quick: bool)
     return json.loads(output.strip().splitlines()[-1])
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) of process `pid` and all its descendants so far, from /proc."""
+    total, pending = 0.0, [pid]
+    while pending:
+        current = pending.pop()
+        with contextlib.suppress(OSError):  # a process may end while it is read
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            for task in Path(f"/proc/{current}/task").iterdir():
+                pending += [int(child) for child in (task / "children").read_text().split()]
+    return total
+
+
+def wait_until_idle(pid: int, timeout: float = 600) -> None:
+    """Returns once `pid` and its children use under a quarter of a core for 2 s: every worker has its model.
+
+    /ping answers as soon as one worker is up; the others may still be compiling.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        before = cpu_seconds(pid)
+        time.sleep(2)
+        if cpu_seconds(pid) - before < 0.5:
+            return
+    raise TimeoutError(f"the server (pid {pid}) was still busy after {timeout:.0f} s")
+
+
 @contextlib.contextmanager
-def served(tarball: Path, port: int, extra: list[str]) -> Iterator[float]:
-    """`python -m deploy serve` in a subprocess until the block ends; yields seconds until /ping was 200."""
+def served(tarball: Path, port: int, extra: list[str], env: dict[str, str] | None = None) -> Iterator[float]:
+    """`python -m deploy serve` in a subprocess until the block ends; yields seconds until /ping was 200
+    and the server was idle."""
     command = [sys.executable, "-m", "deploy", "serve", str(tarball), "--port", str(port), *extra]
     started = time.perf_counter()
-    server = subprocess.Popen(command, env=environment(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(command, env=environment(env), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_for_ping(f"http://127.0.0.1:{port}", timeout=600)
+        wait_until_idle(server.pid)
         yield time.perf_counter() - started
     finally:
         server.terminate()

@@ -28,12 +28,23 @@ SERVERLESS_READ_TIMEOUT_S = 65
 LAMBDA_MARGIN_S = 5  # connect, the request's own work and the reply, after the read timeout
 
 
+def instance_vcpus(instance_type: str) -> int | None:
+    """The vCPUs of an ml.* instance from its size (large 2, xlarge 4, Nxlarge 4N); None for others (medium)."""
+    size = instance_type.rsplit(".", 1)[-1]
+    if size == "large":
+        return 2
+    match = re.fullmatch(r"(\d*)xlarge", size)
+    return 4 * int(match.group(1) or 1) if match else None
+
+
 def model_environment(d: Any) -> dict[str, str]:
     """The PyTorch inference container's environment for `deploy` config `d`.
 
     `SAGEMAKER_MODEL_SERVER_WORKERS` and `SAGEMAKER_MODEL_SERVER_TIMEOUT` are read by the
     SageMaker inference toolkit in the image and become TorchServe's workers per model and
-    response timeout.
+    response timeout. On a real-time instance each worker gets `OMP_NUM_THREADS` = vCPUs ÷
+    workers: unset, every worker's torch would start a thread per vCPU, and N workers would
+    fight over the cores (`benchmarks/container_workers.py` measures the split).
     """
     c = d.container
     env = {
@@ -42,6 +53,9 @@ def model_environment(d: Any) -> dict[str, str]:
         "SAGEMAKER_MODEL_SERVER_WORKERS": str(c.workers),
         "SAGEMAKER_MODEL_SERVER_TIMEOUT": str(c.response_timeout_s),
     }
+    vcpus = instance_vcpus(d.instance_type)
+    if vcpus is not None and not d.serverless.enabled:  # serverless: the vCPUs follow the memory size
+        env["OMP_NUM_THREADS"] = str(max(1, vcpus // int(c.workers)))
     if d.serverless.enabled:
         # A compile would run at every cold start, in front of the request that caused it.
         env |= {"DOGBREED_COMPILE": "0", "DOGBREED_MAX_BODY_BYTES": str(SERVERLESS_MAX_BODY_BYTES)}

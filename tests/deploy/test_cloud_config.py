@@ -156,3 +156,20 @@ def test_torch_gap_warns_only_when_training_was_newer(
     assert (warning is not None) == warned
     if warned:
         assert f"torch {trained}" in warning and f"torch {image}" in warning
+
+
+@pytest.mark.parametrize(
+    ("instance_type", "workers", "threads"),
+    [("ml.m5.large", 1, "2"), ("ml.c5.xlarge", 2, "2"), ("ml.m5.4xlarge", 4, "4"), ("ml.c5.large", 4, "1")],
+)
+def test_each_container_worker_gets_its_share_of_the_vcpus(instance_type: str, workers: int, threads: str) -> None:
+    cfg = load_config([S3, f"deploy.instance_type={instance_type}",
+                       f"deploy.container.workers={workers}"])  # fmt: skip
+    assert container.model_environment(cfg.deploy)["OMP_NUM_THREADS"] == threads
+
+
+def test_serverless_and_unknown_sizes_leave_the_thread_count_to_torch() -> None:
+    serverless = load_config([S3, "deploy.serverless.enabled=true"])
+    medium = load_config([S3, "deploy.instance_type=ml.t2.medium"])
+    assert "OMP_NUM_THREADS" not in container.model_environment(serverless.deploy)
+    assert "OMP_NUM_THREADS" not in container.model_environment(medium.deploy)

@@ -358,6 +358,7 @@ def test_realtime_up_sets_the_container_start_and_model_server_limits(
     assert variant["ModelDataDownloadTimeoutInSeconds"] == 600
     env = sm.describe_model(ModelName=variant["ModelName"])["PrimaryContainer"]["Environment"]
     assert env["SAGEMAKER_MODEL_SERVER_WORKERS"] == "1" and env["SAGEMAKER_MODEL_SERVER_TIMEOUT"] == "60"
+    assert env["OMP_NUM_THREADS"] == "2"  # the one worker has both vCPUs of the ml.m5.large
     assert "DOGBREED_COMPILE" not in env and "DOGBREED_MAX_BODY_BYTES" not in env  # compiled, 6 MB
 
 
