@@ -450,7 +450,9 @@ def test_responses_on_a_workers_listener_are_not_held_for_the_clients_delayed_ac
     thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
     thread.start()
     try:
+        deadline = time.monotonic() + 30
         while not server.started:
+            assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
             time.sleep(0.01)
         connection = http.client.HTTPConnection(*listener.getsockname(), timeout=5)
         seconds = []
