@@ -35,7 +35,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8090)
     args = parser.parse_args()
     cores = os.cpu_count() or 1
-    counts = (8, 16) if args.quick else (100, 200)
+    counts = (8, 1.0) if args.quick else (100, 5.0)
     body = typical_jpeg()
     flags = ["--max-batch", "1", *(["--no-compile"] if args.quick else [])]
     print(machine_line("bf16" if cpu_has_fast_bf16() else "fp32"), flush=True)

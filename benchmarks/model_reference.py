@@ -1,12 +1,13 @@
 """The model alone, as the endpoint serves it: forward latency at batch 1 and throughput at the serving batch.
 
-    python -m benchmarks.model_reference MODEL_DIR [--no-compile] [--max-batch 8] [--repeats 50]
+    python -m benchmarks.model_reference MODEL_DIR [--no-compile] [--max-batch 8] [--repeats 50] [--on-demand]
 
 MODEL_DIR is an extracted model.tar.gz. The model is loaded by the handler's own
 `load_predictor` (same precision, channels_last, compile with freezing, warmed batch
 sizes), then timed on ready-made input batches: no decode, no HTTP, no JSON. Prints
-one JSON line; `serving_latency` runs it in a subprocess, like the server, and shows
-every serving figure as a share of it.
+one JSON line; with `--on-demand`, one for each line read from stdin, until stdin ends.
+`serving_latency` runs it that way in a subprocess, like the server, between its own
+rounds, and shows every serving figure as a share of the timings around it.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -63,14 +65,16 @@ def main() -> None:
     parser.add_argument("--no-compile", action="store_true")
     parser.add_argument("--max-batch", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=50)
+    parser.add_argument("--on-demand", action="store_true", help="load once, then time once per line on stdin")
     args = parser.parse_args()
     predictor = load_predictor(args.model_dir, compile_model=not args.no_compile, max_batch=args.max_batch)
     # On a thread of its own, as the server runs the model (its batcher thread, or a worker
     # thread): on the shared 2-core machines here a forward on the main thread, with its
     # OpenMP team, took 5-10x as long as the same forward on another thread.
     with ThreadPoolExecutor(1) as model_thread:
-        measured = model_thread.submit(reference, predictor, args.max_batch, args.repeats).result()
-    print(json.dumps(measured))
+        for _ in sys.stdin if args.on_demand else [""]:
+            measured = model_thread.submit(reference, predictor, args.max_batch, args.repeats).result()
+            print(json.dumps(measured), flush=True)
 
 
 if __name__ == "__main__":
