@@ -124,12 +124,12 @@ def environment(extra: dict[str, str] | None = None) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def model_reference(tarball: Path, scratch: Path, no_compile: bool, quick: bool) -> Iterator[Callable[[], dict]]:
+def model_reference(tarball: Path, scratch: Path, no_compile: bool, seconds: float) -> Iterator[Callable[[], dict]]:
     """`benchmarks.model_reference --on-demand` on the extracted tarball, in its own process as the
-    server is; yields a function that times the model now."""
+    server is; yields a function that times the model now, each batch size for `seconds`."""
     model_dir = prepare_model_dir(str(tarball), scratch)
     command = [sys.executable, "-m", "benchmarks.model_reference", str(model_dir), "--on-demand",
-               "--max-batch", str(MAX_BATCH), "--repeats", "10" if quick else "100"]  # fmt: skip
+               "--max-batch", str(MAX_BATCH), "--seconds", str(seconds)]  # fmt: skip
     command += ["--no-compile"] if no_compile else []
     process = subprocess.Popen(command, env=environment(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert process.stdin is not None and process.stdout is not None
@@ -232,7 +232,8 @@ def main() -> None:
             tarball = package_run(run, Path(scratch) / "model.tar.gz")
         no_compile = args.quick or args.no_compile
         ours_flags = ["--no-compile"] if no_compile else []
-        with model_reference(tarball, Path(scratch) / "reference", no_compile, args.quick) as reference:
+        # The model runs each batch size for as long as ours' 8 clients are counted.
+        with model_reference(tarball, Path(scratch) / "reference", no_compile, counts[1]) as reference:
             ours = paired_rounds(tarball, args.port, [*ours_flags, "--max-batch", str(MAX_BATCH)], body, counts,
                                  reference, args.rounds)  # fmt: skip
         course_flags = ["--handler", "benchmarks.course_handler", "--max-batch", "1"]
