@@ -237,18 +237,45 @@ def _read_record(path: Path, count: int) -> list[str | None] | None:
 
 def check_split(listing: Listing, workers: int = 0) -> Split:
     """Checks every candidate the listing has no verdict for (in parallel when workers > 1) and records them."""
-    reasons = listing.reasons
-    if reasons is None:
-        paths = [path for path, _ in listing.candidates]
-        if workers > 1 and len(paths) > 64:
-            with ProcessPoolExecutor(max_workers=workers) as pool:
-                reasons = list(pool.map(check_image, paths, chunksize=64))
-        else:
-            reasons = [check_image(path) for path in paths]
-        if listing.record is not None:
-            problems = [[index, reason] for index, reason in enumerate(reasons) if reason is not None]
-            listing.record.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(json.dumps({"count": len(reasons), "problems": problems}), listing.record)
+    return check_splits([listing], workers)[0]
+
+
+def check_splits(
+    listings: list[Listing], workers: int = 0, meanwhile: Callable[[], object] | None = None
+) -> list[Split]:
+    """`check_split` for each listing, every image to check in one pool of `workers` processes.
+
+    `meanwhile` runs on this thread while the images are checked, and only when there are images
+    to check: a new dataset, whose features cannot be cached yet, so the caller can compile the
+    model the extraction will need. It keeps one core busy, so the pool is a process smaller.
+    """
+    paths = [path for listing in listings if listing.needs_checking for path, _ in listing.candidates]
+    beside = meanwhile if paths else None
+    processes = workers - 1 if beside is not None else workers
+    # A pool pays for its start above a few dozen images; beside `meanwhile` one process overlaps.
+    if len(paths) > 64 and (processes > 1 or (processes == 1 and beside is not None)):
+        with ProcessPoolExecutor(max_workers=processes) as pool:
+            checking = pool.map(check_image, paths, chunksize=64)  # every chunk submitted now
+            if beside is not None:
+                beside()
+            verdicts = iter(list(checking))
+    else:
+        if beside is not None:
+            beside()
+        verdicts = iter([check_image(path) for path in paths])
+    splits = []
+    for listing in listings:
+        reasons = listing.reasons if listing.reasons is not None else [next(verdicts) for _ in listing.candidates]
+        splits.append(_split_with_verdicts(listing, reasons))
+    return splits
+
+
+def _split_with_verdicts(listing: Listing, reasons: list[str | None]) -> Split:
+    """The listing's usable samples and skipped files; new verdicts are recorded first."""
+    if listing.needs_checking and listing.record is not None:
+        problems = [[index, reason] for index, reason in enumerate(reasons) if reason is not None]
+        listing.record.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(json.dumps({"count": len(reasons), "problems": problems}), listing.record)
     samples = []
     skipped = list(listing.skipped)
     for (path, index), reason in zip(listing.candidates, reasons, strict=True):

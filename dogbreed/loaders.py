@@ -6,10 +6,11 @@ builds those from the Hydra config once.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
-from collections.abc import Sized
+from collections.abc import Callable, Sized
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,10 +24,8 @@ from dogbreed.data import (
     SPLITS,
     ImageFolderDataset,
     Split,
-    breed_name,
     check_classes_have_images,
-    check_split,
-    discover_classes,
+    check_splits,
     list_split,
     printable,
 )
@@ -121,32 +120,53 @@ def prepare_data_root(source: DataSource) -> Path:
     return fetch_dogimages(root, source.download_url, source.expected_classes)
 
 
-def scan_dataset(root: Path, scan_workers: int, record_dir: Path | None = None) -> tuple[list[str], dict[str, Split]]:
-    """Class folders and the checked files of each split; verdicts recorded in `record_dir` are reused."""
-    folders = discover_classes(root)
+def scan_dataset(
+    root: Path,
+    folders: list[str],
+    scan_workers: int,
+    record_dir: Path | None = None,
+    meanwhile: Callable[[dict[str, int]], object] | None = None,
+) -> dict[str, Split]:
+    """The checked files of each split of `folders` (from `discover_classes`); recorded verdicts are reused.
+
+    `meanwhile`, given each split's number of candidate images, runs while they are checked:
+    only on a dataset that no scan record knows (see `check_splits`).
+    """
     started = time.perf_counter()
     listings = [list_split(root, name, folders, record_dir) for name in SPLITS]
-    splits = {listing.split: check_split(listing, scan_workers) for listing in listings}
-    counts = ", ".join(f"{name} {len(split.samples)}" for name, split in splits.items())
+    counts = {listing.split: len(listing.candidates) for listing in listings}
+    beside = functools.partial(meanwhile, counts) if meanwhile is not None else None
+    splits = {split.name: split for split in check_splits(listings, scan_workers, beside)}
+    found = ", ".join(f"{name} {len(split.samples)}" for name, split in splits.items())
     how = "checked" if any(listing.needs_checking for listing in listings) else "verdicts from the scan record"
-    log.info("%d classes; images %s (%s in %.1f s)", len(folders), counts, how, time.perf_counter() - started)
+    log.info("%d classes; images %s (%s in %.1f s)", len(folders), found, how, time.perf_counter() - started)
     for split in splits.values():
         for item in split.skipped:
             log.warning("%s %s: %s", "kept" if item.kept else "skipped", printable(item.path), item.reason)
     check_classes_have_images(folders, splits)
-    return [breed_name(folder) for folder in folders], splits
+    return splits
 
 
-def prepare_and_scan(
-    source: DataSource, scan_workers: int, context: distributed.Context, record_dir: Path | None = None
-) -> tuple[list[str], dict[str, Split]]:
-    """One process per machine fetches/generates the data, then rank 0's scan is shared by all."""
+def prepare_root(source: DataSource, context: distributed.Context) -> Path:
+    """One process per machine fetches/generates the data; every rank gets the local root."""
     if context.local_rank == 0:
         root = prepare_data_root(source)
     distributed.barrier()
     if context.local_rank != 0:
         root = prepare_data_root(source)  # already there: returns at once
-    scanned = scan_dataset(root, scan_workers, record_dir) if context.is_main else None
+    return root
+
+
+def scan_on_main(
+    root: Path,
+    folders: list[str],
+    scan_workers: int,
+    context: distributed.Context,
+    record_dir: Path | None = None,
+    meanwhile: Callable[[dict[str, int]], object] | None = None,
+) -> dict[str, Split]:
+    """Rank 0's `scan_dataset`, shared by every rank (`meanwhile` runs on rank 0 only)."""
+    scanned = scan_dataset(root, folders, scan_workers, record_dir, meanwhile) if context.is_main else None
     return distributed.broadcast_object(scanned)
 
 
@@ -210,6 +230,19 @@ def use_feature_cache(setting: bool | str, freeze: str) -> bool:
     return bool(setting)
 
 
+def compile_while_checking(
+    cache_settings: FeatureCacheSettings, cache: FeatureCache, model: nn.Module, runtime: Runtime, world_size: int
+) -> Callable[[dict[str, int]], None]:
+    """What `scan_dataset` runs while a new dataset's images are checked: compiling the extractor
+    for the number of training images this rank will extract (views included)."""
+
+    def compile_ahead(counts: dict[str, int]) -> None:
+        images = counts["train"] * cache_settings.train_views // world_size
+        cache.compile_ahead(model, images, runtime, cache_settings.extraction)
+
+    return compile_ahead
+
+
 def make_feature_loaders(
     settings: LoaderSettings,
     cache_settings: FeatureCacheSettings,
@@ -217,9 +250,13 @@ def make_feature_loaders(
     splits: dict[str, Split],
     runtime: Runtime,
     context: distributed.Context = distributed.SINGLE_PROCESS,
+    cache: FeatureCache | None = None,
 ) -> dict[str, DataLoader]:
-    """Loaders over cached backbone features; the model's `fc` head is what trains on them."""
-    cache = FeatureCache(cache_settings.directory)
+    """Loaders over cached backbone features; the model's `fc` head is what trains on them.
+
+    `cache`: one that may have compiled the model's extractor already (`FeatureCache.compile_ahead`).
+    """
+    cache = cache if cache is not None else FeatureCache(cache_settings.directory)
     digest = module_digest(backbone_of(model))
     loaders = {}
     for name, split in splits.items():

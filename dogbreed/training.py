@@ -12,6 +12,7 @@ import os
 import random
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
@@ -23,13 +24,15 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from dogbreed import checkpoint, distributed, reports, s3, settings, storage
-from dogbreed.data import Split, write_skipped_report
-from dogbreed.features import module_digest
+from dogbreed.data import Split, breed_name, discover_classes, write_skipped_report
+from dogbreed.features import FeatureCache, module_digest
 from dogbreed.fitting import Job, Schedule, fit
 from dogbreed.loaders import (
+    compile_while_checking,
     make_feature_loaders,
     make_loaders,
-    prepare_and_scan,
+    prepare_root,
+    scan_on_main,
     use_feature_cache,
     worker_count,
 )
@@ -78,9 +81,18 @@ def set_up(cfg: DictConfig, context: distributed.Context) -> tuple[Job, checkpoi
         "tuned" if os.environ.get("GLIBC_TUNABLES") else "default",
         output_dir,
     )
-    class_names, splits = prepare_data(cfg, output_dir, context)
-    model = build_network(cfg, len(class_names), runtime)
-    loaders, trained = wire_for_training(cfg, model, splits, runtime, context)
+    root = prepare_root(settings.data_source(cfg.data), context)
+    folders = discover_classes(root)
+    model = build_network(cfg, len(folders), runtime)
+    cached = use_feature_cache(cfg.trainer.feature_cache, cfg.model.freeze)
+    cache = FeatureCache(settings.feature_cache_settings(cfg).directory) if cached else None
+    meanwhile = (
+        compile_while_checking(settings.feature_cache_settings(cfg), cache, model, runtime, context.world_size)
+        if cache is not None
+        else None
+    )
+    class_names, splits = prepare_data(cfg, root, folders, output_dir, context, meanwhile)
+    loaders, trained = wire_for_training(cfg, model, splits, runtime, context, cache)
     trainable = [p for p in model.parameters() if p.requires_grad]
     log.info(
         "%s (%s head, freeze=%s): %d of %d parameters train",
@@ -134,10 +146,18 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def prepare_data(cfg: DictConfig, output_dir: Path, context: distributed.Context) -> tuple[list[str], dict[str, Split]]:
+def prepare_data(
+    cfg: DictConfig,
+    root: Path,
+    folders: list[str],
+    output_dir: Path,
+    context: distributed.Context,
+    meanwhile: Callable[[dict[str, int]], object] | None = None,
+) -> tuple[list[str], dict[str, Split]]:
     """Class names and checked splits; rank 0 lists problem files and writes labels.json."""
-    source, workers = settings.data_source(cfg.data), worker_count(cfg.data.scan_workers)
-    class_names, splits = prepare_and_scan(source, workers, context, Path(cfg.paths.cache_dir) / "scans")
+    record_dir = Path(cfg.paths.cache_dir) / "scans"
+    splits = scan_on_main(root, folders, worker_count(cfg.data.scan_workers), context, record_dir, meanwhile)
+    class_names = [breed_name(folder) for folder in folders]
     if context.is_main:
         reported = write_skipped_report(splits.values(), output_dir / SKIPPED_NAME)
         if reported:
@@ -161,15 +181,19 @@ def build_network(cfg: DictConfig, num_classes: int, runtime: Runtime) -> nn.Mod
 
 
 def wire_for_training(
-    cfg: DictConfig, model: nn.Module, splits: dict[str, Split], runtime: Runtime, context: distributed.Context
+    cfg: DictConfig,
+    model: nn.Module,
+    splits: dict[str, Split],
+    runtime: Runtime,
+    context: distributed.Context,
+    cache: FeatureCache | None,
 ) -> tuple[dict[str, Any], nn.Module]:
-    """The loaders, and the module that trains on them: the model, or its head on cached features."""
-    cached = use_feature_cache(cfg.trainer.feature_cache, cfg.model.freeze)
+    """The loaders, and the module that trains on them: the model, or its head on `cache`'s features."""
     loaders: dict[str, Any]
     trained: nn.Module
-    if cached:
+    if cache is not None:
         loaders = make_feature_loaders(
-            settings.loader_settings(cfg), settings.feature_cache_settings(cfg), model, splits, runtime, context
+            settings.loader_settings(cfg), settings.feature_cache_settings(cfg), model, splits, runtime, context, cache
         )
         trained = model.get_submodule("fc")  # the head trains on features; model.pth still holds the whole model
     else:
@@ -179,7 +203,7 @@ def wire_for_training(
         trained = DistributedDataParallel(
             trained, device_ids=[context.local_rank] if runtime.device.type == "cuda" else None
         )
-    if not cached:
+    if cache is None:
         trained = compile_for_training(trained, cfg.trainer.compile, runtime)
     return loaders, trained
 

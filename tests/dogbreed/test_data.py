@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import multiprocessing
 from pathlib import Path
 
 import numpy as np
@@ -95,6 +96,29 @@ def test_a_changed_file_gets_its_split_checked_again(
     assert "good.jpg" in checked
     reasons = {item.path.name: item.reason for item in split.skipped}
     assert reasons["good.jpg"] == "empty file (0 bytes)"
+
+
+def test_work_given_to_the_scan_runs_beside_the_check_of_new_images_only(broken_split: Path, tmp_path: Path) -> None:
+    folder = broken_split / "train" / "001.Affenpinscher"
+    for index in range(70):  # enough files for the process pool to be used
+        write_image(folder / f"extra_{index:02d}.jpg")
+    records = tmp_path / "scans"
+    checkers_running: list[int] = []
+
+    (split,) = data.check_splits(
+        [data.list_split(broken_split, "train", ["001.Affenpinscher"], records)],
+        workers=2,
+        meanwhile=lambda: checkers_running.append(len(multiprocessing.active_children())),
+    )
+
+    assert checkers_running == [1]  # it ran once, while one worker process (of 2, less its core) checked
+    serial = scan_split(broken_split, "train", ["001.Affenpinscher"], workers=0)
+    assert split.samples == serial.samples and split.skipped == serial.skipped
+    data.check_splits(  # a rerun has recorded verdicts: nothing to check, so nothing runs beside
+        [data.list_split(broken_split, "train", ["001.Affenpinscher"], records)],
+        workers=2,
+        meanwhile=lambda: pytest.fail("ran with no image to check"),
+    )
 
 
 def test_a_torn_scan_record_is_ignored_and_the_images_checked(broken_split: Path, tmp_path: Path) -> None:

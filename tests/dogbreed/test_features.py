@@ -12,8 +12,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from dogbreed import settings, training
-from dogbreed.data import ImageFolderDataset, scan_split
+from dogbreed import data, features, settings, training
+from dogbreed.data import ImageFolderDataset, discover_classes, scan_split
 from dogbreed.engine import evaluate
 from dogbreed.features import FeatureViews, backbone_of
 from dogbreed.loaders import make_feature_loaders, scan_dataset, start_epoch
@@ -107,10 +107,40 @@ def test_frozen_backbone_is_untouched_by_a_cached_run(make_cfg) -> None:
     assert not torch.equal(initial["fc.weight"], trained["fc.weight"])
 
 
+def test_a_new_dataset_compiles_the_extractor_while_its_images_are_checked(
+    make_cfg, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    events: list[str] = []
+    inputs: list[tuple] = []
+
+    def recording_compile(module: nn.Module):  # stands in for torch.compile, which guards on these
+        events.append("compile")
+
+        def forward(images: torch.Tensor) -> torch.Tensor:
+            events.append("forward")
+            inputs.append((images.shape, images.dtype, images.stride(), torch.is_inference(images)))
+            return module(images)
+
+        return forward
+
+    real_check = data.check_image
+    monkeypatch.setattr(features, "compiled", recording_compile)
+    monkeypatch.setattr(data, "check_image", lambda path: events.append("check") or real_check(path))
+    training.train(make_cfg([*CACHED, "trainer.compile=true"]))
+
+    assert events.count("compile") == 1  # once, for every split
+    assert events.index("forward") < events.index("check")  # first compiled, on zeros, before any check
+    assert len(set(inputs)) == 1  # its batch of zeros looked like every real batch: no second compile
+    events.clear()
+    training.train(make_cfg([*CACHED, "trainer.compile=true"], run="second"))
+    assert events == []  # features and verdicts cached: nothing compiled, nothing checked
+
+
 def test_views_store_augmented_copies_that_epochs_cycle_through(make_cfg) -> None:
     cfg = make_cfg([*CACHED, "trainer.feature_cache_views=3"])
     model = build_model(ModelSpec("resnet18", 4))
-    _, splits = scan_dataset(Path(cfg.data.root), 0)
+    root = Path(cfg.data.root)
+    splits = scan_dataset(root, discover_classes(root), 0)
     loaders = make_feature_loaders(
         settings.loader_settings(cfg),
         settings.feature_cache_settings(cfg),
