@@ -7,6 +7,7 @@ the sorted folder order, identical in every split.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -235,15 +236,11 @@ def _read_record(path: Path, count: int) -> list[str | None] | None:
     return [problems.get(index) for index in range(count)]
 
 
-def check_split(listing: Listing, workers: int = 0) -> Split:
-    """Checks every candidate the listing has no verdict for (in parallel when workers > 1) and records them."""
-    return check_splits([listing], workers)[0]
-
-
 def check_splits(
     listings: list[Listing], workers: int = 0, meanwhile: Callable[[], object] | None = None
 ) -> list[Split]:
-    """`check_split` for each listing, every image to check in one pool of `workers` processes.
+    """Each listing's split, its images without a recorded verdict checked (in one pool of `workers`
+    processes when worth it) and their verdicts recorded.
 
     `meanwhile` runs on this thread while the images are checked, and only when there are images
     to check: a new dataset, whose features cannot be cached yet, so the caller can compile the
@@ -253,16 +250,13 @@ def check_splits(
     beside = meanwhile if paths else None
     processes = workers - 1 if beside is not None else workers
     # A pool pays for its start above a few dozen images; beside `meanwhile` one process overlaps.
-    if len(paths) > 64 and (processes > 1 or (processes == 1 and beside is not None)):
-        with ProcessPoolExecutor(max_workers=processes) as pool:
-            checking = pool.map(check_image, paths, chunksize=64)  # every chunk submitted now
-            if beside is not None:
-                beside()
-            verdicts = iter(list(checking))
-    else:
+    use_pool = len(paths) > 64 and processes >= (1 if beside is not None else 2)
+    with ProcessPoolExecutor(max_workers=processes) if use_pool else contextlib.nullcontext() as pool:
+        # A pool has every chunk submitted now; without one, each image is checked as it is read below.
+        checking = pool.map(check_image, paths, chunksize=64) if pool is not None else map(check_image, paths)
         if beside is not None:
             beside()
-        verdicts = iter([check_image(path) for path in paths])
+        verdicts = iter(list(checking))
     splits = []
     for listing in listings:
         reasons = listing.reasons if listing.reasons is not None else [next(verdicts) for _ in listing.candidates]
@@ -292,8 +286,8 @@ def _split_with_verdicts(listing: Listing, reasons: list[str | None]) -> Split:
 
 
 def scan_split(root: Path, split: str, folders: list[str], workers: int = 0, record_dir: Path | None = None) -> Split:
-    """Lists and checks every image of one split: `list_split`, then `check_split`."""
-    return check_split(list_split(root, split, folders, record_dir), workers)
+    """Lists and checks every image of one split: `list_split`, then `check_splits`."""
+    return check_splits([list_split(root, split, folders, record_dir)], workers)[0]
 
 
 def check_classes_have_images(folders: list[str], splits: dict[str, Split]) -> None:

@@ -127,8 +127,6 @@ class FeatureCache:
         For a run on a new dataset, while worker processes check its images: the compile keeps
         one core busy for 10-20 s, the check fills the others, and the extraction reuses it.
         """
-        if self._compiled is not None and self._model is model:
-            return
         forward = self._forward_for(model, images, runtime, settings.compile)
         if forward is self._extractor:  # not worth compiling
             return

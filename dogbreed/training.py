@@ -84,13 +84,11 @@ def set_up(cfg: DictConfig, context: distributed.Context) -> tuple[Job, checkpoi
     root = prepare_root(settings.data_source(cfg.data), context)
     folders = discover_classes(root)
     model = build_network(cfg, len(folders), runtime)
-    cached = use_feature_cache(cfg.trainer.feature_cache, cfg.model.freeze)
-    cache = FeatureCache(settings.feature_cache_settings(cfg).directory) if cached else None
-    meanwhile = (
-        compile_while_checking(settings.feature_cache_settings(cfg), cache, model, runtime, context.world_size)
-        if cache is not None
-        else None
-    )
+    cache, meanwhile = None, None  # a feature cache, and the compile of its extractor beside the scan
+    if use_feature_cache(cfg.trainer.feature_cache, cfg.model.freeze):
+        cache_settings = settings.feature_cache_settings(cfg)
+        cache = FeatureCache(cache_settings.directory)
+        meanwhile = compile_while_checking(cache_settings, cache, model, runtime, context.world_size)
     class_names, splits = prepare_data(cfg, root, folders, output_dir, context, meanwhile)
     loaders, trained = wire_for_training(cfg, model, splits, runtime, context, cache)
     trainable = [p for p in model.parameters() if p.requires_grad]
