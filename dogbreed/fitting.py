@@ -7,6 +7,7 @@ early stopping, or a stop request (raised as `TrainingInterrupted` after a check
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,8 @@ class Schedule:
         limit_batches: Cap on batches per epoch and per evaluation; None for all.
         patience: Epochs without a lower validation loss before stopping early; None never stops.
         progress: Draw progress bars (on rank 0 only).
+        checkpoint_every_s: Least seconds between the checkpoints written after epochs (0: after
+            every epoch). The last epoch and a stop always write one.
     """
 
     epochs: int
@@ -50,6 +53,7 @@ class Schedule:
     limit_batches: int | None
     patience: int | None
     progress: bool
+    checkpoint_every_s: float
 
 
 @dataclass
@@ -115,11 +119,17 @@ class Job:
 
 
 def fit(job: Job, state: TrainingState, stop: StopRequest) -> None:
-    """Trains from `state` to the last epoch or an early stop, checkpointing after each epoch.
+    """Trains from `state` to the last epoch or an early stop, checkpointing after epochs.
+
+    A checkpoint is written after an epoch once `checkpoint_every_s` have passed since the last
+    one, and always after the last epoch and on a stop request: a crash loses at most that much
+    training. Head-only epochs on cached features take a fraction of a second, less than writing
+    the whole network's weights, which every checkpoint holds.
 
     Raises:
         TrainingInterrupted: A stop was requested; the checkpoint written says where to resume.
     """
+    last_checkpoint = time.monotonic()
     while state.epoch < job.schedule.epochs:
         epoch = state.epoch + 1
         lr = job.optimizer.param_groups[0]["lr"]
@@ -130,14 +140,21 @@ def fit(job: Job, state: TrainingState, stop: StopRequest) -> None:
         record_epoch(state, job.schedule.epochs, lr, result, valid)
         job.tracking.log_epoch(state.history[-1])
         keep_best(job, state, valid)
-        job.save_checkpoint(state)
-        if job.uploads is not None:  # yields to a stop request at once: the stop's checkpoint comes first
-            job.uploads.checkpoint(job.checkpoint_path, stop=stop)
         patience = job.schedule.patience
-        if patience and state.bad_epochs >= patience:
+        stopping_early = bool(patience and state.bad_epochs >= patience)
+        due = time.monotonic() - last_checkpoint >= job.schedule.checkpoint_every_s
+        checkpointed = stopping_early or epoch == job.schedule.epochs or due
+        if checkpointed:
+            job.save_checkpoint(state)
+            last_checkpoint = time.monotonic()
+            if job.uploads is not None:  # yields to a stop request at once: the stop's checkpoint comes first
+                job.uploads.checkpoint(job.checkpoint_path, stop=stop)
+        if stopping_early:
             log.info("early stop: validation loss has not improved for %d epochs", patience)
             return
-        if stop_agreed(stop):  # it came during evaluation or the upload: the epoch is complete
+        if stop_agreed(stop):  # it came during the epoch's end or the upload: the epoch is complete
+            if not checkpointed:
+                job.save_checkpoint(state)
             raise job.stopped(stop, f"after epoch {epoch}")
 
 

@@ -151,7 +151,7 @@ class StopFlag(Protocol):
 
 
 class RunUploads:
-    """The S3 side of one training run: the checkpoint after each epoch, every artifact at the end.
+    """The S3 side of one training run: the checkpoint as it is written, every artifact at the end.
 
     A failed upload never stops training; the files stay in the run dir and `finish` reports them.
     """
@@ -191,7 +191,7 @@ class RunUploads:
             name: the run name, for the resume command on another machine.
             settings: tries, backoff, time budget and multipart split of each upload.
             client: the S3 client to upload with.
-            every_epoch: upload the checkpoint after each epoch, not only on `finish` or interruption.
+            every_epoch: upload the checkpoint each time an epoch writes it, not only on `finish` or interruption.
             stop_budget_s: time budget of the checkpoint upload on a stop (it must fit in a
                 spot notice's two minutes); None: the budget of `settings`.
         """

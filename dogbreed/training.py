@@ -111,6 +111,7 @@ def set_up(cfg: DictConfig, context: distributed.Context) -> tuple[Job, checkpoi
             limit_batches=trainer.limit_batches,
             patience=trainer.early_stopping_patience,
             progress=trainer.progress_bar and context.is_main,
+            checkpoint_every_s=trainer.checkpoint_every_s,
         ),
         output_dir=output_dir,
         uploads=uploads,

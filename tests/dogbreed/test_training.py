@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
+import signal
 from pathlib import Path
 
 import pytest
 import torch
 from PIL import Image
 
-from dogbreed import fitting, training
+from dogbreed import checkpoint, fitting, training
 from dogbreed.checkpoint import find_resumable, load_checkpoint
 from dogbreed.errors import DataError
+from dogbreed.resume import TrainingInterrupted
 from dogbreed.serving.architecture import ModelSpec, build_model
 from dogbreed.synthetic import SyntheticSpec, generate
 from tests.helpers.images import jpeg_bytes
@@ -59,7 +62,9 @@ def test_run_with_broken_files_writes_every_artifact(make_cfg, tiny_dataset: Pat
 
 @pytest.mark.parametrize("workers", [0, 2])
 def test_resumed_run_ends_with_the_same_weights(make_cfg, monkeypatch: pytest.MonkeyPatch, workers: int) -> None:
-    overrides = ["trainer.epochs=3", f"data.num_workers={workers}", "trainer.early_stopping_patience=null"]
+    # A checkpoint after every epoch: the crash below comes a fraction of a second after the last one.
+    overrides = ["trainer.epochs=3", f"data.num_workers={workers}", "trainer.early_stopping_patience=null",
+                 "trainer.checkpoint_every_s=0"]  # fmt: skip
     reference_cfg = make_cfg(overrides, run="reference")
     training.train(reference_cfg)
 
@@ -103,6 +108,44 @@ def test_resume_auto_finds_the_newest_unfinished_run(tmp_path: Path) -> None:
     (tmp_path / "old" / "checkpoint.pt").touch()
     (tmp_path / "new" / "checkpoint.pt").touch()
     assert find_resumable(tmp_path) == tmp_path / "new" / "checkpoint.pt"
+
+
+def test_checkpoints_wait_for_their_interval_but_the_last_epoch_and_a_stop_always_write_one(
+    make_cfg, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    saved_epochs: list[int] = []
+    real_save = checkpoint.save_training_checkpoint
+
+    def recorded_save(path, model, optimizer, scheduler, scaler, state, *rest) -> None:  # type: ignore[no-untyped-def]
+        saved_epochs.append(state.epoch)
+        real_save(path, model, optimizer, scheduler, scaler, state, *rest)
+
+    monkeypatch.setattr(checkpoint, "save_training_checkpoint", recorded_save)
+    overrides = ["trainer.epochs=3", "trainer.early_stopping_patience=null"]
+    training.train(make_cfg([*overrides, "trainer.checkpoint_every_s=0"], run="every"))
+    assert saved_epochs == [1, 2, 3]
+
+    saved_epochs.clear()
+    training.train(make_cfg([*overrides, "trainer.checkpoint_every_s=3600"], run="sparse"))
+    assert saved_epochs == [3], "only the last epoch is checkpointed within the interval"
+
+    real_evaluate = fitting.Job.evaluate
+    validations: list[str] = []
+
+    def sigterm_in_epoch_2(job: fitting.Job, split: str):  # type: ignore[no-untyped-def]
+        result = real_evaluate(job, split)
+        validations.append(split)
+        if validations.count("valid") == 2:  # SIGTERM while epoch 2 validates
+            os.kill(os.getpid(), signal.SIGTERM)
+        return result
+
+    monkeypatch.setattr(fitting.Job, "evaluate", sigterm_in_epoch_2)
+    saved_epochs.clear()
+    stopped_cfg = make_cfg([*overrides, "trainer.checkpoint_every_s=3600"], run="stopped")
+    with pytest.raises(TrainingInterrupted):
+        training.train(stopped_cfg)
+    assert saved_epochs == [2]
+    assert load_checkpoint(Path(stopped_cfg.paths.output_dir) / "checkpoint.pt")["epoch"] == 2
 
 
 def test_resume_refuses_a_checkpoint_from_other_classes(make_cfg, tmp_path: Path) -> None:
