@@ -7,9 +7,10 @@ MODEL_DIR is an extracted model.tar.gz. The model is loaded by the handler's own
 sizes), then timed on ready-made input batches: no decode, no HTTP, no JSON. Each batch
 size runs back to back for `--seconds`; its throughput is images over that time, as the
 server's is requests over its window, and the batch-1 latency is the median forward. Prints
-one JSON line; with `--on-demand`, one for each line read from stdin, until stdin ends.
-`serving_latency` runs it that way in a subprocess, like the server, between its own
-rounds, and shows every serving figure as a share of the timings around it.
+one JSON line; with `--on-demand`, one for each line read from stdin, until stdin ends: a
+line `forward N` times N batch-1 forwards back to back ({"forward_ms": [...]}), any other line
+all of the above. `serving_latency` runs it that way in a subprocess, like the server: blocks
+of forwards between blocks of the server's sequential requests, the rest between its rounds.
 """
 
 from __future__ import annotations
@@ -27,25 +28,31 @@ from benchmarks.common import amx_supported, cpu_model
 from dogbreed.serving.handler import Predictor, load_predictor, to_batch
 
 
+def ready_batch(predictor: Predictor, size: int) -> torch.Tensor:
+    """A `size` batch made as the server makes one (`to_batch`), of blank images."""
+    image_size = predictor.info["image_size"]
+    return to_batch([torch.zeros(3, image_size, image_size, dtype=torch.uint8)], predictor.device, size)
+
+
+def timed_forward(predictor: Predictor, batch: torch.Tensor) -> float:
+    """Seconds of one forward of `batch` (inference mode is the caller's)."""
+    started = time.perf_counter()
+    predictor.model(batch)
+    if predictor.device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - started
+
+
 def forward_seconds(predictor: Predictor, size: int, seconds: float) -> list[float]:
     """Wall time of each forward of a `size` batch, run back to back for `seconds` (at least 3 of
     them), after two untimed ones."""
-    image_size = predictor.info["image_size"]
-    batch = to_batch([torch.zeros(3, image_size, image_size, dtype=torch.uint8)], predictor.device, size)
-
-    def forward() -> float:
-        started = time.perf_counter()
-        predictor.model(batch)
-        if predictor.device.type == "cuda":
-            torch.cuda.synchronize()
-        return time.perf_counter() - started
-
+    batch = ready_batch(predictor, size)
     times: list[float] = []
     with torch.inference_mode():
         for _ in range(2):
-            forward()
+            timed_forward(predictor, batch)
         while len(times) < 3 or sum(times) < seconds:
-            times.append(forward())
+            times.append(timed_forward(predictor, batch))
     return times
 
 
@@ -78,13 +85,21 @@ def main() -> None:
     parser.add_argument("--on-demand", action="store_true", help="load once, then time once per line on stdin")
     args = parser.parse_args()
     predictor = load_predictor(args.model_dir, compile_model=not args.no_compile, max_batch=args.max_batch)
+    single = ready_batch(predictor, 1)
+
+    def answer(line: str) -> dict:
+        command, _, count = line.partition(" ")
+        if command == "forward":  # `count` batch-1 forwards back to back, between blocks of the server's requests
+            with torch.inference_mode():
+                return {"forward_ms": [1000 * timed_forward(predictor, single) for _ in range(int(count))]}
+        return reference(predictor, args.max_batch, args.seconds)
+
     # On a thread of its own, as the server runs the model (its batcher thread, or a worker
     # thread): on the shared 2-core machines here a forward on the main thread, with its
     # OpenMP team, took 5-10x as long as the same forward on another thread.
     with ThreadPoolExecutor(1) as model_thread:
-        for _ in sys.stdin if args.on_demand else [""]:
-            measured = model_thread.submit(reference, predictor, args.max_batch, args.seconds).result()
-            print(json.dumps(measured), flush=True)
+        for line in sys.stdin if args.on_demand else [""]:
+            print(json.dumps(model_thread.submit(answer, line).result()), flush=True)
 
 
 if __name__ == "__main__":
