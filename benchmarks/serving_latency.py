@@ -15,8 +15,9 @@ BLOCK, each followed by as many batch-1 forwards of the model alone, back to bac
 ours are, and the p50 is a share of the model's p50 over those same seconds. The model's
 throughput is timed before ours and after each of ours' rounds; the 8-client figures are
 shares of the mean of the two timings around their round. Each goal is the median of the
-rounds. Without a run, a ResNet50 with a 133-breed head and random weights stands in (speed does not depend on the
-weight values). `--quick` is a smoke test: ResNet18, few requests, no compile.
+rounds. Without a run, a ResNet50 with a 133-breed head and random weights stands in (speed
+does not depend on the weight values). `--quick` is a smoke test: ResNet18, few requests, no
+compile.
 """
 
 from __future__ import annotations
