@@ -5,13 +5,13 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from dogbreed.entry import EXIT_USAGE, Progress, reported_errors
+from dogbreed.cli import EXIT_USAGE, Progress, reported_errors
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float:
     """Returns the validation top-1 accuracy, the value a sweeper optimises."""
-    from dogbreed.training import train  # after Hydra has parsed the CLI: --help stays fast
+    from dogbreed.train.run import train  # after Hydra has parsed the CLI: --help stays fast
 
     Progress.job_started = True
     # Inside the task, because Hydra would print a project error as a stack trace and exit 1,
@@ -26,10 +26,10 @@ def run() -> None:
     import sys
 
     from dogbreed.allocator import reexec_with_tuned_malloc
-    from dogbreed.train_args import hydra_args
+    from dogbreed.sagemaker.entry_point import hydra_args
 
     reexec_with_tuned_malloc()  # before torch allocates anything; see dogbreed/allocator.py
-    with reported_errors():  # SageMaker hyperparameters, torchrun ranks, --debug: see dogbreed/train_args.py
+    with reported_errors():  # SageMaker hyperparameters, torchrun ranks, --debug: see dogbreed/sagemaker/entry_point.py
         sys.argv = [sys.argv[0], *hydra_args(sys.argv[1:], os.environ)]
     try:
         main()

@@ -15,7 +15,7 @@ from ami import choose, launcher
 from ami.config import load_config
 from ami.errors import AmiError
 from ami.pricing import PriceTable, live_prices
-from dogbreed.entry import DEBUG_OPTION, reported_errors
+from dogbreed.cli import DEBUG_OPTION, reported_errors
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +148,7 @@ def run_instance_command(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Runs one subcommand; returns 0, or exits with the status and line of `dogbreed.entry`."""
+    """Runs one subcommand; returns 0, or exits with the status and line of `dogbreed.cli`."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
     with reported_errors(getattr(args, "debug", False), region_setting="ami.region=<region>"):

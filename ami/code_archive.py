@@ -1,6 +1,6 @@
 """The code the instance installs: a reproducible archive of the training project, uploaded to S3 once.
 
-The archive is byte-for-byte the same for the same sources (see `dogbreed.code_bundle`), so its
+The archive is byte-for-byte the same for the same sources (see `dogbreed.aws.code_bundle`), so its
 name carries the content hash: a relaunch with unchanged code uploads nothing, and the
 bootstrap reinstalls only when the hash changes.
 """
@@ -14,8 +14,9 @@ from boto3.exceptions import S3UploadFailedError
 
 from ami.errors import AmiError
 from ami.iam import project_location
-from dogbreed import code_bundle
-from dogbreed.s3 import S3Location, VerificationError
+from dogbreed.aws import code_bundle
+from dogbreed.storage.location import S3Location
+from dogbreed.storage.transfer import VerificationError
 
 # What `pip install .` and `python train.py` need on the instance; ami/ and deploy/ stay home.
 SOURCES = ("pyproject.toml", "README.md", "train.py", "conf", "dogbreed")

@@ -13,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from ami.errors import AmiError, AmiOverrideError
-from dogbreed.iam import POLICY_NAME_PATTERN
+from dogbreed.aws.iam import POLICY_NAME_PATTERN
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")

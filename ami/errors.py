@@ -1,6 +1,6 @@
 """The EC2 side's errors: messages the CLI prints as they are, telling the user what to do."""
 
-from dogbreed.entry import EXIT_USAGE
+from dogbreed.cli import EXIT_USAGE
 from dogbreed.errors import DogbreedError
 
 

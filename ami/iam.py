@@ -16,8 +16,8 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from ami.errors import AmiError
-from dogbreed.iam import adopt_boundary
-from dogbreed.s3 import S3AddressError, S3Location
+from dogbreed.aws.iam import adopt_boundary
+from dogbreed.storage.location import S3AddressError, S3Location
 
 log = logging.getLogger(__name__)
 

@@ -34,7 +34,7 @@ from ami.keypair import KeyPairs
 from ami.logs import TrainLogs, log_group
 from ami.preflight import run_checks
 from ami.results import pull, run_names
-from dogbreed.iam import boundary_arn, check_boundary, check_boundary_prefix
+from dogbreed.aws.iam import boundary_arn, check_boundary, check_boundary_prefix
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,8 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ami.errors import AmiError
-from dogbreed.s3 import S3Location, download_verified
+from dogbreed.storage.location import S3Location
+from dogbreed.storage.transfer import download_verified
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from dogbreed.allocator import TUNABLES
-from dogbreed.synthetic import SyntheticSpec, generate
+from dogbreed.data.synthetic import SyntheticSpec, generate
 
 REPO = Path(__file__).resolve().parents[1]
 # 133 breeds, ~6,650 / 800 / 800 images of 500x375 like dogImages, 1 in 25 at 2000x1500.

@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 
 from benchmarks.common import REPO, run
-from dogbreed.synthetic import SyntheticSpec, generate
+from dogbreed.data.synthetic import SyntheticSpec, generate
 
 SPEC = SyntheticSpec(classes=10, train_per_class=40, valid_per_class=4, test_per_class=4, width=500, height=375)
 

@@ -21,12 +21,14 @@ import torch
 
 from benchmarks.common import REPO, dataset, goal, machine_line
 from dogbreed.allocator import reexec_with_tuned_malloc
-from dogbreed.data import ImageFolderDataset, class_folders, scan_split
-from dogbreed.features import ExtractionSettings, backbone_of, compiled, extractor, run_backbone, view_batches
-from dogbreed.loaders import worker_count
-from dogbreed.runtime import Runtime
+from dogbreed.data.dataset import ImageFolderDataset
+from dogbreed.data.folders import class_folders
+from dogbreed.data.scan import scan_split
 from dogbreed.serving.architecture import ModelSpec, build_model
 from dogbreed.serving.preprocess import EvalPreset
+from dogbreed.train.features import ExtractionSettings, backbone_of, compiled, extractor, run_backbone, view_batches
+from dogbreed.train.loaders import worker_count
+from dogbreed.train.runtime import Runtime
 
 
 def raw_images_per_s(forward: Callable[[torch.Tensor], torch.Tensor], batch: torch.Tensor, rounds: int) -> float:

@@ -18,13 +18,14 @@ import torch
 from torch import nn
 
 from benchmarks.common import REPO, dataset, goal, machine_line
-from dogbreed import distributed
 from dogbreed.allocator import reexec_with_tuned_malloc
-from dogbreed.data import class_folders, scan_split
-from dogbreed.engine import train_one_epoch
-from dogbreed.loaders import LoaderSettings, make_loaders, worker_count
-from dogbreed.runtime import Runtime
+from dogbreed.data.folders import class_folders
+from dogbreed.data.scan import scan_split
 from dogbreed.serving.architecture import ModelSpec, build_model
+from dogbreed.train import distributed
+from dogbreed.train.engine import train_one_epoch
+from dogbreed.train.loaders import LoaderSettings, make_loaders, worker_count
+from dogbreed.train.runtime import Runtime
 
 
 def images_per_s(model: nn.Module, batches: Iterable, steps: int, runtime: Runtime) -> float:

@@ -34,7 +34,7 @@ from pathlib import Path
 from PIL import Image
 
 from deploy.cli import wait_for_ping
-from dogbreed.synthetic import generate
+from dogbreed.data.synthetic import generate
 from tests.helpers.config import TINY_SPEC
 from tests.helpers.images import image_bytes
 from tests.helpers.runs import train_run

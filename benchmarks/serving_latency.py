@@ -45,8 +45,8 @@ from benchmarks.common import goal, machine_line
 from deploy.cli import wait_for_ping
 from deploy.model_archive import package_run
 from deploy.server import prepare_model_dir
+from dogbreed.data.synthetic import SyntheticSpec, render
 from dogbreed.serving.architecture import ModelSpec, build_model
-from dogbreed.synthetic import SyntheticSpec, render
 
 REPO = Path(__file__).resolve().parents[1]
 CLIENTS = 8

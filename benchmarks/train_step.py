@@ -15,7 +15,7 @@ import torch
 import torchvision
 from torch import nn
 
-from dogbreed.runtime import Runtime
+from dogbreed.train.runtime import Runtime
 
 
 def main() -> None:

@@ -23,7 +23,7 @@ import tempfile
 from pathlib import Path
 
 from benchmarks.common import REPO, dataset, goal, ratio, run
-from dogbreed.synthetic import SyntheticSpec, generate
+from dogbreed.data.synthetic import SyntheticSpec, generate
 
 ACCURACY_SET = SyntheticSpec(classes=20, train_per_class=20, valid_per_class=5, test_per_class=5, width=500,
                              height=375, seed=1)  # fmt: skip

@@ -24,7 +24,7 @@ from omegaconf import DictConfig
 from deploy.cloud import orchestrator
 from deploy.cloud.config import load_config
 from deploy.cloud.errors import DeployError
-from dogbreed.entry import DEBUG_OPTION, reported_errors
+from dogbreed.cli import DEBUG_OPTION, reported_errors
 
 
 def package_command(args: argparse.Namespace) -> None:
@@ -126,8 +126,8 @@ def demo_command(args: argparse.Namespace) -> None:
     from deploy.invoke import format_predictions, invoke_via_lambda, runtime_client
     from deploy.model_archive import package_run
     from deploy.server import BackgroundServer, create_app, prepare_model_dir
+    from dogbreed.data.synthetic import SyntheticSpec, render
     from dogbreed.serving import handler
-    from dogbreed.synthetic import SyntheticSpec, render
 
     tarball = package_run(args.run)
     print(f"packaged {tarball} ({tarball.stat().st_size / 1e6:.1f} MB)")
@@ -373,7 +373,7 @@ def _add_operating_commands(add: Callable[..., argparse.ArgumentParser]) -> None
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Runs one subcommand; returns 0, or exits with the status and line of `dogbreed.entry`."""
+    """Runs one subcommand; returns 0, or exits with the status and line of `dogbreed.cli`."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = parser().parse_args(argv)
     with reported_errors(getattr(args, "debug", False)):

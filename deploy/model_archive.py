@@ -28,11 +28,11 @@ import torch
 
 import dogbreed
 import dogbreed.serving
-from dogbreed.checkpoint import CHECKPOINT_NAME, WEIGHTS_NAME
 from dogbreed.errors import DogbreedError, WeightsError
-from dogbreed.reports import LABELS_NAME, MODEL_INFO_NAME, read_labels
 from dogbreed.serving.architecture import load_weights, spec_from_state_dict
 from dogbreed.serving.handler import SERVING_INFO_NAME
+from dogbreed.train.checkpoint import CHECKPOINT_NAME, WEIGHTS_NAME
+from dogbreed.train.reports import LABELS_NAME, MODEL_INFO_NAME, read_labels
 
 log = logging.getLogger(__name__)
 
@@ -57,27 +57,27 @@ def download_run(uri: str, destination: Path) -> tuple[Path, str]:
     """Copies the files packaging reads into `destination`; returns it and the run's name.
 
     `uri` is an s3:// run prefix, a training job's `s3://…/<job>/output/model.tar.gz`, or the
-    job's name (its model.tar.gz is looked up). A run prefix goes through `dogbreed.s3`, so files
+    job's name (its model.tar.gz is looked up). A run prefix goes through `dogbreed.storage.location`, so files
     uploaded by a training run are checked against the SHA-256 recorded at upload; optional
     files that are absent are skipped. A job's model.tar.gz is SageMaker's, written without one.
     """
     from botocore.exceptions import BotoCoreError, ClientError
 
-    from dogbreed import s3  # boto3 is only needed for s3:// runs
+    from dogbreed.storage import location, transfer
 
     try:
         if is_training_job(uri):
             return extract_job_model(job_model_uri(uri), destination), uri
         if uri.endswith(TARBALL_NAME):
             return extract_job_model(uri, destination), uri.split("/")[-3]
-        prefix = s3.S3Location.parse(uri).as_prefix()
-        client = s3.make_client()
+        prefix = location.S3Location.parse(uri).as_prefix()
+        client = location.make_client()
         for name in (WEIGHTS_NAME, LABELS_NAME, CHECKPOINT_NAME, HYDRA_CONFIG.as_posix(), MODEL_INFO_NAME):
             source = prefix.child(name)
-            if s3.head_or_none(client, source) is None:
+            if transfer.head_or_none(client, source) is None:
                 log.info("%s has no %s", uri, name)
                 continue
-            s3.download_verified(client, source, destination / name)
+            transfer.download_verified(client, source, destination / name)
     except (ClientError, BotoCoreError) as err:  # no credentials, no region, endpoint unreachable
         raise PackageError(f"cannot read {uri}: {err}") from None
     return destination, uri.rstrip("/").rsplit("/", 1)[-1]
@@ -95,10 +95,10 @@ def job_model_uri(job: str) -> str:
 
 def extract_job_model(uri: str, destination: Path) -> Path:
     """The packaging files of a training job's model.tar.gz, extracted into `destination`."""
-    from dogbreed import s3
+    from dogbreed.storage import location
 
-    location = s3.S3Location.parse(uri)
-    body = s3.make_client().get_object(Bucket=location.bucket, Key=location.key)["Body"]
+    location = location.S3Location.parse(uri)
+    body = location.make_client().get_object(Bucket=location.bucket, Key=location.key)["Body"]
     with tarfile.open(fileobj=body, mode="r|gz") as tar:
         for member in tar:
             name = member.name.removeprefix("./")

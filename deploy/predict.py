@@ -20,7 +20,7 @@ from pathlib import Path
 from PIL import Image
 from tqdm import tqdm
 
-from dogbreed.data import IMAGE_SUFFIXES, breed_name, printable
+from dogbreed.data.folders import IMAGE_SUFFIXES, breed_name, printable
 from dogbreed.errors import DogbreedError
 from dogbreed.serving import handler
 from dogbreed.serving.errors import RequestError
@@ -70,8 +70,8 @@ def folder_items(root: Path, shown_root: str) -> list[Item]:
 def list_inputs(source: str, workdir: Path) -> list[Item]:
     """The files of INPUT: a folder (recursively), a text file of paths (one a line), or an s3:// prefix."""
     if source.startswith("s3://"):
-        from dogbreed.datasync import sync_prefix
-        from dogbreed.s3 import S3Location, make_client
+        from dogbreed.storage.location import S3Location, make_client
+        from dogbreed.storage.mirror import sync_prefix
 
         local = workdir / "input"
         sync_prefix(make_client(), S3Location.parse(source), local)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from omegaconf import DictConfig
 
-from dogbreed.synthetic import generate
+from dogbreed.data.synthetic import generate
 from tests.helpers.config import TINY_SPEC, compose_config, shrunk_overrides
 from tests.helpers.imds import FakeIMDS
 from tests.helpers.net import free_port

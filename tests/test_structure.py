@@ -73,8 +73,8 @@ def test_import_contracts_hold(tmp_path: Path) -> None:
     [
         ("dogbreed/reports.py", "import deploy", "never the reverse"),
         ("deploy/invoke.py", "import ami", "never the reverse"),
-        ("dogbreed/s3.py", "import dogbreed.storage", "No import cycles"),
-        ("dogbreed/serving/handler.py", "import dogbreed.training", "imports nothing else of dogbreed"),
+        ("dogbreed/s3.py", "import dogbreed.storage.runs", "No import cycles"),
+        ("dogbreed/serving/handler.py", "import dogbreed.train.run", "imports nothing else of dogbreed"),
         ("dogbreed/serving/fetch.py", "import boto3", "only torch, torchvision and PIL"),
         ("deploy/lambda_function/lambda_function.py", "import dogbreed", "ships alone"),
     ],

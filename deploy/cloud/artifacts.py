@@ -1,6 +1,6 @@
 """What a deploy keeps under `deploy.s3_uri`: the key layout and the content-addressed model tarball.
 
-The model goes up through `dogbreed.s3.S3Uploader`, the project's one verified upload:
+The model goes up through `dogbreed.storage.transfer.S3Uploader`, the project's one verified upload:
 SHA-256 checked by S3 and read back, retried, and never left as a partial or wrong object
 under its content-addressed key.
 """
@@ -11,15 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from deploy.cloud.errors import DeployError
-from dogbreed.s3 import (
-    TRANSIENT,
-    S3Location,
-    S3Uploader,
-    UploadSettings,
-    VerificationError,
-    head_or_none,
-    recorded_sha256,
-)
+from dogbreed.storage.location import TRANSIENT, S3Location
+from dogbreed.storage.transfer import S3Uploader, UploadSettings, VerificationError, head_or_none, recorded_sha256
 
 # A model tarball is tens of MB: the transfer manager's defaults, three tries.
 MODEL_UPLOAD = UploadSettings()

@@ -10,8 +10,8 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
 from deploy.cloud.errors import DeployError, DeployOverrideError
-from dogbreed.iam import POLICY_NAME_PATTERN, check_boundary_prefix
-from dogbreed.s3 import S3AddressError, S3Location
+from dogbreed.aws.iam import POLICY_NAME_PATTERN, check_boundary_prefix
+from dogbreed.storage.location import S3AddressError, S3Location
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 # Lambda and IAM allow 64 characters; the longest derived name adds 10 ("-sagemaker").

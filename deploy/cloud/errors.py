@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dogbreed.entry import EXIT_USAGE
+from dogbreed.cli import EXIT_USAGE
 from dogbreed.errors import DogbreedError
 
 

@@ -15,8 +15,8 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from deploy.cloud.errors import DeployError
-from dogbreed import iam as dogbreed_iam
-from dogbreed.iam import VERSION, container_statements, log_group_arn
+from dogbreed.aws import iam as dogbreed_iam
+from dogbreed.aws.iam import VERSION, container_statements, log_group_arn
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ def lambda_policy(partition: str, region: str, account: str, endpoint: str, func
 def ensure_role(
     iam: Any, name: str, service: str, policy: dict[str, Any], description: str, boundary: str
 ) -> tuple[str, bool]:
-    """`dogbreed.iam.ensure_role` for the deploy roles: a foreign role is a DeployError naming what to change."""
+    """`dogbreed.aws.iam.ensure_role` for the deploy roles: a foreign role is a DeployError naming what to change."""
     remedy = "delete it, choose another deploy.name, or set deploy.permissions_boundary to match"
     return dogbreed_iam.ensure_role(iam, name, service, policy, description, boundary, DeployError, remedy)
 

@@ -13,7 +13,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from deploy.cloud.errors import DeployError
-from dogbreed.iam import retry_while_role_propagates
+from dogbreed.aws.iam import retry_while_role_propagates
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,8 @@ from typing import Any
 
 from deploy.cloud import alarms, hosting, rollout
 from deploy.cloud.errors import DeployError
-from dogbreed.s3 import S3Location, head_or_none, recorded_sha256
+from dogbreed.storage.location import S3Location
+from dogbreed.storage.transfer import head_or_none, recorded_sha256
 
 
 @dataclass(frozen=True)

@@ -19,10 +19,11 @@ from deploy.cloud import autoscaling, container, hosting, iam, lambda_, operatin
 from deploy.cloud.artifacts import join_key, upload_model
 from deploy.cloud.errors import DeployError
 from deploy.cloud.operating import Release
-from dogbreed import iam as dogbreed_iam
-from dogbreed import images
-from dogbreed.iam import boundary_arn, check_boundary
-from dogbreed.s3 import MiB, S3Location, delete_prefix
+from dogbreed.aws import container_images
+from dogbreed.aws import iam as dogbreed_iam
+from dogbreed.aws.iam import boundary_arn, check_boundary
+from dogbreed.storage.location import S3Location
+from dogbreed.storage.transfer import MiB, delete_prefix
 
 log = logging.getLogger(__name__)
 
@@ -368,7 +369,7 @@ def _sagemaker_role(
 ) -> str:
     account, partition, boundary = where
     try:
-        repository = images.repository_arn(image, partition)
+        repository = container_images.repository_arn(image, partition)
     except ValueError as err:
         raise DeployError(f"{err}; or give an existing role with deploy.role_arn") from err
     policy = iam.sagemaker_execution_policy(
@@ -386,7 +387,7 @@ def _sagemaker_role(
 def image_for(d: DictConfig, region: str) -> str:
     """The inference image of `deploy.image` for the region; a region outside the table is a DeployError."""
     try:
-        return images.image_uri(region, d.image, d.instance_type, d.serverless.enabled)
+        return container_images.image_uri(region, d.image, d.instance_type, d.serverless.enabled)
     except ValueError as err:
         raise DeployError(str(err)) from err
 

@@ -19,7 +19,8 @@ from deploy.cloud import orchestrator, registry, state
 from deploy.cloud.artifacts import join_key
 from deploy.cloud.errors import DeployError
 from deploy.cloud.operating import Release, previous_release
-from dogbreed.s3 import S3Location, get_json, is_not_found, put_json
+from dogbreed.storage.location import S3Location, is_not_found
+from dogbreed.storage.transfer import get_json, put_json
 
 # The run's training config, in the order a run directory or an S3 run has it.
 CONFIG_FILES = (".hydra/config.yaml", "config.yaml")

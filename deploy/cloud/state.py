@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from deploy.cloud.artifacts import join_key
-from dogbreed.s3 import S3Location, get_json, put_json
+from dogbreed.storage.location import S3Location
+from dogbreed.storage.transfer import get_json, put_json
 
 STATE_NAME = "deploy-state.json"
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol
 
-from dogbreed.resume import TrainingInterrupted
+from dogbreed.errors import TrainingInterrupted
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """The Hydra side of the SageMaker launcher: composes each job's config, records it, returns results.
 
-Everything that talks to AWS is `dogbreed.sagemaker_launch`; this class only turns Hydra's
+Everything that talks to AWS is `dogbreed.sagemaker.launch`; this class only turns Hydra's
 jobs into `JobSpec`s and the jobs' outcomes into `JobReturn`s. Each job gets its trial
 directory (`<sweep dir>/<n>/`) with `.hydra/overrides.yaml`, and its run's `metrics.json` once
 the job has completed, so the sweep summary reads SageMaker trials like local ones.
@@ -21,20 +21,20 @@ from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, open_dict
 
-from dogbreed import sagemaker_launch
-from dogbreed.entry import Progress, reported_errors
-from dogbreed.s3 import S3Location
-from dogbreed.sagemaker_launch import JobResult, JobSpec, LaunchError, LaunchSettings
+from dogbreed.cli import Progress, reported_errors
+from dogbreed.sagemaker import launch
+from dogbreed.sagemaker.launch import JobResult, JobSpec, LaunchError, LaunchSettings
+from dogbreed.storage.location import S3Location
 
 log = logging.getLogger(__name__)
 EXIT_DETACHED = 130
-STOP_COMMAND = "python -m dogbreed.sagemaker_jobs stop"
+STOP_COMMAND = "python -m dogbreed.sagemaker.jobs stop"
 
 
 class SageMakerLauncher(Launcher):
     def __init__(self, **keys: Any) -> None:
         self.settings = LaunchSettings(**keys)
-        self.stamp = sagemaker_launch.utc_stamp()
+        self.stamp = launch.utc_stamp()
         self.config: DictConfig | None = None
         self.hydra_context: HydraContext | None = None
 
@@ -54,27 +54,25 @@ class SageMakerLauncher(Launcher):
     def run(self, configs: list[DictConfig]) -> list[JobReturn]:
         self.settings.check()  # before any AWS client exists
         logging.getLogger("botocore").setLevel(logging.WARNING)  # its INFO lines would drown the jobs' logs
-        clients = sagemaker_launch.Clients.create(self.settings.region)
+        clients = launch.Clients.create(self.settings.region)
         jobs, prepared = self.prepare_jobs(configs, clients)
         try:
-            results = sagemaker_launch.run_jobs(self.settings, clients, jobs, prepared, echo)
+            results = launch.run_jobs(self.settings, clients, jobs, prepared, echo)
         except KeyboardInterrupt:
             names = " ".join(job.name for job in jobs)
             log.warning("detached; the jobs keep running (%s). Stop one with: %s JOB", names, STOP_COMMAND)
             raise SystemExit(EXIT_DETACHED) from None
         if results is None:
-            log.info("jobs created; follow them with python -m dogbreed.sagemaker_jobs list")
+            log.info("jobs created; follow them with python -m dogbreed.sagemaker.jobs list")
             return [self.job_return(config, None) for config in configs]
         check_all_completed(results)
         return [self.job_return(config, result) for config, result in zip(configs, results, strict=True)]
 
-    def prepare_jobs(
-        self, configs: list[DictConfig], clients: sagemaker_launch.Clients
-    ) -> tuple[list[JobSpec], sagemaker_launch.Prepared]:
+    def prepare_jobs(self, configs: list[DictConfig], clients: launch.Clients) -> tuple[list[JobSpec], launch.Prepared]:
         """The code bundle, image and role every job shares, then one JobSpec per config."""
-        channels = [sagemaker_launch.data_channel(str(config.data.root)) for config in configs]
+        channels = [launch.data_channel(str(config.data.root)) for config in configs]
         trackers = {name for config in configs for name in (config.get("logger") or {})}
-        prepared = sagemaker_launch.prepare(self.settings, clients, [c for c in channels if c is not None], trackers)
+        prepared = launch.prepare(self.settings, clients, [c for c in channels if c is not None], trackers)
         region = clients.sagemaker.meta.region_name
         jobs = [self.job_spec(config, channels[i], prepared, region) for i, config in enumerate(configs)]
         for job, config in zip(jobs, configs, strict=True):
@@ -87,18 +85,18 @@ class SageMakerLauncher(Launcher):
         config = self.hydra_context.config_loader.load_sweep_config(self.config, overrides)
         with open_dict(config):
             config.hydra.job.num = number
-            config.hydra.job.id = sagemaker_launch.job_name(self.settings.name, self.stamp, number)
+            config.hydra.job.id = launch.job_name(self.settings.name, self.stamp, number)
         hydra_dir = trial_dir(config) / ".hydra"
         hydra_dir.mkdir(parents=True, exist_ok=True)
         (hydra_dir / "overrides.yaml").write_text(yaml.safe_dump(list(config.hydra.overrides.task)))
         return config
 
     def job_spec(
-        self, config: DictConfig, channel: S3Location | None, prepared: sagemaker_launch.Prepared, region: str
+        self, config: DictConfig, channel: S3Location | None, prepared: launch.Prepared, region: str
     ) -> JobSpec:
-        overrides = sagemaker_launch.job_overrides(config.hydra.overrides.task, self.settings, channel)
+        overrides = launch.job_overrides(config.hydra.overrides.task, self.settings, channel)
         distributed = self.settings.instance_count > 1
-        hyperparameters = sagemaker_launch.hyperparameters(overrides, prepared.submit, region, distributed)
+        hyperparameters = launch.hyperparameters(overrides, prepared.submit, region, distributed)
         return JobSpec(str(config.hydra.job.id), hyperparameters, channel)
 
     def job_return(self, config: DictConfig, result: JobResult | None) -> JobReturn:

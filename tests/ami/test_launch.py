@@ -24,14 +24,15 @@ from botocore.stub import Stubber
 from moto.backends import get_backend
 from moto.ssm.models import Parameter
 
-import dogbreed.s3
+import dogbreed.storage.location
 from ami import launcher
 from ami.cli import main
 from ami.code_archive import code_uri, upload_code
 from ami.config import load_config
 from ami.errors import AmiError
 from ami.network import detect_public_cidr
-from dogbreed.s3 import S3Location, UploadSettings, head_or_none
+from dogbreed.storage.location import S3Location
+from dogbreed.storage.transfer import UploadSettings, head_or_none
 
 PARAMETER = "/aws/service/deeplearning/ami/x86_64/test-pytorch-ubuntu-22.04/latest/ami-id"
 BUCKET = "dogbreed-test-bucket"
@@ -461,7 +462,9 @@ def test_the_code_archive_goes_up_verified_once_and_a_failed_upload_names_the_ur
         raise S3UploadFailedError("Failed to upload: AccessDenied")
 
     monkeypatch.setattr(s3, "upload_file", refused)
-    monkeypatch.setattr(dogbreed.s3, "time", SimpleNamespace(sleep=lambda seconds: None))  # no backoff waits
+    monkeypatch.setattr(
+        dogbreed.storage.location, "time", SimpleNamespace(sleep=lambda seconds: None)
+    )  # no backoff waits
     upload_code(s3, uri, archive)  # the content-hashed key is already there: nothing to upload
     assert tries == []
     other = code_uri(S3_URI, b"changed code")
@@ -529,7 +532,7 @@ def test_logs_come_from_cloudwatch_and_pull_fetches_the_run_verified(
     (run_dir / "checkpoints").mkdir(parents=True)
     (run_dir / "metrics.json").write_text('{"val_top1": 0.8}')
     (run_dir / "checkpoints" / "model.pth").write_bytes(b"weights" * 1000)
-    uploader = dogbreed.s3.S3Uploader(boto3.client("s3"), UploadSettings())
+    uploader = dogbreed.storage.transfer.S3Uploader(boto3.client("s3"), UploadSettings())
     for path in (run_dir / "metrics.json", run_dir / "checkpoints" / "model.pth"):
         uploader.upload(path, S3Location.parse(f"{S3_URI}/runs/exp1/{path.relative_to(run_dir).as_posix()}"))
     work = tmp_path / "work"

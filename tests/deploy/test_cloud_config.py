@@ -13,7 +13,7 @@ import pytest
 from deploy.cloud import container
 from deploy.cloud.config import load_config
 from deploy.cloud.errors import DeployError
-from dogbreed import images
+from dogbreed.aws import container_images
 
 S3 = "deploy.s3_uri=s3://bkt/deploys"
 IMAGE = {
@@ -104,14 +104,14 @@ R = "pytorch-inference"
 def test_image_uri_follows_region_and_instance(
     region: str, instance_type: str, serverless: bool, expected: str
 ) -> None:
-    assert images.image_uri(region, IMAGE, instance_type, serverless) == expected
+    assert container_images.image_uri(region, IMAGE, instance_type, serverless) == expected
 
 
 def test_image_uri_override_wins_and_unknown_regions_are_refused() -> None:
     custom = "111122223333.dkr.ecr.us-east-1.amazonaws.com/mine:1"
-    assert images.image_uri("mars-north-1", {**IMAGE, "uri": custom}, "ml.m5.large", False) == custom
+    assert container_images.image_uri("mars-north-1", {**IMAGE, "uri": custom}, "ml.m5.large", False) == custom
     with pytest.raises(ValueError, match=r"mars-north-1; set deploy.image.uri"):
-        images.image_uri("mars-north-1", IMAGE, "ml.m5.large", False)
+        container_images.image_uri("mars-north-1", IMAGE, "ml.m5.large", False)
 
 
 def test_every_built_tag_has_the_published_short_form() -> None:
@@ -119,19 +119,21 @@ def test_every_built_tag_has_the_published_short_form() -> None:
     # (`2.6.0-gpu-py312-cu124`) is not a published tag and the endpoint would fail to pull it.
     for instance_type in ("ml.m5.large", "ml.g5.xlarge", "ml.p4d.24xlarge"):
         for uri in (
-            images.image_uri("us-east-1", IMAGE, instance_type, False),
-            images.training_image_uri("us-east-1", instance_type, "2.6.0", "py312"),
+            container_images.image_uri("us-east-1", IMAGE, instance_type, False),
+            container_images.training_image_uri("us-east-1", instance_type, "2.6.0", "py312"),
         ):
-            assert re.match(images.TAG_PATTERN, uri.rsplit(":", 1)[1]), uri
-    gpu = images.training_image_uri("us-west-2", "ml.g5.2xlarge", "2.6.0", "py312")
+            assert re.match(container_images.TAG_PATTERN, uri.rsplit(":", 1)[1]), uri
+    gpu = container_images.training_image_uri("us-west-2", "ml.g5.2xlarge", "2.6.0", "py312")
     assert gpu == "763104351884.dkr.ecr.us-west-2.amazonaws.com/pytorch-training:2.6.0-gpu-py312"
 
 
 def test_repository_arn_scopes_the_execution_role_to_one_repository() -> None:
     uri = "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-inference:2.6.0-cpu-py312"
-    assert images.repository_arn(uri, "aws") == "arn:aws:ecr:us-east-1:763104351884:repository/pytorch-inference"
+    assert (
+        container_images.repository_arn(uri, "aws") == "arn:aws:ecr:us-east-1:763104351884:repository/pytorch-inference"
+    )
     with pytest.raises(ValueError, match="not an ECR image"):
-        images.repository_arn("docker.io/library/python:3.12", "aws")
+        container_images.repository_arn("docker.io/library/python:3.12", "aws")
 
 
 @pytest.mark.parametrize(

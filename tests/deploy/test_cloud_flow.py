@@ -575,7 +575,7 @@ def test_public_url_is_only_made_when_asked_and_warns(
 def test_repackaging_a_trained_run_gives_the_same_model_version(make_cfg: Callable[..., Any], tmp_path: Path) -> None:
     """`up` is a no-op only if packaging the same run twice yields the same content (timestamps aside)."""
     from deploy.model_archive import package_run
-    from dogbreed.training import train
+    from dogbreed.train.run import train
 
     cfg = make_cfg(["trainer.epochs=1"])
     train(cfg)

@@ -12,7 +12,7 @@ import pytest
 from parliament import analyze_policy_string
 
 from deploy.cloud import iam
-from dogbreed import iam as dogbreed_iam
+from dogbreed.aws import iam as dogbreed_iam
 
 REPO = Path(__file__).resolve().parents[2]
 ACCOUNT = "123456789012"
@@ -352,8 +352,8 @@ def test_deployer_reads_training_logs_but_writes_none() -> None:
 
 
 def test_training_role_policy_is_within_the_boundary_and_scoped_to_its_prefixes() -> None:
-    from dogbreed.s3 import S3Location
-    from dogbreed.training_role import training_policy
+    from dogbreed.sagemaker.role import training_policy
+    from dogbreed.storage.location import S3Location
 
     base, data = S3Location("bkt", "team/dogbreed"), S3Location("bkt", "shared/dogbreed/dogImages/")
     repository = "arn:aws:ecr:eu-west-1:763104351884:repository/pytorch-training"

@@ -19,8 +19,9 @@ from botocore.stub import Stubber
 from deploy.cloud import artifacts, hosting, iam, lambda_
 from deploy.cloud.errors import DeployError
 from deploy.cloud.orchestrator import content_version
-from dogbreed import iam as dogbreed_iam
-from dogbreed.s3 import S3Location, UploadSettings, head_or_none
+from dogbreed.aws import iam as dogbreed_iam
+from dogbreed.storage.location import S3Location
+from dogbreed.storage.transfer import UploadSettings, head_or_none
 
 REGION = "us-east-1"
 # Two tries without waiting: the retry bound, not the backoff, is under test.

@@ -20,7 +20,7 @@ from omegaconf import DictConfig
 
 from deploy.cloud import orchestrator
 from deploy.cloud.config import load_config
-from dogbreed.training import train
+from dogbreed.train.run import train
 
 pytestmark = [
     pytest.mark.integ,

@@ -12,7 +12,7 @@ import torch
 import yaml
 from hydra.utils import instantiate
 
-from dogbreed.training import build_optimizer
+from dogbreed.train.run import build_optimizer
 from tests.helpers.config import CONF_DIR, REPO, compose_config
 
 EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))

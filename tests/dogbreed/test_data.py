@@ -11,8 +11,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dogbreed import data
-from dogbreed.data import SPLITS, ImageFolderDataset, breed_name, discover_classes, scan_split
+from dogbreed.data import scan
+from dogbreed.data.dataset import ImageFolderDataset
+from dogbreed.data.folders import SPLITS, breed_name, discover_classes
+from dogbreed.data.scan import scan_split
 from dogbreed.errors import DataError
 from dogbreed.serving.preprocess import EvalPreset, decode_image
 from tests.helpers.images import jpeg_bytes, write_image
@@ -72,7 +74,7 @@ def test_a_rescan_of_unchanged_files_takes_the_recorded_verdicts_without_decodin
 ) -> None:
     records = tmp_path / "scans"
     first = scan_split(broken_split, "train", ["001.Affenpinscher"], record_dir=records)
-    monkeypatch.setattr(data, "check_image", lambda path: pytest.fail(f"{path.name} was decoded again"))
+    monkeypatch.setattr(scan, "check_image", lambda path: pytest.fail(f"{path.name} was decoded again"))
 
     again = scan_split(broken_split, "train", ["001.Affenpinscher"], record_dir=records)
 
@@ -88,8 +90,8 @@ def test_a_changed_file_gets_its_split_checked_again(
     good = broken_split / "train" / "001.Affenpinscher" / "good.jpg"
     good.write_bytes(b"")  # emptied since the last scan
     checked: list[str] = []
-    real_check = data.check_image
-    monkeypatch.setattr(data, "check_image", lambda path: checked.append(path.name) or real_check(path))
+    real_check = scan.check_image
+    monkeypatch.setattr(scan, "check_image", lambda path: checked.append(path.name) or real_check(path))
 
     split = scan_split(broken_split, "train", ["001.Affenpinscher"], record_dir=records)
 
@@ -105,8 +107,8 @@ def test_work_given_to_the_scan_runs_beside_the_check_of_new_images_only(broken_
     records = tmp_path / "scans"
     checkers_running: list[int] = []
 
-    (split,) = data.check_splits(
-        [data.list_split(broken_split, "train", ["001.Affenpinscher"], records)],
+    (split,) = scan.check_splits(
+        [scan.list_split(broken_split, "train", ["001.Affenpinscher"], records)],
         workers=2,
         meanwhile=lambda: checkers_running.append(len(multiprocessing.active_children())),
     )
@@ -114,8 +116,8 @@ def test_work_given_to_the_scan_runs_beside_the_check_of_new_images_only(broken_
     assert checkers_running == [1]  # it ran once, while one worker process (of 2, less its core) checked
     serial = scan_split(broken_split, "train", ["001.Affenpinscher"], workers=0)
     assert split.samples == serial.samples and split.skipped == serial.skipped
-    data.check_splits(  # a rerun has recorded verdicts: nothing to check, so nothing runs beside
-        [data.list_split(broken_split, "train", ["001.Affenpinscher"], records)],
+    scan.check_splits(  # a rerun has recorded verdicts: nothing to check, so nothing runs beside
+        [scan.list_split(broken_split, "train", ["001.Affenpinscher"], records)],
         workers=2,
         meanwhile=lambda: pytest.fail("ran with no image to check"),
     )

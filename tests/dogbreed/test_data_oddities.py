@@ -12,10 +12,13 @@ from typing import Any, BinaryIO
 import pytest
 import torch
 
-from dogbreed import checkpoint, reports, training
-from dogbreed.data import SPLITS, breed_name, discover_classes, printable, scan_split, write_skipped_report
+from dogbreed import files
+from dogbreed.data.folders import SPLITS, breed_name, discover_classes, printable
+from dogbreed.data.scan import scan_split, write_skipped_report
 from dogbreed.errors import DataError, DogbreedError
-from dogbreed.loaders import scan_dataset
+from dogbreed.train import checkpoint, reports
+from dogbreed.train import run as training
+from dogbreed.train.loaders import scan_dataset
 from tests.helpers.images import write_image
 
 ODD = os.fsdecode(b"caf\xe9")  # Latin-1 bytes: not UTF-8, so a lone surrogate after fsdecode
@@ -124,10 +127,10 @@ def test_stale_temporaries_of_atomic_writes_are_removed(tmp_path: Path) -> None:
     others = [tmp_path / ".notes.tmp", tmp_path / f"checkpoint.pt.{dead_pid}.tmp", tmp_path / "data.tmp"]
     for path in (stale, reused, fresh, live, *others):
         path.write_bytes(b"x")
-    old = checkpoint.PROCESS_STARTED - 60
+    old = files.PROCESS_STARTED - 60
     os.utime(reused, (old, old))
 
-    removed = checkpoint.remove_stale_temporaries(tmp_path)
+    removed = files.remove_stale_temporaries(tmp_path)
 
     assert sorted(removed) == sorted([stale, reused])
     assert not stale.exists() and not reused.exists()
@@ -167,13 +170,13 @@ class FillingFile:
 @pytest.mark.parametrize("code", [errno.ENOSPC, errno.EDQUOT])
 def test_full_disk_during_checkpoint_is_one_clear_error(tmp_path: Path, monkeypatch, code: int) -> None:
     path = tmp_path / "checkpoint.pt"
-    checkpoint.atomic_torch_save({"weights": torch.ones(10)}, path)
+    files.atomic_torch_save({"weights": torch.ones(10)}, path)
     before = path.read_bytes()
     real_save = torch.save
     monkeypatch.setattr(torch, "save", lambda obj, out: real_save(obj, FillingFile(out, 2000, code)))
 
-    with pytest.raises(checkpoint.DiskFullError) as raised:
-        checkpoint.atomic_torch_save({"weights": torch.zeros(100_000)}, path)
+    with pytest.raises(files.DiskFullError) as raised:
+        files.atomic_torch_save({"weights": torch.zeros(100_000)}, path)
 
     assert isinstance(raised.value, DogbreedError)
     message = str(raised.value)
@@ -187,9 +190,9 @@ def test_full_disk_while_writing_reports_is_one_clear_error(tmp_path: Path, monk
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(os, "fsync", full)  # some filesystems fail only when data reaches the disk
-    with pytest.raises(checkpoint.DiskFullError, match=r"metrics\.json"):
+    with pytest.raises(files.DiskFullError, match=r"metrics\.json"):
         reports.write_json({"top1": 0.5}, tmp_path / "metrics.json")
-    with pytest.raises(checkpoint.DiskFullError, match=r"labels\.json"):
+    with pytest.raises(files.DiskFullError, match=r"labels\.json"):
         reports.write_labels(["a"], tmp_path / "labels.json")
     assert list(tmp_path.iterdir()) == []
 
@@ -200,6 +203,6 @@ def test_other_write_errors_stay_as_they_are(tmp_path: Path, monkeypatch) -> Non
 
     monkeypatch.setattr(os, "fsync", failing)
     with pytest.raises(OSError) as raised:
-        checkpoint.atomic_write_bytes(b"x", tmp_path / "file")
+        files.atomic_write_bytes(b"x", tmp_path / "file")
     assert not isinstance(raised.value, DogbreedError)
     assert list(tmp_path.iterdir()) == []

@@ -15,14 +15,16 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from dogbreed.data import ImageFolderDataset, class_folders, scan_split
-from dogbreed.engine import evaluate
+from dogbreed.data.dataset import ImageFolderDataset
+from dogbreed.data.folders import class_folders
+from dogbreed.data.scan import scan_split
 from dogbreed.errors import DogbreedError
-from dogbreed.runtime import Runtime
-from dogbreed.sagemaker_job import cluster_environment, hydra_argv
+from dogbreed.sagemaker.entry_point import cluster_environment, hydra_argv
 from dogbreed.serving.architecture import ModelSpec, build_model
 from dogbreed.serving.preprocess import EvalPreset
-from dogbreed.training import build_optimizer
+from dogbreed.train.engine import evaluate
+from dogbreed.train.run import build_optimizer
+from dogbreed.train.runtime import Runtime
 from tests.helpers.config import REPO, compose_config
 
 TINY = ["model.arch=resnet18", "model.pretrained=false", "data.image_size=32", "data.num_workers=0",

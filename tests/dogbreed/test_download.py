@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from dogbreed.data import SPLITS
-from dogbreed.download import fetch_dogimages
+from dogbreed.data.download import fetch_dogimages
+from dogbreed.data.folders import SPLITS
 from dogbreed.errors import DataError
 from tests.helpers.config import REPO
 from tests.helpers.images import write_image

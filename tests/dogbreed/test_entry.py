@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError, NoRegionError
 
-from dogbreed.entry import explain, reported_errors
+from dogbreed.cli import explain, reported_errors
 from dogbreed.errors import DataError
-from dogbreed.train_args import hydra_args
+from dogbreed.sagemaker.entry_point import hydra_args
 from tests.helpers.config import REPO
 
 NO_CREDENTIALS = "error: no AWS credentials: Unable to locate credentials — set AWS_PROFILE, run `aws configure`"

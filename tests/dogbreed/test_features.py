@@ -12,14 +12,18 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from dogbreed import data, features, settings, training
-from dogbreed.data import ImageFolderDataset, discover_classes, scan_split
-from dogbreed.engine import evaluate
-from dogbreed.features import FeatureViews, backbone_of
-from dogbreed.loaders import make_feature_loaders, scan_dataset, start_epoch
-from dogbreed.runtime import Runtime
+from dogbreed.data import scan
+from dogbreed.data.dataset import ImageFolderDataset
+from dogbreed.data.folders import discover_classes
+from dogbreed.data.scan import scan_split
 from dogbreed.serving.architecture import ModelSpec, build_model
 from dogbreed.serving.preprocess import EvalPreset
+from dogbreed.train import features, settings
+from dogbreed.train import run as training
+from dogbreed.train.engine import evaluate
+from dogbreed.train.features import FeatureViews, backbone_of
+from dogbreed.train.loaders import make_feature_loaders, scan_dataset, start_epoch
+from dogbreed.train.runtime import Runtime
 
 CACHED = ["model.freeze=backbone", "trainer.feature_cache=auto", "trainer.precision=fp32"]
 
@@ -123,9 +127,9 @@ def test_a_new_dataset_compiles_the_extractor_while_its_images_are_checked(
 
         return forward
 
-    real_check = data.check_image
+    real_check = scan.check_image
     monkeypatch.setattr(features, "compiled", recording_compile)
-    monkeypatch.setattr(data, "check_image", lambda path: events.append("check") or real_check(path))
+    monkeypatch.setattr(scan, "check_image", lambda path: events.append("check") or real_check(path))
     training.train(make_cfg([*CACHED, "trainer.compile=true"]))
 
     assert events.count("compile") == 1  # once, for every split

@@ -10,9 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
-from dogbreed import training
-from dogbreed.gpu_decode import DeviceBatchTransform, EncodedImages, collate_encoded
+from dogbreed.data.gpu_decode import DeviceBatchTransform, EncodedImages, collate_encoded
 from dogbreed.serving.preprocess import EvalPreset, decode_image
+from dogbreed.train import run as training
 from tests.helpers.images import write_image
 
 

@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from dogbreed import checkpoint, training
-from dogbreed.interrupt import StopRequest
-from dogbreed.resume import TrainingInterrupted
+from dogbreed.errors import TrainingInterrupted
+from dogbreed.train import checkpoint
+from dogbreed.train import run as training
+from dogbreed.train.interrupt import StopRequest
 from tests.helpers.config import REPO
 from tests.helpers.imds import FakeIMDS
 
@@ -62,8 +63,8 @@ def test_second_signal_exits_at_once_and_keeps_the_last_checkpoint(tmp_path: Pat
         f"""
         import torch
         from pathlib import Path
-        from dogbreed.checkpoint import atomic_torch_save
-        from dogbreed.interrupt import StopRequest
+        from dogbreed.files import atomic_torch_save
+        from dogbreed.train.interrupt import StopRequest
 
         path = Path({str(tmp_path / "checkpoint.pt")!r})
         with StopRequest() as stop:
@@ -145,13 +146,13 @@ def test_mid_epoch_resume_is_exact_with_loader_workers(make_cfg, caplog: pytest.
     common = ["data.num_workers=2", "data.batch_size=4", "trainer.epochs=1"]
     common.append("trainer.interrupt.spot_notice=false")
     stopper = SignalOnLog("epoch 1/1: started")
-    caplog.set_level(logging.INFO, logger="dogbreed.resume")
-    logging.getLogger("dogbreed.resume").addHandler(stopper)
+    caplog.set_level(logging.INFO, logger="dogbreed.train.resume")
+    logging.getLogger("dogbreed.train.resume").addHandler(stopper)
     try:
         with pytest.raises(TrainingInterrupted):
             training.train(make_cfg(common, run="stopped"))
     finally:
-        logging.getLogger("dogbreed.resume").removeHandler(stopper)
+        logging.getLogger("dogbreed.train.resume").removeHandler(stopper)
     stopped = make_cfg(common, run="stopped")
     path = Path(stopped.paths.output_dir) / "checkpoint.pt"
     assert torch.load(path, weights_only=True)["step"] >= 1

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from dogbreed.errors import WeightsError
-from dogbreed.model import apply_freeze, load_backbone, train_mode
 from dogbreed.serving.architecture import ModelSpec, build_model, imagenet_state_dict, spec_from_state_dict
+from dogbreed.train.network import apply_freeze, load_backbone, train_mode
 
 
 @pytest.mark.parametrize(

@@ -8,9 +8,9 @@ import torch
 from PIL import Image
 from torchvision.transforms import v2
 
+from dogbreed.data.synthetic import SyntheticSpec, render
+from dogbreed.data.transforms import TrainPreset
 from dogbreed.serving.preprocess import IMAGENET_MEAN, IMAGENET_STD, EvalPreset
-from dogbreed.synthetic import SyntheticSpec, render
-from dogbreed.transforms import TrainPreset
 
 LEVEL = 1 / 255 / min(IMAGENET_STD)  # one uint8 step, normalised
 

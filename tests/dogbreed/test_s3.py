@@ -1,4 +1,4 @@
-"""dogbreed.s3 on its own: addresses, not-found checks, digests, clients, and transfers against a moto server."""
+"""dogbreed.storage.location and .transfer: addresses, not-found checks, digests, clients, transfers against moto."""
 
 from __future__ import annotations
 
@@ -14,23 +14,25 @@ from boto3.exceptions import S3UploadFailedError
 from botocore.exceptions import ClientError
 
 from dogbreed.errors import DogbreedError
-from dogbreed.s3 import (
-    MiB,
+from dogbreed.storage.location import (
     S3AddressError,
     S3Location,
+    error_code,
+    is_not_found,
+    make_client,
+    permanent_failure,
+)
+from dogbreed.storage.transfer import (
+    MiB,
     S3Uploader,
     UnverifiedObjectError,
     UploadSettings,
     UploadTimeout,
     delete_prefix,
     download_verified,
-    error_code,
     file_digest,
     get_json,
     head_or_none,
-    is_not_found,
-    make_client,
-    permanent_failure,
     put_json,
     recorded_digests,
     recorded_sha256,

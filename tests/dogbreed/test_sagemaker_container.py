@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from deploy.model_archive import package_run
-from dogbreed.sagemaker_launch import METRIC_DEFINITIONS
+from dogbreed.sagemaker.launch import METRIC_DEFINITIONS
 from tests.deploy.test_model_archive import serving_info
 from tests.dogbreed.test_sagemaker_launch import BUCKET, jobs, launch, project  # noqa: F401 (fixture)
 from tests.helpers.imds import FakeIMDS

@@ -7,7 +7,7 @@ import re
 import sys
 from importlib.metadata import packages_distributions
 
-from dogbreed.sagemaker_launch import BUNDLE_SOURCES, TRACKER_REQUIREMENTS, requirements_txt
+from dogbreed.sagemaker.launch import BUNDLE_SOURCES, TRACKER_REQUIREMENTS, requirements_txt
 from tests.helpers.config import REPO
 
 IMAGE_PACKAGES = REPO / "tests" / "data" / "pytorch-training-2.6-packages.txt"

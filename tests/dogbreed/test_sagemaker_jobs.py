@@ -1,4 +1,4 @@
-"""`python -m dogbreed.sagemaker_jobs list|logs|stop` against the moto server."""
+"""`python -m dogbreed.sagemaker.jobs list|logs|stop` against the moto server."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import time
 import boto3
 import pytest
 
-from dogbreed.s3 import S3Location
-from dogbreed.sagemaker_jobs import main
-from dogbreed.sagemaker_launch import JobSpec, LaunchSettings, training_job_request
+from dogbreed.sagemaker.jobs import main
+from dogbreed.sagemaker.launch import JobSpec, LaunchSettings, training_job_request
+from dogbreed.storage.location import S3Location
 
 ROLE = "arn:aws:iam::123456789012:role/dogbreed-sagemaker-training"
 IMAGE = "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-training:2.6.0-cpu-py312"

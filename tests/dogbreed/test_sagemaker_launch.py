@@ -22,8 +22,8 @@ import boto3
 import pytest
 import yaml
 
-from dogbreed.s3 import S3Location
-from dogbreed.sagemaker_launch import CHANNEL_ROOT, JOB_REQUIREMENTS, LaunchError, LaunchSettings, prepare
+from dogbreed.sagemaker.launch import CHANNEL_ROOT, JOB_REQUIREMENTS, LaunchError, LaunchSettings, prepare
+from dogbreed.storage.location import S3Location
 from tests.helpers.config import REPO
 
 BUCKET = "bkt"
@@ -242,7 +242,7 @@ def test_launcher_keys_compose_with_their_documented_defaults() -> None:
 
     from hydra import compose, initialize_config_dir
 
-    from dogbreed.sagemaker_launch import LaunchSettings
+    from dogbreed.sagemaker.launch import LaunchSettings
 
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         cfg = compose("train", overrides=["hydra/launcher=sagemaker"], return_hydra_config=True)
@@ -285,4 +285,4 @@ def test_ctrl_c_while_waiting_detaches_and_says_how_to_stop_the_jobs(
     (job,) = jobs()
     text = "".join(output)
     assert "detached; the jobs keep running" in text and job["TrainingJobName"] in text
-    assert "python -m dogbreed.sagemaker_jobs stop JOB" in text and "Traceback" not in text
+    assert "python -m dogbreed.sagemaker.jobs stop JOB" in text and "Traceback" not in text

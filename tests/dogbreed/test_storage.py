@@ -11,19 +11,21 @@ from pathlib import Path
 import boto3
 import pytest
 
-from dogbreed import datasync, loaders, settings, storage, training
 from dogbreed.errors import DogbreedError
-from dogbreed.resume import resolve_resume
-from dogbreed.s3 import (
+from dogbreed.storage import mirror, runs
+from dogbreed.storage.__main__ import main as storage_cli
+from dogbreed.storage.location import S3Location, make_client
+from dogbreed.storage.transfer import (
     MiB,
-    S3Location,
     S3Uploader,
     UnverifiedObjectError,
     UploadSettings,
     VerificationError,
     file_digest,
-    make_client,
 )
+from dogbreed.train import loaders, settings
+from dogbreed.train import run as training
+from dogbreed.train.resume import resolve_resume
 from tests.helpers.runs import ARTIFACTS
 
 BUCKET = "dogbreed-artifacts"
@@ -50,7 +52,7 @@ def test_s3_run_puts_every_artifact_at_its_key_with_the_local_sha256(s3, make_cf
     training.train(cfg)
 
     run = Path(cfg.paths.output_dir)
-    local = {path.as_posix() for path in storage.run_files(run)}
+    local = {path.as_posix() for path in runs.run_files(run)}
     assert local >= EXPECTED
     listed = s3.list_objects_v2(Bucket=BUCKET, Prefix="runs/run/")["Contents"]
     assert {item["Key"] for item in listed} == {f"runs/run/{name}" for name in local}
@@ -78,11 +80,11 @@ def test_verify_deletes_an_object_that_does_not_match_the_local_file(s3, tmp_pat
 
 def test_push_cli_rejects_bad_input_with_a_message(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as stop:
-        storage.main(["push", str(tmp_path), "bucket/prefix"])
+        storage_cli(["push", str(tmp_path), "bucket/prefix"])
     assert stop.value.code == 1
     assert "is not an S3 address; expected s3://bucket/prefix" in capsys.readouterr().err
     with pytest.raises(SystemExit) as stop:
-        storage.main(["push", str(tmp_path / "missing"), "s3://bucket/prefix"])
+        storage_cli(["push", str(tmp_path / "missing"), "s3://bucket/prefix"])
     assert stop.value.code == 1
     assert "is not a directory" in capsys.readouterr().err
 
@@ -116,7 +118,7 @@ def test_training_from_s3_data_syncs_once(s3, make_cfg, tiny_dataset: Path, tmp_
     changed, gone = sorted(tiny_dataset.rglob("*.jpg"))[:2]
     s3.put_object(Bucket=BUCKET, Key=f"dogImages/{changed.relative_to(tiny_dataset).as_posix()}", Body=b"new bytes")
     s3.delete_object(Bucket=BUCKET, Key=f"dogImages/{gone.relative_to(tiny_dataset).as_posix()}")
-    result = datasync.sync_prefix(s3, S3Location(BUCKET, "dogImages"), synced, progress=False)
+    result = mirror.sync_prefix(s3, S3Location(BUCKET, "dogImages"), synced, progress=False)
     assert (result.downloaded, result.removed) == (1, 1)
     assert (synced / changed.relative_to(tiny_dataset)).read_bytes() == b"new bytes"
     assert not (synced / gone.relative_to(tiny_dataset)).exists()
@@ -124,7 +126,7 @@ def test_training_from_s3_data_syncs_once(s3, make_cfg, tiny_dataset: Path, tmp_
 
 def test_sync_of_an_empty_prefix_says_what_was_expected(s3, tmp_path: Path) -> None:
     with pytest.raises(DogbreedError, match="holds no objects"):
-        datasync.sync_prefix(s3, S3Location(BUCKET, "nothing/"), tmp_path, progress=False)
+        mirror.sync_prefix(s3, S3Location(BUCKET, "nothing/"), tmp_path, progress=False)
 
 
 def put_checkpoint(client: object, key: str, data: bytes) -> None:
@@ -202,7 +204,7 @@ def test_resume_refuses_a_checkpoint_overwritten_without_its_sha256(s3, make_cfg
     assert not list((Path(cfg.paths.output_root) / ".s3-resume").glob("*")), "nothing unverified left to load"
 
     # Put back the verified way, it resumes.
-    assert storage.main(["put", str(local), f"s3://{BUCKET}/runs/spot-2/checkpoint.pt"]) == 0
+    assert storage_cli(["put", str(local), f"s3://{BUCKET}/runs/spot-2/checkpoint.pt"]) == 0
     found = resolve_resume("auto", Path(cfg.paths.output_root), run, client)
     assert found is not None and found.read_bytes() == b"the checkpoint as trained"
 
@@ -214,7 +216,7 @@ def test_push_stops_at_a_refusal_no_retry_changes(s3, tmp_path: Path) -> None:
     sent: list[str] = []
     s3.meta.events.register("before-send.s3", lambda request, **_: sent.append(request.method))
 
-    failed = storage.push(uploader, tmp_path, S3Location("no-such-bucket", "runs/r"))
+    failed = runs.push(uploader, tmp_path, S3Location("no-such-bucket", "runs/r"))
 
     assert [path.name for path in failed] == ["a.txt", "b.txt", "c.txt"]
     assert len(sent) <= 2, "one file's HEAD and listing; the other files are not tried"

@@ -21,8 +21,9 @@ import boto3
 import pytest
 import torch
 
-from dogbreed.s3 import S3Location, S3Uploader, UploadSettings, UploadTimeout, make_client
-from dogbreed.storage import RunUploads, run_files
+from dogbreed.storage.location import S3Location, make_client
+from dogbreed.storage.runs import RunUploads, run_files
+from dogbreed.storage.transfer import S3Uploader, UploadSettings, UploadTimeout
 from tests.helpers.config import REPO, shrunk_overrides
 
 BUCKET = "dogbreed-flaky"

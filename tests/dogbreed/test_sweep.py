@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from dogbreed.sweep import write_summary
+from dogbreed.train.sweep import write_summary
 from tests.helpers.config import REPO
 
 

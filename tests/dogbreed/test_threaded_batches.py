@@ -9,9 +9,9 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from dogbreed.data import ImageFolderDataset
+from dogbreed.data.dataset import ImageFolderDataset
+from dogbreed.data.threaded_batches import ThreadedBatches, stack_crops
 from dogbreed.serving.preprocess import EvalPreset
-from dogbreed.threaded_batches import ThreadedBatches, stack_crops
 
 
 def pictures(folder: Path, count: int) -> list[tuple[Path, int]]:

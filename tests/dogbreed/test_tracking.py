@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from dogbreed import training
+from dogbreed.train import run as training
 from tests.helpers.config import REPO, shrunk_overrides
 
 

@@ -13,12 +13,12 @@ import pytest
 import torch
 from PIL import Image
 
-from dogbreed import checkpoint, fitting, training
-from dogbreed.checkpoint import find_resumable, load_checkpoint
-from dogbreed.errors import DataError
-from dogbreed.resume import TrainingInterrupted
+from dogbreed.data.synthetic import SyntheticSpec, generate
+from dogbreed.errors import DataError, TrainingInterrupted
 from dogbreed.serving.architecture import ModelSpec, build_model
-from dogbreed.synthetic import SyntheticSpec, generate
+from dogbreed.train import checkpoint, fit
+from dogbreed.train import run as training
+from dogbreed.train.checkpoint import find_resumable, load_checkpoint
 from tests.helpers.images import jpeg_bytes
 from tests.helpers.runs import ARTIFACTS
 
@@ -68,7 +68,7 @@ def test_resumed_run_ends_with_the_same_weights(make_cfg, monkeypatch: pytest.Mo
     reference_cfg = make_cfg(overrides, run="reference")
     training.train(reference_cfg)
 
-    real_epoch = fitting.train_one_epoch
+    real_epoch = fit.train_one_epoch
     calls = []
 
     def interrupted_epoch(*args, **kwargs):
@@ -77,11 +77,11 @@ def test_resumed_run_ends_with_the_same_weights(make_cfg, monkeypatch: pytest.Mo
             raise KeyboardInterrupt  # Ctrl-C in the middle of the third epoch
         return real_epoch(*args, **kwargs)
 
-    monkeypatch.setattr(fitting, "train_one_epoch", interrupted_epoch)
+    monkeypatch.setattr(fit, "train_one_epoch", interrupted_epoch)
     interrupted_cfg = make_cfg(overrides, run="interrupted")
     with pytest.raises(KeyboardInterrupt):
         training.train(interrupted_cfg)
-    monkeypatch.setattr(fitting, "train_one_epoch", real_epoch)
+    monkeypatch.setattr(fit, "train_one_epoch", real_epoch)
     partial = Path(interrupted_cfg.paths.output_dir) / "checkpoint.pt"
     assert load_checkpoint(partial)["epoch"] == 2
 
@@ -129,17 +129,17 @@ def test_checkpoints_wait_for_their_interval_but_the_last_epoch_and_a_stop_alway
     training.train(make_cfg([*overrides, "trainer.checkpoint_every_s=3600"], run="sparse"))
     assert saved_epochs == [3], "only the last epoch is checkpointed within the interval"
 
-    real_evaluate = fitting.Job.evaluate
+    real_evaluate = fit.Job.evaluate
     validations: list[str] = []
 
-    def sigterm_in_epoch_2(job: fitting.Job, split: str):  # type: ignore[no-untyped-def]
+    def sigterm_in_epoch_2(job: fit.Job, split: str):  # type: ignore[no-untyped-def]
         result = real_evaluate(job, split)
         validations.append(split)
         if validations.count("valid") == 2:  # SIGTERM while epoch 2 validates
             os.kill(os.getpid(), signal.SIGTERM)
         return result
 
-    monkeypatch.setattr(fitting.Job, "evaluate", sigterm_in_epoch_2)
+    monkeypatch.setattr(fit.Job, "evaluate", sigterm_in_epoch_2)
     saved_epochs.clear()
     stopped_cfg = make_cfg([*overrides, "trainer.checkpoint_every_s=3600"], run="stopped")
     with pytest.raises(TrainingInterrupted):

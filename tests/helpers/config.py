@@ -7,7 +7,7 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from dogbreed.synthetic import SyntheticSpec
+from dogbreed.data.synthetic import SyntheticSpec
 
 REPO = Path(__file__).resolve().parents[2]
 CONF_DIR = REPO / "conf"

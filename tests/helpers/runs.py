@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import dogbreed.training
+import dogbreed.train.run
 from tests.helpers.config import compose_config, shrunk_overrides
 
 # Every artifact a local run writes.
@@ -23,5 +23,5 @@ ARTIFACTS = [
 def train_run(output_dir: Path, data_root: Path) -> Path:
     """A ResNet18 trained one epoch on the tiny dataset (4 classes, 32 px): seconds on CPU."""
     cfg = compose_config(shrunk_overrides(output_dir, data_root))
-    dogbreed.training.train(cfg)
+    dogbreed.train.run.train(cfg)
     return output_dir

@@ -1,6 +1,6 @@
 """The data a run trains on: the dataset on disk, its checked splits, and their loaders.
 
-Everything here takes plain values or the small settings below; `dogbreed.training`
+Everything here takes plain values or the small settings below; `dogbreed.train.run`
 builds those from the Hydra config once.
 """
 
@@ -19,25 +19,19 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from dogbreed import distributed
-from dogbreed.data import (
-    SPLITS,
-    ImageFolderDataset,
-    Split,
-    check_classes_have_images,
-    check_splits,
-    list_split,
-    printable,
-)
-from dogbreed.datasync import sync_to_cache
-from dogbreed.download import fetch_dogimages
+from dogbreed.data.dataset import ImageFolderDataset
+from dogbreed.data.download import fetch_dogimages
+from dogbreed.data.folders import SPLITS, printable
+from dogbreed.data.gpu_decode import DeviceBatchTransform, DeviceDecodingLoader, EncodedImages, collate_encoded
+from dogbreed.data.scan import Split, check_classes_have_images, check_splits, list_split
+from dogbreed.data.synthetic import SyntheticSpec, generate
+from dogbreed.data.transforms import TrainPreset
 from dogbreed.errors import DataError
-from dogbreed.features import ExtractionSettings, FeatureCache, FeatureViews, backbone_of, module_digest
-from dogbreed.gpu_decode import DeviceBatchTransform, DeviceDecodingLoader, EncodedImages, collate_encoded
-from dogbreed.runtime import Runtime
 from dogbreed.serving.preprocess import EvalPreset, resize_size_for
-from dogbreed.synthetic import SyntheticSpec, generate
-from dogbreed.transforms import TrainPreset
+from dogbreed.storage.mirror import sync_to_cache
+from dogbreed.train import distributed
+from dogbreed.train.features import ExtractionSettings, FeatureCache, FeatureViews, backbone_of, module_digest
+from dogbreed.train.runtime import Runtime
 
 log = logging.getLogger(__name__)
 

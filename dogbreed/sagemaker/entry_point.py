@@ -1,4 +1,4 @@
-"""`train.py` as a SageMaker PyTorch training job's entry point.
+"""`train.py`'s argv before Hydra parses it: SageMaker hyperparameters, torchrun ranks, `--debug`.
 
 SageMaker passes hyperparameters as `--key value` arguments and describes the cluster in
 SM_* variables. `hydra_argv` turns the arguments into Hydra overrides (the course's names
@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 
-from dogbreed.entry import EXIT_USAGE
+from dogbreed.cli import DEBUG_ENV, EXIT_USAGE
 from dogbreed.errors import DogbreedError
 
 ALIASES = {
@@ -28,6 +29,7 @@ ALIASES = {
 # Top-level config sections a dotted hyperparameter may address.
 SECTIONS = ("data", "model", "optim", "sched", "trainer", "storage", "paths", "experiment", "debug")
 RENDEZVOUS_PORT = "29500"
+DEBUG_FLAG = "--debug"
 
 
 class HyperparameterError(DogbreedError):
@@ -92,3 +94,25 @@ def cluster_environment(environ: dict[str, str] | os._Environ) -> dict[str, str]
         "RANK": str(hosts.index(current)),
         "LOCAL_RANK": "0",
     }
+
+
+def hydra_args(args: list[str], environ: dict[str, str] | os._Environ) -> list[str]:
+    """The arguments Hydra should see, and the variables set for this process.
+
+    On SageMaker, `--key value` hyperparameters become overrides and a multi-host job gets
+    its RANK/WORLD_SIZE/MASTER_*. Ranks other than 0 get a private throwaway Hydra run dir:
+    only rank 0 writes the run's artifacts, so only one run directory appears. `--debug`,
+    which Hydra does not know, becomes DOGBREED_DEBUG=1 for `dogbreed.cli`, and
+    HYDRA_FULL_ERROR=1 so that Hydra's own errors show their tracebacks too.
+    """
+    if running_on_sagemaker(environ):
+        args = hydra_argv(args)
+        environ.update(cluster_environment(environ))
+    # After the SageMaker conversion, which reads `--debug fast` as the debug config group.
+    if DEBUG_FLAG in args:
+        args = [arg for arg in args if arg != DEBUG_FLAG]
+        environ.update({DEBUG_ENV: "1", "HYDRA_FULL_ERROR": "1"})
+    if int(environ.get("RANK", "0")) > 0:
+        scratch = tempfile.mkdtemp(prefix=f"dogbreed-rank{environ['RANK']}-")
+        args = [*args, f"hydra.run.dir={scratch}", "hydra.output_subdir=null"]
+    return args

@@ -18,7 +18,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from dogbreed.s3 import S3Location, S3Uploader, UploadSettings, head_or_none
+from dogbreed.storage.location import S3Location
+from dogbreed.storage.transfer import S3Uploader, UploadSettings, head_or_none
 
 log = logging.getLogger(__name__)
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from dogbreed import iam, images
+from dogbreed.aws import container_images, iam
 from dogbreed.errors import DogbreedError
-from dogbreed.s3 import S3Location
+from dogbreed.storage.location import S3Location
 
 SERVICE = "sagemaker.amazonaws.com"
 LOG_GROUP = "/aws/sagemaker/TrainingJobs"
@@ -105,7 +105,7 @@ def ensure_training_role(
     """
     partition, account = caller(sts)
     try:
-        repository = images.repository_arn(image_uri, partition)
+        repository = container_images.repository_arn(image_uri, partition)
     except ValueError as err:
         raise error(f"{err}; give hydra.launcher.role_arn for an image outside ECR") from None
     boundary = iam.boundary_arn(partition, account, boundary_name)

@@ -18,18 +18,13 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 from PIL import Image, ImageFile, UnidentifiedImageError
-from torch.utils.data import Dataset
 
-from dogbreed.checkpoint import atomic_write_text
+from dogbreed.data.folders import IMAGE_SUFFIXES, printable
 from dogbreed.errors import DataError
-from dogbreed.serving.preprocess import decode_image
+from dogbreed.files import atomic_write_text
 
 log = logging.getLogger(__name__)
-
-SPLITS = ("train", "valid", "test")
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
 @dataclass(frozen=True)
@@ -48,57 +43,6 @@ class Split:
     name: str
     samples: list[tuple[Path, int]]
     skipped: list[SkippedFile]
-
-
-def printable(name: str | Path) -> str:
-    """A file or folder name as text that prints, logs and encodes anywhere.
-
-    Bytes that are not UTF-8 (lone surrogates after `os.fsdecode`) become `\\xNN`, and
-    control characters (a tab or newline in a name) their backslash escape.
-    """
-    text = os.fsencode(name).decode("utf-8", errors="backslashreplace")
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
-
-
-def breed_name(folder_name: str) -> str:
-    """`001.Affenpinscher` -> `Affenpinscher`, `011.Australian_cattle_dog` -> `Australian cattle dog`.
-
-    Odd bytes in the folder name are escaped (`printable`), so labels and plots can show it.
-    """
-    _, _, name = folder_name.partition(".")
-    return printable(name or folder_name).replace("_", " ")
-
-
-def class_folders(split_dir: Path) -> list[str]:
-    """Sorted names of the visible class folders in one split."""
-    return sorted(p.name for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
-
-
-def discover_classes(root: Path, splits: Iterable[str] = SPLITS) -> list[str]:
-    """Returns the class folder names shared by all splits, or raises naming the differences."""
-    missing = [s for s in splits if not (root / s).is_dir()]
-    if missing:
-        raise DataError(
-            f"{root} is not a dogImages-shaped folder: missing split folder(s) {', '.join(missing)}"
-            f" (expected {root}/{{{','.join(SPLITS)}}}/NNN.Breed_name/*.jpg)"
-        )
-    per_split = {s: class_folders(root / s) for s in splits}
-    reference_split, reference = next(iter(per_split.items()))
-    if not reference:
-        raise DataError(f"{root / reference_split} has no class folders")
-    problems = []
-    for split, folders in per_split.items():
-        only_here = sorted(set(folders) - set(reference))
-        absent_here = sorted(set(reference) - set(folders))
-        if only_here:
-            problems.append(f"only in {split}: {', '.join(map(printable, only_here))}")
-        if absent_here:
-            problems.append(f"missing from {split}: {', '.join(map(printable, absent_here))}")
-    if problems:
-        raise DataError(f"the splits under {root} have different class sets; " + "; ".join(problems))
-    return reference
 
 
 def check_image(path: Path) -> str | None:
@@ -317,28 +261,3 @@ def write_skipped_report(splits: Iterable[Split], path: Path) -> int:
     lines = [f"{printable(item.path)}\t{'kept' if item.kept else 'skipped'}\t{printable(item.reason)}" for item in rows]
     atomic_write_text("".join(line + "\n" for line in lines), path)
     return len(rows)
-
-
-class ImageFolderDataset(Dataset):
-    """Decodes images lazily; `min_decode_size` enables JPEG draft-mode decoding."""
-
-    def __init__(
-        self,
-        samples: list[tuple[Path, int]],
-        transform: Callable[[Image.Image], torch.Tensor],
-        min_decode_size: int | None = None,
-    ) -> None:
-        self.samples = samples
-        self.transform = transform
-        self.min_decode_size = min_decode_size
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        path, target = self.samples[index]
-        return self.transform(decode_image(path, self.min_decode_size)), target
-
-    @property
-    def targets(self) -> list[int]:
-        return [target for _, target in self.samples]

@@ -3,7 +3,7 @@
 At thousands of images/s a GPU needs more decoded JPEGs than a CPU instance's
 cores can produce. Here DataLoader workers only read file bytes; the main process
 decodes the whole batch on the device with `torchvision.io.decode_jpeg` and runs
-the same crop/flip/resize/normalise steps as `dogbreed.transforms` on device
+the same crop/flip/resize/normalise steps as `dogbreed.data.transforms` on device
 tensors. Non-JPEG files (PNG) and JPEGs nvJPEG rejects (e.g. CMYK) are decoded
 on the CPU and moved over. The same code runs with a CPU device, which is how it
 is tested without a GPU.

@@ -1,6 +1,6 @@
 """Run artifacts in S3: a run's uploads, the `push` retry command, the checkpoint of an unfinished run.
 
-Every file goes up through `dogbreed.s3.S3Uploader` (transfer manager, SHA-256 checked by
+Every file goes up through `dogbreed.storage.transfer.S3Uploader` (transfer manager, SHA-256 checked by
 S3 and by `head_object`, retried, never a partial object that looks complete). A failed
 upload never stops training: the files stay in the run directory and `push` finishes the job.
 Each upload has a time budget, so a hung S3 delays training by at most that; a bucket that is
@@ -8,35 +8,22 @@ missing or not writable fails the run at its start (`preflight`), not after the 
 
     python -m dogbreed.storage push RUN_DIR s3://bucket/prefix/run-name
     python -m dogbreed.storage put FILE s3://bucket/prefix/run-name/checkpoint.pt   (one file)
-    python -m dogbreed.storage sync s3://bucket/dogImages/ data/s3cache/bucket/dogImages   (see dogbreed.datasync)
+    python -m dogbreed.storage sync s3://bucket/dogImages/ data/s3cache/bucket/dogImages   (see dogbreed.storage.mirror)
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
 import shlex
-import sys
 import uuid
 from pathlib import Path
 from typing import Any, Protocol
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from dogbreed.datasync import sync_prefix
 from dogbreed.errors import DogbreedError
-from dogbreed.s3 import (
-    TRANSIENT,
-    S3Location,
-    S3Uploader,
-    UploadSettings,
-    VerificationError,
-    error_code,
-    head_or_none,
-    make_client,
-    permanent_failure,
-    within_budget,
-)
+from dogbreed.storage.location import TRANSIENT, S3Location, error_code, permanent_failure
+from dogbreed.storage.transfer import S3Uploader, UploadSettings, VerificationError, head_or_none, within_budget
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +131,7 @@ def unfinished_checkpoint(
 
 
 class StopFlag(Protocol):
-    """What `RunUploads` needs of `dogbreed.interrupt.StopRequest`."""
+    """What `RunUploads` needs of `dogbreed.train.interrupt.StopRequest`."""
 
     @property
     def requested(self) -> bool: ...
@@ -187,7 +174,7 @@ class RunUploads:
 
         Args:
             run_dir: the local run directory; artifact keys are paths relative to it.
-            dest: the run's S3 folder (`dogbreed.settings.run_location`).
+            dest: the run's S3 folder (`dogbreed.train.settings.run_location`).
             name: the run name, for the resume command on another machine.
             settings: tries, backoff, time budget and multipart split of each upload.
             client: the S3 client to upload with.
@@ -225,60 +212,3 @@ class RunUploads:
         if failed:
             raise upload_failure(self.run_dir, self.dest, failed)
         log.info("all artifacts are in %s", self.dest.uri)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`push`, `put` or `sync`; returns 0, or exits with the status and line of `dogbreed.entry`."""
-    # The command line's own imports; the module above is the library that training uses.
-    import boto3
-    from botocore.exceptions import NoCredentialsError
-
-    from dogbreed.entry import DEBUG_OPTION, reported_errors
-
-    parser = argparse.ArgumentParser(
-        prog="python -m dogbreed.storage", description=__doc__.split("\n\n")[0], parents=[DEBUG_OPTION]
-    )
-    commands = parser.add_subparsers(dest="command", required=True)
-    push_parser = commands.add_parser(
-        "push", help="upload a run directory to s3://bucket/prefix/run-name (verified)", parents=[DEBUG_OPTION]
-    )
-    push_parser.add_argument("run_dir", type=Path)
-    push_parser.add_argument("s3_uri")
-    put_parser = commands.add_parser(
-        "put", help="upload one file to s3://bucket/key (verified; replaces what is there)", parents=[DEBUG_OPTION]
-    )
-    put_parser.add_argument("file", type=Path)
-    put_parser.add_argument("s3_uri")
-    sync_parser = commands.add_parser(
-        "sync", help="mirror an s3:// prefix into a local folder (only new or changed)", parents=[DEBUG_OPTION]
-    )
-    sync_parser.add_argument("s3_uri")
-    sync_parser.add_argument("dest", type=Path)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    with reported_errors(getattr(args, "debug", False)):
-        dest = S3Location.parse(args.s3_uri)
-        if args.command == "push" and not args.run_dir.is_dir():
-            raise DogbreedError(f"{args.run_dir} is not a directory; pass the run directory to upload")
-        if args.command == "put" and (not args.file.is_file() or not dest.key or dest.key.endswith("/")):
-            raise DogbreedError(f"put takes a file and the object's full s3://bucket/key, got {args.file} {dest.uri}")
-        client = make_client()
-        if boto3.Session().get_credentials() is None:
-            # Said once, now, rather than after every file's upload retries have failed.
-            raise NoCredentialsError()
-        if args.command == "sync":
-            sync_prefix(client, dest, args.dest)
-            return 0
-        if args.command == "put":
-            S3Uploader(client, UploadSettings()).upload(args.file, dest)
-            log.info("%s is in %s (sha256 verified)", args.file, dest.uri)
-            return 0
-        failed = push(S3Uploader(client, UploadSettings()), args.run_dir, dest)
-        if failed:
-            raise upload_failure(args.run_dir, dest, failed)
-    log.info("%s is complete in %s", args.run_dir, dest.uri)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

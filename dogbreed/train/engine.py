@@ -11,10 +11,10 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from dogbreed.distributed import all_reduce_sum
-from dogbreed.metrics import ConfusionMatrix, accuracy
-from dogbreed.model import train_mode
-from dogbreed.runtime import Runtime
+from dogbreed.train.distributed import all_reduce_sum
+from dogbreed.train.metrics import ConfusionMatrix, accuracy
+from dogbreed.train.network import train_mode
+from dogbreed.train.runtime import Runtime
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """The epoch loop: train, validate, keep the best weights, checkpoint, stop early or on request.
 
-`dogbreed.training` builds a `Job` from the config; `fit` runs it to the last epoch,
+`dogbreed.train.run` builds a `Job` from the config; `fit` runs it to the last epoch,
 early stopping, or a stop request (raised as `TrainingInterrupted` after a checkpoint).
 """
 
@@ -15,12 +15,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from dogbreed import checkpoint, distributed, storage
-from dogbreed.checkpoint import TrainingState
-from dogbreed.engine import EpochResult, EvalResult, evaluate, train_one_epoch
-from dogbreed.interrupt import StopRequest
-from dogbreed.loaders import start_epoch
-from dogbreed.resume import (
+from dogbreed import files
+from dogbreed.storage import runs
+from dogbreed.tracking.base import Tracking
+from dogbreed.train import checkpoint, distributed
+from dogbreed.train.checkpoint import TrainingState
+from dogbreed.train.engine import EpochResult, EvalResult, evaluate, train_one_epoch
+from dogbreed.train.interrupt import StopRequest
+from dogbreed.train.loaders import start_epoch
+from dogbreed.train.resume import (
     EpochBatches,
     TrainingInterrupted,
     merge_partial,
@@ -28,8 +31,7 @@ from dogbreed.resume import (
     stop_agreed,
     upload_and_explain_stop,
 )
-from dogbreed.runtime import Runtime
-from dogbreed.tracking.base import Tracking
+from dogbreed.train.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +66,7 @@ class Job:
     runtime: Runtime
     schedule: Schedule
     output_dir: Path
-    uploads: storage.RunUploads | None  # None with storage=local, and on ranks other than 0
+    uploads: runs.RunUploads | None  # None with storage=local, and on ranks other than 0
     class_names: list[str]
     loaders: dict[str, Any]
     model: nn.Module  # the whole network: what checkpoints and model.pth hold
@@ -215,7 +217,7 @@ def keep_best(job: Job, state: TrainingState, valid: EvalResult) -> None:
         state.best_loss, state.best_epoch, state.best_top1, state.bad_epochs = valid.loss, state.epoch, valid.top1, 0
         state.best_model = cpu_state_dict(job.model)
         if job.context.is_main:
-            checkpoint.atomic_torch_save(state.best_model, job.weights_path)
+            files.atomic_torch_save(state.best_model, job.weights_path)
     else:
         state.bad_epochs += 1
 

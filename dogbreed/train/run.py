@@ -1,7 +1,7 @@
 """`train(cfg)`: set up from the config, fit, finish. The whole job behind `train.py`.
 
-Only this module reads the Hydra config: it builds plain settings for `dogbreed.loaders`,
-a `dogbreed.fitting.Job` for the epoch loop, and the values `dogbreed.resume` needs.
+Only this module reads the Hydra config: it builds plain settings for `dogbreed.train.loaders`,
+a `dogbreed.train.fit.Job` for the epoch loop, and the values `dogbreed.train.resume` needs.
 """
 
 from __future__ import annotations
@@ -23,11 +23,15 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from dogbreed import checkpoint, distributed, reports, s3, settings, storage
-from dogbreed.data import Split, breed_name, discover_classes, write_skipped_report
-from dogbreed.features import FeatureCache, module_digest
-from dogbreed.fitting import Job, Schedule, fit
-from dogbreed.loaders import (
+from dogbreed import files
+from dogbreed.data.folders import breed_name, discover_classes
+from dogbreed.data.scan import Split, write_skipped_report
+from dogbreed.serving.architecture import ModelSpec, build_model
+from dogbreed.storage import location, runs
+from dogbreed.train import checkpoint, distributed, reports, settings
+from dogbreed.train.features import FeatureCache, module_digest
+from dogbreed.train.fit import Job, Schedule, fit
+from dogbreed.train.loaders import (
     compile_while_checking,
     make_feature_loaders,
     make_loaders,
@@ -36,10 +40,9 @@ from dogbreed.loaders import (
     use_feature_cache,
     worker_count,
 )
-from dogbreed.model import apply_freeze, load_backbone
-from dogbreed.resume import resolve_resume
-from dogbreed.runtime import Runtime, resolve_device
-from dogbreed.serving.architecture import ModelSpec, build_model
+from dogbreed.train.network import apply_freeze, load_backbone
+from dogbreed.train.resume import resolve_resume
+from dogbreed.train.runtime import Runtime, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +134,7 @@ def set_up(cfg: DictConfig, context: distributed.Context) -> tuple[Job, checkpoi
     # Rank 0 finds the checkpoint; every rank loads it (a shared path or s3:// across machines).
     resume_from = distributed.broadcast_object(find_checkpoint(cfg, uploads) if context.is_main else None)
     if context.is_main:  # half-written files that kills of this run, or of the one it resumes, left
-        checkpoint.remove_stale_temporaries(output_dir, *([resume_from.parent] if resume_from else []))
+        files.remove_stale_temporaries(output_dir, *([resume_from.parent] if resume_from else []))
     if resume_from is None:
         return job, checkpoint.TrainingState()
     parts = (job.model, job.optimizer, job.scheduler, job.scaler)
@@ -236,11 +239,11 @@ def build_optimizer(optim_cfg: DictConfig, params: list[nn.Parameter], world_siz
     return instantiate(settings)(params=params)
 
 
-def find_checkpoint(cfg: DictConfig, uploads: storage.RunUploads | None) -> Path | None:
+def find_checkpoint(cfg: DictConfig, uploads: runs.RunUploads | None) -> Path | None:
     """The checkpoint `trainer.resume` names (a path, s3://..., or auto: local and S3), or None."""
     # The run's S3 location is the one its uploads go to, worked out once by `settings.run_uploads`.
     run = uploads.dest if uploads is not None else None
-    client = functools.partial(settings.storage_client, cfg.storage) if run is not None else s3.make_client
+    client = functools.partial(settings.storage_client, cfg.storage) if run is not None else location.make_client
     return resolve_resume(cfg.trainer.resume, Path(cfg.paths.output_root), run, client)
 
 
@@ -250,7 +253,7 @@ def finish(job: Job, state: checkpoint.TrainingState) -> float:
         raise RuntimeError("training finished without a single evaluated epoch (trainer.epochs must be >= 1)")
     # Resumed in a new run dir and no later epoch was better: model.pth is the checkpoint's best weights.
     if job.context.is_main and not job.weights_path.exists():
-        checkpoint.atomic_torch_save(state.best_model, job.weights_path)
+        files.atomic_torch_save(state.best_model, job.weights_path)
     job.model.load_state_dict(state.best_model)
     final = {name: job.evaluate(name) for name in ("valid", "test")}
     if job.context.enabled:

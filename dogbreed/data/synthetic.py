@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from dogbreed.data import SPLITS
+from dogbreed.data.folders import SPLITS
 
 log = logging.getLogger(__name__)
 

@@ -15,12 +15,13 @@ import matplotlib.pyplot as plt
 import torch
 from matplotlib.figure import Figure
 
-from dogbreed.checkpoint import WEIGHTS_NAME, atomic_write_bytes, atomic_write_text, versions
+from dogbreed.files import atomic_write_bytes, atomic_write_text
+from dogbreed.train.checkpoint import WEIGHTS_NAME, versions
 
 if TYPE_CHECKING:  # deploy reads labels through this module; it need not load the training engine
-    from dogbreed.checkpoint import TrainingState
-    from dogbreed.engine import EvalResult
-    from dogbreed.runtime import Runtime
+    from dogbreed.train.checkpoint import TrainingState
+    from dogbreed.train.engine import EvalResult
+    from dogbreed.train.runtime import Runtime
 
 LABELS_NAME = "labels.json"
 # Next to model.pth in SageMaker's model dir, which holds no checkpoint or config: what packaging

@@ -20,22 +20,15 @@ from typing import Any
 from hydra.core.hydra_config import HydraConfig
 from torch.utils.data import DataLoader
 
-from dogbreed import checkpoint, distributed, s3, storage
-from dogbreed.engine import EpochResult
-from dogbreed.errors import DogbreedError
-from dogbreed.interrupt import StopRequest
+from dogbreed.errors import TrainingInterrupted
+from dogbreed.storage import location, runs, transfer
+from dogbreed.train import checkpoint, distributed
+from dogbreed.train.engine import EpochResult
+from dogbreed.train.interrupt import StopRequest
 
 log = logging.getLogger(__name__)
 
 RESUME_DOWNLOADS = ".s3-resume"
-
-
-class TrainingInterrupted(DogbreedError):
-    """The run stopped early on request, after writing a checkpoint; the message says how to resume."""
-
-    def __init__(self, message: str, exit_code: int) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
 
 
 def stop_agreed(stop: StopRequest) -> bool:
@@ -110,7 +103,7 @@ def partial_record(fit: EpochResult) -> dict[str, float]:
 def resolve_resume(
     setting: str | None,
     output_root: Path,
-    run: s3.S3Location | None,
+    run: location.S3Location | None,
     make_s3_client: Callable[[], Any],
 ) -> Path | None:
     """The checkpoint `trainer.resume` names: a path, an s3:// URI, or `auto`.
@@ -128,8 +121,8 @@ def resolve_resume(
         return None
     downloads = output_root / RESUME_DOWNLOADS
     if str(setting).startswith("s3://"):
-        source = s3.S3Location.parse(str(setting))
-        return s3.download_verified(make_s3_client(), source, downloads / download_name(source))
+        source = location.S3Location.parse(str(setting))
+        return transfer.download_verified(make_s3_client(), source, downloads / download_name(source))
     if setting != "auto":
         return Path(setting)
     local = checkpoint.find_resumable(output_root)
@@ -137,23 +130,23 @@ def resolve_resume(
     if run is not None:
         client = make_s3_client()
         try:
-            remote = storage.unfinished_checkpoint(client, run, checkpoint.CHECKPOINT_NAME)
-        except s3.TRANSIENT as err:
+            remote = runs.unfinished_checkpoint(client, run, checkpoint.CHECKPOINT_NAME)
+        except location.TRANSIENT as err:
             log.warning("trainer.resume=auto: cannot look in S3 (%s); local runs only", err)
     if remote is None:
         if local is None:
             log.info("trainer.resume=auto: no unfinished run found; starting fresh")
         return local
-    location, head = remote
+    found, head = remote
     if local is not None and (
         local.stat().st_mtime >= head["LastModified"].timestamp()
-        or s3.sha256_file(local) == head.get("Metadata", {}).get("sha256")
+        or transfer.sha256_file(local) == head.get("Metadata", {}).get("sha256")
     ):
         return local
-    return s3.download_verified(client, location, downloads / download_name(location))
+    return transfer.download_verified(client, found, downloads / download_name(found))
 
 
-def download_name(source: s3.S3Location) -> str:
+def download_name(source: location.S3Location) -> str:
     # Flat, so `find_resumable`'s **/checkpoint.pt never mistakes a download for a run.
     return f"{source.bucket}_{source.key.replace('/', '_')}"
 
@@ -171,7 +164,7 @@ def upload_and_explain_stop(
     where: str,
     checkpoint_path: Path,
     output_dir: Path,
-    uploads: storage.RunUploads | None,
+    uploads: runs.RunUploads | None,
 ) -> TrainingInterrupted:
     """Uploads the checkpoint just written; returns the exception that says how to resume.
 
@@ -195,6 +188,6 @@ def upload_and_explain_stop(
             ]
         else:
             lines.append(
-                f"The checkpoint is NOT in S3; upload the run with: {storage.push_command(output_dir, uploads.dest)}"
+                f"The checkpoint is NOT in S3; upload the run with: {runs.push_command(output_dir, uploads.dest)}"
             )
     return TrainingInterrupted("\n".join(lines), stop.exit_code)

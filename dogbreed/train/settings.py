@@ -15,14 +15,15 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from dogbreed.data.synthetic import SyntheticSpec
 from dogbreed.errors import DogbreedError
-from dogbreed.features import ExtractionSettings
-from dogbreed.interrupt import StopRequest
-from dogbreed.loaders import DataSource, FeatureCacheSettings, LoaderSettings, worker_count
-from dogbreed.s3 import MiB, S3Location, UploadSettings, make_client
-from dogbreed.storage import RESOLVED_CONFIG_NAME, RunUploads, preflight
-from dogbreed.synthetic import SyntheticSpec
+from dogbreed.storage.location import S3Location, make_client
+from dogbreed.storage.runs import RESOLVED_CONFIG_NAME, RunUploads, preflight
+from dogbreed.storage.transfer import MiB, UploadSettings
 from dogbreed.tracking.base import RunInfo, Tracking
+from dogbreed.train.features import ExtractionSettings
+from dogbreed.train.interrupt import StopRequest
+from dogbreed.train.loaders import DataSource, FeatureCacheSettings, LoaderSettings, worker_count
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from pathlib import Path, PurePosixPath
 
 from tqdm import tqdm
 
-from dogbreed.data import SPLITS
+from dogbreed.data.folders import SPLITS
 from dogbreed.errors import DataError
 
 log = logging.getLogger(__name__)

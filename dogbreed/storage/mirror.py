@@ -13,7 +13,7 @@ from typing import Any
 from tqdm import tqdm
 
 from dogbreed.errors import DataError
-from dogbreed.s3 import S3Location, make_client
+from dogbreed.storage.location import S3Location, make_client
 
 log = logging.getLogger(__name__)
 

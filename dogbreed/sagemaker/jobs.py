@@ -1,6 +1,6 @@
-"""Watching this project's SageMaker training jobs: status, logs, results; `python -m dogbreed.sagemaker_jobs`.
+"""Watching this project's SageMaker training jobs: status, logs, results; `python -m dogbreed.sagemaker.jobs`.
 
-`python -m dogbreed.sagemaker_jobs list` shows the jobs named `<name>-...` with their status and
+`python -m dogbreed.sagemaker.jobs list` shows the jobs named `<name>-...` with their status and
 what they cost (billable seconds, and the spot saving), `logs JOB [-f]` prints a job's log and
 `stop JOB` stops one. The launcher uses the same `Watcher` to follow the jobs it started.
 """
@@ -19,8 +19,8 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from dogbreed.s3 import S3Location, is_not_found
-from dogbreed.training_role import LOG_GROUP
+from dogbreed.sagemaker.role import LOG_GROUP
+from dogbreed.storage.location import S3Location, is_not_found
 
 log = logging.getLogger(__name__)
 
@@ -171,13 +171,13 @@ def follow(sagemaker: Any, logs: Any, job: str, poll_s: float, echo: Callable[[s
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`list`, `logs` or `stop`; returns 0, or exits with the status and line of `dogbreed.entry`."""
+    """`list`, `logs` or `stop`; returns 0, or exits with the status and line of `dogbreed.cli`."""
     import boto3
 
-    from dogbreed.entry import DEBUG_OPTION, reported_errors
+    from dogbreed.cli import DEBUG_OPTION, reported_errors
 
     parser = argparse.ArgumentParser(
-        prog="python -m dogbreed.sagemaker_jobs", description=__doc__.split("\n\n")[0], parents=[DEBUG_OPTION]
+        prog="python -m dogbreed.sagemaker.jobs", description=__doc__.split("\n\n")[0], parents=[DEBUG_OPTION]
     )
     parser.add_argument("--region", help="AWS region (default: boto3's)")
     commands = parser.add_subparsers(dest="command", required=True)

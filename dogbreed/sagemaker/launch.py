@@ -3,7 +3,7 @@
 The launcher (hydra_plugins/dogbreed_sagemaker_launcher) turns each Hydra job into one
 CreateTrainingJob request. The job runs the PyTorch training image, whose toolkit downloads
 the bundle (train.py, conf/, dogbreed/ and a requirements.txt of what the image lacks),
-installs the requirements and calls `train.py --key value ...`; `dogbreed.sagemaker_job`
+installs the requirements and calls `train.py --key value ...`; `dogbreed.sagemaker.entry_point`
 turns those back into the overrides given here. Several instances run under the toolkit's
 torchrun launcher (`torch_distributed`), one process per GPU (or one per CPU host).
 """
@@ -21,11 +21,12 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from dogbreed import code_bundle, images, sagemaker_job, training_role
+from dogbreed.aws import code_bundle, container_images
+from dogbreed.aws.iam import check_boundary_prefix, retry_while_role_propagates
 from dogbreed.errors import DogbreedError
-from dogbreed.iam import check_boundary_prefix, retry_while_role_propagates
-from dogbreed.s3 import S3AddressError, S3Location
-from dogbreed.sagemaker_jobs import Watcher, failure, job_metrics
+from dogbreed.sagemaker import entry_point, role
+from dogbreed.sagemaker.jobs import Watcher, failure, job_metrics
+from dogbreed.storage.location import S3AddressError, S3Location
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +170,7 @@ def hyperparameters(overrides: Sequence[str], submit: S3Location, region: str, d
 
     Values are JSON strings, as the SageMaker SDK writes them: the toolkit decodes each one, so
     `null` or `1e-3` arrive at train.py as the text given here. Every key must be one train.py
-    accepts (`sagemaker_job.hydra_key`), which is checked before any job is created.
+    accepts (`entry_point.hydra_key`), which is checked before any job is created.
 
     Raises:
         HyperparameterError: an override train.py would refuse on SageMaker.
@@ -180,7 +181,7 @@ def hyperparameters(overrides: Sequence[str], submit: S3Location, region: str, d
         key, has_value, value = item.partition("=")
         if not has_value or key.startswith(("+", "~")):
             raise LaunchError(f"override {item!r} cannot be passed to a SageMaker job; use key=value")
-        sagemaker_job.hydra_key(key)
+        entry_point.hydra_key(key)
         values[key] = json.dumps(value)
     values.update(
         {
@@ -295,12 +296,12 @@ def prepare(
     if code_bundle.upload_once(clients.s3, submit, bundle):
         log.info("uploaded the code to %s", submit.uri)
     try:
-        image = settings.image_uri or images.training_image_uri(
+        image = settings.image_uri or container_images.training_image_uri(
             region, settings.instance_type, FRAMEWORK_VERSION, PY_VERSION
         )
     except ValueError as err:
         raise LaunchError(f"{err}; set hydra.launcher.image_uri") from None
-    role = settings.role_arn or training_role.ensure_training_role(
+    role_arn = settings.role_arn or role.ensure_training_role(
         clients.iam,
         clients.sts,
         settings.name,
@@ -311,7 +312,7 @@ def prepare(
         image,
         LaunchError,
     )
-    return Prepared(submit, image, role)
+    return Prepared(submit, image, role_arn)
 
 
 @dataclass(frozen=True)

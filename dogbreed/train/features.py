@@ -30,13 +30,14 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from dogbreed import distributed
-from dogbreed.checkpoint import atomic_torch_save
-from dogbreed.data import ImageFolderDataset, files_digest
-from dogbreed.runtime import Runtime
+from dogbreed.data.dataset import ImageFolderDataset
+from dogbreed.data.scan import files_digest
+from dogbreed.data.threaded_batches import ThreadedBatches, stack_crops
+from dogbreed.data.transforms import TrainPreset
+from dogbreed.files import atomic_torch_save
 from dogbreed.serving.preprocess import EvalPreset, Normalize
-from dogbreed.threaded_batches import ThreadedBatches, stack_crops
-from dogbreed.transforms import TrainPreset
+from dogbreed.train import distributed
+from dogbreed.train.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
