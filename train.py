@@ -11,13 +11,15 @@ from dogbreed.cli import EXIT_USAGE, Progress, reported_errors
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float:
     """Returns the validation top-1 accuracy, the value a sweeper optimises."""
-    from dogbreed.train.run import train  # after Hydra has parsed the CLI: --help stays fast
+    # After Hydra has parsed the CLI: --help stays fast.
+    from dogbreed.train.run import train
+    from dogbreed.train.settings import run_settings
 
     Progress.job_started = True
     # Inside the task, because Hydra would print a project error as a stack trace and exit 1,
     # where an interrupted run must exit 128 + signal.
     with reported_errors():
-        return train(cfg)
+        return train(run_settings(cfg))
 
 
 def run() -> None:

@@ -4,29 +4,21 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from pathlib import Path
 from typing import Any
 
-from hydra import compose, initialize_config_dir
-from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 
-from ami.errors import AmiError, AmiOverrideError
+from ami.errors import AmiError
 from dogbreed.aws.iam import POLICY_NAME_PATTERN
+from dogbreed.cli import compose_config
+from dogbreed.storage.location import S3AddressError, S3Location
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 def load_config(overrides: list[str] | None = None) -> DictConfig:
     """Composes the root config with `overrides` and checks the values launch relies on."""
-    try:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            cfg = compose(config_name="ami", overrides=overrides or [])
-    except (HydraException, OmegaConfBaseException) as err:
-        problem = " ".join(str(err).split())  # Hydra's message spans lines; the CLI prints one
-        raise AmiOverrideError(f"bad override ({problem}); overrides look like ami.instance_type=c6i.xlarge") from err
+    cfg = compose_config("ami", overrides or [], "ami.instance_type=c6i.xlarge")
     check(cfg)
     return cfg
 
@@ -79,3 +71,16 @@ def check_ssh_range(ami: Any) -> None:
             f"ami.{key}=/{ami[key]}; use your own address as a /{network.max_prefixlen}, lower ami.{key}, "
             "or add ami.allow_open_ssh=true if you really mean it"
         )
+
+
+def project_location(s3_uri: str) -> S3Location:
+    """`ami.s3_uri` as an address whose key has no slashes at its ends ("" for a bare bucket).
+
+    Raises:
+        AmiError: `s3_uri` is not an `s3://bucket/prefix` address (the message names the setting).
+    """
+    try:
+        location = S3Location.parse(s3_uri)
+    except S3AddressError:
+        raise AmiError(f"ami.s3_uri must look like s3://bucket/prefix, got {s3_uri!r}") from None
+    return S3Location(location.bucket, location.key.strip("/"))

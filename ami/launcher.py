@@ -19,24 +19,23 @@ from omegaconf import DictConfig
 from omegaconf.errors import MissingMandatoryValue
 
 from ami import network, userdata
-from ami.code_archive import build_archive, code_uri, upload_code
+from ami.config import project_location
 from ami.errors import AmiError
-from ami.iam import (
-    OWN_POLICY_NAME,
-    POLICY_NAME,
-    InstanceProfiles,
-    own_resources_policy,
-    project_location,
-    s3_prefix_policy,
-)
 from ami.instances import RUN_TAG, Instances, run_request, tags_for
 from ami.keypair import KeyPairs
 from ami.logs import TrainLogs, log_group
+from ami.policies import OWN_POLICY_NAME, POLICY_NAME, own_resources_policy, s3_prefix_policy
 from ami.preflight import run_checks
 from ami.results import pull, run_names
+from dogbreed.aws import code_bundle, iam
 from dogbreed.aws.iam import boundary_arn, check_boundary, check_boundary_prefix
+from dogbreed.storage.location import S3Location
 
 log = logging.getLogger(__name__)
+
+EC2 = "ec2.amazonaws.com"
+# What `pip install .` and `python train.py` need on the instance; ami/ and deploy/ stay home.
+INSTANCE_SOURCES = ("pyproject.toml", "README.md", "train.py", "conf", "dogbreed")
 
 
 @dataclass
@@ -117,9 +116,9 @@ def plan(cfg: DictConfig, clients: Clients) -> Plan:
     project = project_location(s3_uri)
     check_boundary_prefix(project.bucket, project.key, "ami.s3_uri", AmiError)
     cidr = network.ssh_cidr(ami)
-    archive = build_archive()
+    archive = code_bundle.build_archive(code_bundle.PROJECT, INSTANCE_SOURCES)
     values = {
-        "CODE_URI": code_uri(s3_uri, archive),
+        "CODE_URI": project.child(f"code/{code_bundle.archive_name('dogbreed', archive)}").uri,
         "S3_URI": s3_uri,
         "DATA_URI": str(ami.data_uri or f"{s3_uri}/data/dogImages"),
         "TRAIN": "1" if ami.train else "0",
@@ -166,13 +165,8 @@ def create(ami: Any, clients: Clients, checked: Plan, made: Made) -> list[dict[s
     groups = network.SecurityGroups(clients.ec2)
     made.group = groups.find(ami.name) is None
     group_id = groups.ensure(ami.name, checked.cidr, tags, between_nodes=ami.nodes > 1)
-    profiles = InstanceProfiles(clients.iam)
-    made.role = not profiles.exists(ami.name)
-    policies = {
-        POLICY_NAME: s3_prefix_policy(checked.values["S3_URI"], clients.partition),
-        OWN_POLICY_NAME: own_resources_policy(clients.partition, checked.values["REGION"], checked.account, ami.name),
-    }
-    profile_arn = profiles.ensure(ami.name, policies, tags, checked.boundary)
+    made.role = not iam.role_exists(clients.iam, ami.name)
+    profile_arn = ensure_instance_role(ami.name, clients, checked, tags)
     TrainLogs(clients.logs).ensure_group(log_group(ami.name), {tag["Key"]: tag["Value"] for tag in tags})
     # The group and policy above were brought up to date (a new address, a new prefix) even when reusing.
     instances = Instances(clients.ec2, wait_timeout_s=ami.wait_timeout_s)
@@ -180,7 +174,7 @@ def create(ami: Any, clients: Clients, checked: Plan, made: Made) -> list[dict[s
     if running:
         log.info("%s already has %d instance(s); reusing them (ami down starts over)", ami.name, len(running))
         return running
-    upload_code(clients.s3, checked.values["CODE_URI"], checked.archive)
+    code_bundle.upload_once(clients.s3, S3Location.parse(checked.values["CODE_URI"]), checked.archive)
     common = {
         "image_id": checked.image_id,
         "root_device": instances.root_device(checked.image_id),
@@ -206,6 +200,27 @@ def create(ami: Any, clients: Clients, checked: Plan, made: Made) -> list[dict[s
     return started
 
 
+def ensure_instance_role(name: str, clients: Clients, checked: Plan, tags: list[dict[str, str]]) -> str:
+    """The role `name` (EC2 only, the project boundary, S3 under the prefix, own log and spot request) in
+    an instance profile of the same name; returns the profile ARN. Policies are rewritten every launch:
+    the prefix or the region may have changed."""
+    policies = {
+        POLICY_NAME: s3_prefix_policy(checked.values["S3_URI"], clients.partition),
+        OWN_POLICY_NAME: own_resources_policy(clients.partition, checked.values["REGION"], checked.account, name),
+    }
+    remedy = "set ami.permissions_boundary to match, or choose another ami.name"
+    spec = iam.RoleSpec(name, EC2, policies, "dogbreed training instance", checked.boundary, remedy, tuple(tags))
+    iam.ensure_role(clients.iam, spec, AmiError)
+    return iam.ensure_instance_profile(clients.iam, name, tuple(tags))
+
+
+def delete_instance_role(client: Any, name: str) -> bool:
+    """Removes the instance profile and role `name`; False when neither existed."""
+    profile = iam.delete_instance_profile(client, name)
+    role = iam.delete_role(client, name)
+    return profile or role
+
+
 def undo(ami: Any, clients: Clients, made: Made) -> None:
     """Removes what a failed launch created; a step that fails is logged, the others still run."""
     instances = Instances(clients.ec2, wait_timeout_s=ami.wait_timeout_s)
@@ -216,7 +231,7 @@ def undo(ami: Any, clients: Clients, made: Made) -> None:
     if made.group:
         steps.append(("security group", lambda: network.SecurityGroups(clients.ec2).delete(ami.name)))
     if made.role:
-        steps.append(("role and profile", lambda: InstanceProfiles(clients.iam).delete(ami.name)))
+        steps.append(("role and profile", lambda: delete_instance_role(clients.iam, ami.name)))
     if made.key_pair:
         steps.append(("key pair", lambda: KeyPairs(clients.ec2).delete_if_created(key_name(ami), key_file(ami))))
     for what, step in steps:
@@ -321,7 +336,7 @@ def down(cfg: DictConfig, clients: Clients) -> list[str]:
     removed += ended
     if network.SecurityGroups(clients.ec2).delete(ami.name):
         removed.append(f"security group {ami.name}")
-    if InstanceProfiles(clients.iam).delete(ami.name):
+    if delete_instance_role(clients.iam, ami.name):
         removed.append(f"instance profile and role {ami.name}")
     if KeyPairs(clients.ec2).delete_if_created(key_name(ami), key_file(ami)):
         removed.append(f"key pair {key_name(ami)}")

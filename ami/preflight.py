@@ -15,7 +15,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from ami.errors import AmiError
 from ami.ssm import latest_ami_id
 from dogbreed.storage.location import S3Location, error_code
-from dogbreed.storage.runs import write_and_remove
+from dogbreed.storage.run_uploads import write_and_remove
 
 log = logging.getLogger(__name__)
 

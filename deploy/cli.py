@@ -1,7 +1,7 @@
 """python -m deploy: package, serve, invoke, predict, demo and loadtest a trained run locally; up, down, status on AWS.
 
 Every subcommand is here; each `*_command(args)` raises DogbreedError on bad input, which `main`
-prints as one line on stderr (dogbreed/entry.py).
+prints as one line on stderr (dogbreed/cli.py).
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ def predict_command(args: argparse.Namespace) -> None:
     from dogbreed.serving import handler
 
     if args.sagemaker:
-        batch_transform(args)
+        transform_command(args)
         return
     if args.topk < 1 or args.batch_size < 1:
         raise PredictError("--topk and --batch-size must be at least 1")
@@ -90,18 +90,20 @@ def predict_command(args: argparse.Namespace) -> None:
     print("\n".join(report(summary, output)))
 
 
-def batch_transform(args: argparse.Namespace) -> None:
+def transform_command(args: argparse.Namespace) -> None:
     """`predict --sagemaker`: a SageMaker Batch Transform job of model `--model` over an s3:// INPUT."""
-    from deploy.cloud import transform
+    from deploy.cloud import batch_transform
     from deploy.predict import PredictError
 
     output = args.output
     if not (args.input.startswith("s3://") and output.startswith("s3://")):
         raise PredictError("--sagemaker reads an s3:// INPUT and writes to an s3:// --output prefix")
     clients = orchestrator.Clients.create(args.region)
-    name = transform.job_name(args.model)
-    request = transform.transform_request(name, args.model, args.input, output, args.instance_type, args.instance_count)
-    arn = transform.submit(clients.sagemaker, request)
+    name = batch_transform.job_name(args.model)
+    request = batch_transform.transform_request(
+        name, args.model, args.input, output, args.instance_type, args.instance_count
+    )
+    arn = batch_transform.submit(clients.sagemaker, request)
     print(f"started batch transform job {name} ({arn})")
     print(f"one <image>.out JSON per image under {output}; follow it with:")
     print(f"  aws sagemaker describe-transform-job --transform-job-name {name} --query TransformJobStatus")

@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 TARBALL_NAME = "model.tar.gz"
 DEFAULT_IMAGE_SIZE = 224  # torchvision's ImageNet size; SageMaker training output has no config
 HYDRA_CONFIG = Path(".hydra") / "config.yaml"
-# What a training job's model.tar.gz may hold that packaging reads (SM_MODEL_DIR, see dogbreed/training.py).
+# What a training job's model.tar.gz may hold that packaging reads (SM_MODEL_DIR, see dogbreed/train/run.py).
 JOB_MODEL_FILES = (WEIGHTS_NAME, LABELS_NAME, HYDRA_CONFIG.as_posix(), MODEL_INFO_NAME)
 TRAINING_JOB_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 
@@ -57,7 +57,7 @@ def download_run(uri: str, destination: Path) -> tuple[Path, str]:
     """Copies the files packaging reads into `destination`; returns it and the run's name.
 
     `uri` is an s3:// run prefix, a training job's `s3://…/<job>/output/model.tar.gz`, or the
-    job's name (its model.tar.gz is looked up). A run prefix goes through `dogbreed.storage.location`, so files
+    job's name (its model.tar.gz is looked up). A run prefix goes through `dogbreed.storage.transfer`, so files
     uploaded by a training run are checked against the SHA-256 recorded at upload; optional
     files that are absent are skipped. A job's model.tar.gz is SageMaker's, written without one.
     """
@@ -95,10 +95,10 @@ def job_model_uri(job: str) -> str:
 
 def extract_job_model(uri: str, destination: Path) -> Path:
     """The packaging files of a training job's model.tar.gz, extracted into `destination`."""
-    from dogbreed.storage import location
+    from dogbreed.storage.location import S3Location, make_client
 
-    location = location.S3Location.parse(uri)
-    body = location.make_client().get_object(Bucket=location.bucket, Key=location.key)["Body"]
+    source = S3Location.parse(uri)
+    body = make_client().get_object(Bucket=source.bucket, Key=source.key)["Body"]
     with tarfile.open(fileobj=body, mode="r|gz") as tar:
         for member in tar:
             name = member.name.removeprefix("./")

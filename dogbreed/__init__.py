@@ -1,3 +1,3 @@
 """dogbreed: train a dog-breed classifier on EC2 and serve it from SageMaker."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -1,4 +1,4 @@
-"""How every command line of the project fails: one line on stderr that says what to do.
+"""How every command line of the project reads its config and fails: one line on stderr that says what to do.
 
 `python train.py`, `python -m deploy`, `python -m ami` and `python -m dogbreed.storage` run their
 work inside `reported_errors`. Exit statuses:
@@ -20,6 +20,8 @@ import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from botocore.exceptions import (
     BotoCoreError,
@@ -31,9 +33,36 @@ from botocore.exceptions import (
 
 from dogbreed.errors import DogbreedError
 
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
+
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 DEBUG_ENV = "DOGBREED_DEBUG"
+# The project's Hydra configs: train.yaml (train.py), deploy.yaml (python -m deploy), ami.yaml (python -m ami).
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+
+
+class OverrideError(DogbreedError):
+    """A `key=value` override Hydra cannot apply: bad usage, so the command exits 2 like argparse."""
+
+    exit_code = EXIT_USAGE
+
+
+def compose_config(name: str, overrides: list[str], example: str) -> DictConfig:
+    """`conf/<name>.yaml` composed with `overrides`, as `python -m deploy` and `python -m ami` read theirs.
+
+    Raises:
+        OverrideError: Hydra cannot apply an override; one line naming it and an `example` of the form.
+    """
+    from hydra import compose, initialize_config_dir  # here: the commands that never compose stay light
+
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            return compose(config_name=name, overrides=overrides)
+    except Exception as err:  # Hydra's override and composition errors have several unrelated types
+        problem = " ".join(str(err).split())  # Hydra's message spans lines; the CLI prints one
+        raise OverrideError(f"bad override ({problem}); overrides look like {example}") from err
 
 
 class Progress:

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import Any
 
-from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
-from deploy.cloud.errors import DeployError, DeployOverrideError
+from deploy.cloud.errors import DeployError
 from dogbreed.aws.iam import POLICY_NAME_PATTERN, check_boundary_prefix
+from dogbreed.cli import compose_config
 from dogbreed.storage.location import S3AddressError, S3Location
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 # Lambda and IAM allow 64 characters; the longest derived name adds 10 ("-sagemaker").
 NAME_PATTERN = re.compile(r"^[a-zA-Z0-9](-?[a-zA-Z0-9]){0,39}$")
 URL_AUTH = ("AWS_IAM", "NONE", None)
@@ -28,12 +26,7 @@ def load_config(overrides: list[str] | None = None) -> DictConfig:
     Raises:
         DeployError: a value is missing or out of range; nothing has been called on AWS yet.
     """
-    try:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            cfg = compose(config_name="deploy", overrides=overrides or [])
-    except Exception as err:  # Hydra's override and composition errors have several unrelated types
-        problem = " ".join(str(err).split())  # Hydra's message spans lines; the CLI prints one
-        raise DeployOverrideError(f"bad deploy override: {problem}") from err
+    cfg = compose_config("deploy", overrides or [], "deploy.instance_type=ml.c5.xlarge")
     validate(cfg)
     return cfg
 

@@ -2,15 +2,8 @@
 
 from __future__ import annotations
 
-from dogbreed.cli import EXIT_USAGE
 from dogbreed.errors import DogbreedError
 
 
 class DeployError(DogbreedError):
     """A deploy step cannot go on; the message says which `deploy.*` key or AWS resource to change."""
-
-
-class DeployOverrideError(DeployError):
-    """A `deploy.key=value` override Hydra cannot apply: bad usage, so the CLI exits 2 like argparse."""
-
-    exit_code = EXIT_USAGE

@@ -15,17 +15,18 @@ import boto3
 from botocore.exceptions import ClientError
 from omegaconf import DictConfig, OmegaConf
 
-from deploy.cloud import autoscaling, container, hosting, iam, lambda_, operating, state
+from deploy.cloud import autoscaling, container, hosting, lambda_, operating, policies, state
 from deploy.cloud.artifacts import join_key, upload_model
 from deploy.cloud.errors import DeployError
 from deploy.cloud.operating import Release
-from dogbreed.aws import container_images
-from dogbreed.aws import iam as dogbreed_iam
-from dogbreed.aws.iam import boundary_arn, check_boundary
+from dogbreed.aws import container_images, iam
+from dogbreed.aws.iam import RoleSpec, boundary_arn, check_boundary
 from dogbreed.storage.location import S3Location
 from dogbreed.storage.transfer import MiB, delete_prefix
 
 log = logging.getLogger(__name__)
+
+ROLE_REMEDY = "delete it, choose another deploy.name, or set deploy.permissions_boundary to match"
 
 Package = Callable[[str], Path]
 # (account, partition, permissions boundary ARN): what every role `up` makes is tied to.
@@ -116,7 +117,7 @@ def up(
     role_arn = d.role_arn or _sagemaker_role(clients, names, where, bucket, deploy_prefix, image, changes, capture)
     env = container.model_environment(d)
     model = f"{d.name}-{short_hash([image, model_data, role_arn, env])}"
-    created = dogbreed_iam.retry_while_role_propagates(
+    created = iam.retry_while_role_propagates(
         lambda: hosting.ensure_model(clients.sagemaker, model, image, model_data, role_arn, env), _role_not_ready
     )
     if created:
@@ -238,7 +239,7 @@ def status(cfg: DictConfig, clients: Clients) -> list[tuple[str, str, str]]:
     rows.append(("function URL", names.function, lambda_.function_url(clients.lambda_, names.function) or "none"))
     for role in (names.lambda_role, record.get("sagemaker_role")):
         if role:
-            rows.append(("role", role, iam.role_state(clients.iam, role)))
+            rows.append(("role", role, "present" if iam.role_exists(clients.iam, role) else "absent"))
     return rows + operating.status_rows(clients, names.endpoint, names.function, record)
 
 
@@ -329,11 +330,11 @@ def _front_door(cfg: DictConfig, clients: Clients, names: Names, where: Where, c
     """The Lambda, its role, alias, concurrency and URL; appends what changed and returns the URL."""
     lam_cfg = cfg.deploy["lambda"]
     account, partition, boundary = where
-    policy = iam.lambda_policy(partition, clients.region, account, names.endpoint, names.function)
+    policy = policies.lambda_policy(partition, clients.region, account, names.endpoint, names.function)
     description = f"Lambda front door of {names.endpoint}"
-    role_arn, role_changed = iam.ensure_role(
-        clients.iam, names.lambda_role, "lambda.amazonaws.com", policy, description, boundary
-    )
+    spec = RoleSpec(names.lambda_role, "lambda.amazonaws.com", {names.lambda_role: policy}, description, boundary,
+                    ROLE_REMEDY)  # fmt: skip
+    role_arn, role_changed = iam.ensure_role(clients.iam, spec, DeployError)
     if role_changed:
         changes.append(f"role {names.lambda_role} with InvokeEndpoint on {names.endpoint} only")
     source = Path(lam_cfg.source_dir) if lam_cfg.source_dir else DEFAULT_LAMBDA_SOURCE
@@ -372,13 +373,13 @@ def _sagemaker_role(
         repository = container_images.repository_arn(image, partition)
     except ValueError as err:
         raise DeployError(f"{err}; or give an existing role with deploy.role_arn") from err
-    policy = iam.sagemaker_execution_policy(
+    policy = policies.sagemaker_execution_policy(
         partition, clients.region, account, bucket, deploy_prefix, repository, names.endpoint, capture is not None
     )
     description = f"Execution role of {names.endpoint}"
-    arn, changed = iam.ensure_role(
-        clients.iam, names.sagemaker_role, "sagemaker.amazonaws.com", policy, description, boundary
-    )
+    spec = RoleSpec(names.sagemaker_role, "sagemaker.amazonaws.com", {names.sagemaker_role: policy}, description,
+                    boundary, ROLE_REMEDY)  # fmt: skip
+    arn, changed = iam.ensure_role(clients.iam, spec, DeployError)
     if changed:
         changes.append(f"role {names.sagemaker_role} scoped to s3://{bucket}/{deploy_prefix}/")
     return arn

@@ -18,12 +18,15 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from boto3.exceptions import S3UploadFailedError
+
+from dogbreed.errors import DogbreedError
 from dogbreed.storage.location import S3Location
-from dogbreed.storage.transfer import S3Uploader, UploadSettings, head_or_none
+from dogbreed.storage.transfer import S3Uploader, UploadSettings, VerificationError, head_or_none
 
 log = logging.getLogger(__name__)
 
-PROJECT = Path(__file__).resolve().parents[1]
+PROJECT = Path(__file__).resolve().parents[2]
 
 
 def source_files(root: Path, sources: Iterable[str]) -> list[Path]:
@@ -38,6 +41,9 @@ def source_files(root: Path, sources: Iterable[str]) -> list[Path]:
 
 def build_archive(root: Path, sources: Iterable[str], extra: Mapping[str, bytes] | None = None) -> bytes:
     """A gzipped tar of `sources` under `root` plus `extra` files (name -> bytes), identical for identical input."""
+    missing = [name for name in sources if not (root / name).exists()]
+    if missing:
+        raise DogbreedError(f"{root} is not the dogbreed project (no {', '.join(missing)}); run from a checkout of it")
     entries = [(path.relative_to(root).as_posix(), path.read_bytes()) for path in source_files(root, sources)]
     entries += sorted((extra or {}).items())
     buffer = io.BytesIO()
@@ -66,8 +72,8 @@ def upload_once(s3: Any, location: S3Location, archive: bytes) -> bool:
         Whether anything was uploaded.
 
     Raises:
-        S3UploadFailedError, VerificationError: every try failed; AWS refusals and unreachable
-            endpoints are raised as botocore reports them.
+        DogbreedError: every try failed in a way the CLI has no message for; AWS refusals and
+            unreachable endpoints are raised as botocore reports them.
     """
     if head_or_none(s3, location) is not None:
         log.info("code already in %s", location.uri)
@@ -75,5 +81,8 @@ def upload_once(s3: Any, location: S3Location, archive: bytes) -> bool:
     with tempfile.TemporaryDirectory(prefix="dogbreed-code-") as folder:
         path = Path(folder) / PurePosixPath(location.key).name
         path.write_bytes(archive)
-        S3Uploader(s3, UploadSettings()).upload(path, location)
+        try:
+            S3Uploader(s3, UploadSettings()).upload(path, location)
+        except (S3UploadFailedError, VerificationError) as err:
+            raise DogbreedError(f"cannot upload the code to {location.uri}: {err}") from None
     return True

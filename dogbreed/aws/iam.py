@@ -1,10 +1,11 @@
-"""IAM roles under the project's permissions boundary: every role `deploy`, `ami` and the SageMaker
-training launcher create carries the one the project ships.
+"""IAM roles under the project's permissions boundary: the one module that creates, changes and deletes roles.
 
-They all create roles and must treat the boundary the same way, so the rules live here: the
-boundary policy must exist before any role is made, a role is created with it, and an existing
-role without one (from an older version) gets it, which only narrows what it may do. A service
-role's inline policy (one per role, named after it) is brought to what is asked.
+`deploy`, `ami` and the SageMaker training launcher only describe their roles (`RoleSpec`: who may
+assume it, its inline policies); the rules live here. The boundary policy must exist before any
+role is made, a role is created with it, and an existing role without one (from an older version)
+gets it, which only narrows what it may do. A role that trusts another service or carries another
+boundary was not made by this project and is refused rather than changed. Inline policies are
+brought to what is asked. EC2 instances take their role through an instance profile of the same name.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ import json
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import unquote
 
@@ -133,59 +135,134 @@ def adopt_boundary(iam: Any, role: dict[str, Any], boundary: str, remedy: str, e
     return True
 
 
-def ensure_role(
-    iam: Any,
-    name: str,
-    service: str,
-    policy: dict[str, Any],
-    description: str,
-    boundary: str,
-    error: type[DogbreedError],
-    remedy: str,
-) -> tuple[str, bool]:
-    """Creates the role with `boundary` or brings an existing one's boundary and inline policy to what is asked.
+@dataclass(frozen=True)
+class RoleSpec:
+    """A role as its caller describes it.
 
-    A role with another boundary, or trusting another service, was not made by this project and
-    is refused rather than changed.
+    Attributes:
+        name: the role's name (its inline policies' names are the keys of `policies`).
+        service: the service principal that may assume it, e.g. `lambda.amazonaws.com`.
+        policies: inline policy name -> document.
+        description: shown in the IAM console.
+        boundary: the ARN of the permissions boundary the role carries.
+        remedy: how to resolve a clash with a role of the same name not made by this project.
+        tags: IAM tags set when the role is created.
+    """
+
+    name: str
+    service: str
+    policies: Mapping[str, dict[str, Any]]
+    description: str
+    boundary: str
+    remedy: str
+    tags: tuple[dict[str, str], ...] = field(default=())
+
+
+def ensure_role(iam: Any, spec: RoleSpec, error: type[DogbreedError]) -> tuple[str, bool]:
+    """Creates the role with its boundary, or brings an existing one's boundary and inline policies to `spec`.
 
     Returns:
         The role ARN and whether anything changed.
 
     Raises:
-        error: the role exists with another boundary or another trust policy; the message ends with `remedy`.
+        error: the role exists with another boundary or another trust policy; the message ends with `spec.remedy`.
     """
-    trust = trust_policy(service)
+    trust = trust_policy(spec.service)
     try:
-        role = iam.get_role(RoleName=name)["Role"]
+        role = iam.get_role(RoleName=spec.name)["Role"]
     except ClientError as err:
         if err.response["Error"]["Code"] != "NoSuchEntity":
             raise
+        extra = {"Tags": list(spec.tags)} if spec.tags else {}
         role = iam.create_role(
-            RoleName=name,
+            RoleName=spec.name,
             AssumeRolePolicyDocument=json.dumps(trust),
-            Description=description,
-            PermissionsBoundary=boundary,
+            Description=spec.description,
+            PermissionsBoundary=spec.boundary,
+            **extra,
         )["Role"]
-        log.info("created role %s with boundary %s", name, boundary)
+        log.info("created role %s with boundary %s", spec.name, spec.boundary)
         changed = True
     else:
         if policy_document(role["AssumeRolePolicyDocument"]) != trust:
-            raise error(f"role {name} exists but trusts something other than {service}; {remedy}")
-        changed = adopt_boundary(iam, role, boundary, remedy, error)
-    if _inline_policy(iam, name) != policy:
-        iam.put_role_policy(RoleName=name, PolicyName=name, PolicyDocument=json.dumps(policy))
-        log.info("set inline policy %s", name)
-        changed = True
+            raise error(f"role {spec.name} exists but trusts something other than {spec.service}; {spec.remedy}")
+        changed = adopt_boundary(iam, role, spec.boundary, spec.remedy, error)
+    for policy_name, policy in spec.policies.items():
+        if _inline_policy(iam, spec.name, policy_name) != policy:
+            iam.put_role_policy(RoleName=spec.name, PolicyName=policy_name, PolicyDocument=json.dumps(policy))
+            log.info("set inline policy %s of role %s", policy_name, spec.name)
+            changed = True
     return role["Arn"], changed
 
 
-def _inline_policy(iam: Any, name: str) -> dict[str, Any] | None:
+def _inline_policy(iam: Any, role: str, name: str) -> dict[str, Any] | None:
     try:
-        return policy_document(iam.get_role_policy(RoleName=name, PolicyName=name)["PolicyDocument"])
+        return policy_document(iam.get_role_policy(RoleName=role, PolicyName=name)["PolicyDocument"])
     except ClientError as err:
         if err.response["Error"]["Code"] == "NoSuchEntity":
             return None
         raise
+
+
+def role_exists(iam: Any, name: str) -> bool:
+    """Whether the role `name` exists (so a failed launch knows whether it made it, and `status` can say)."""
+    try:
+        iam.get_role(RoleName=name)
+    except ClientError as err:
+        if err.response["Error"]["Code"] == "NoSuchEntity":
+            return False
+        raise
+    return True
+
+
+def delete_role(iam: Any, name: str) -> bool:
+    """Deletes the role and its inline policies; returns False when it was already gone."""
+    try:
+        for page in iam.get_paginator("list_role_policies").paginate(RoleName=name):
+            for policy_name in page["PolicyNames"]:
+                iam.delete_role_policy(RoleName=name, PolicyName=policy_name)
+        iam.delete_role(RoleName=name)
+    except ClientError as err:
+        if err.response["Error"]["Code"] == "NoSuchEntity":
+            return False
+        raise
+    log.info("deleted role %s", name)
+    return True
+
+
+def ensure_instance_profile(iam: Any, name: str, tags: tuple[dict[str, str], ...] = ()) -> str:
+    """The instance profile `name` holding the role `name` (both made here if missing); returns its ARN."""
+    try:
+        profile = iam.create_instance_profile(InstanceProfileName=name, Tags=list(tags))["InstanceProfile"]
+        log.info("created instance profile %s", name)
+    except ClientError as err:
+        if err.response["Error"]["Code"] != "EntityAlreadyExists":
+            raise
+        profile = iam.get_instance_profile(InstanceProfileName=name)["InstanceProfile"]
+    if not any(role["RoleName"] == name for role in profile["Roles"]):
+        iam.add_role_to_instance_profile(InstanceProfileName=name, RoleName=name)
+    return profile["Arn"]
+
+
+def delete_instance_profile(iam: Any, name: str) -> bool:
+    """Removes the instance profile `name` (its roles detached first); False when there was none."""
+    try:
+        roles = iam.get_instance_profile(InstanceProfileName=name)["InstanceProfile"]["Roles"]
+    except ClientError as err:
+        if err.response["Error"]["Code"] == "NoSuchEntity":
+            return False
+        raise
+    for role in roles:
+        iam.remove_role_from_instance_profile(InstanceProfileName=name, RoleName=role["RoleName"])
+    iam.delete_instance_profile(InstanceProfileName=name)
+    log.info("deleted instance profile %s", name)
+    return True
+
+
+def caller(sts: Any) -> tuple[str, str]:
+    """The partition and account of the credentials in use."""
+    identity = sts.get_caller_identity()
+    return identity["Arn"].split(":")[1], identity["Account"]
 
 
 def policy_document(document: str | dict[str, Any]) -> dict[str, Any]:

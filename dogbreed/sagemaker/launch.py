@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -23,10 +22,10 @@ from botocore.exceptions import ClientError
 
 from dogbreed.aws import code_bundle, container_images
 from dogbreed.aws.iam import check_boundary_prefix, retry_while_role_propagates
-from dogbreed.errors import DogbreedError
 from dogbreed.sagemaker import entry_point, role
 from dogbreed.sagemaker.jobs import Watcher, failure, job_metrics
-from dogbreed.storage.location import S3AddressError, S3Location
+from dogbreed.sagemaker.settings import LaunchError, LaunchSettings
+from dogbreed.storage.location import S3Location
 
 log = logging.getLogger(__name__)
 
@@ -57,61 +56,6 @@ METRIC_DEFINITIONS = (
     {"Name": "valid:top1", "Regex": r"valid loss [0-9.]+ top1 ([0-9.]+)"},
     {"Name": "valid:best_top1", "Regex": r"best epoch \d+: valid top1 ([0-9.]+)"},
 )
-NAME_PATTERN = re.compile(r"^[a-zA-Z0-9](-?[a-zA-Z0-9]){0,39}$")
-INPUT_MODES = ("File", "FastFile")
-
-
-class LaunchError(DogbreedError):
-    """A SageMaker launch cannot go on; the message names the `hydra.launcher.*` key to change."""
-
-
-@dataclass(frozen=True)
-class LaunchSettings:
-    """`hydra.launcher.*` as plain values (DESIGN.md §13 documents each)."""
-
-    s3_uri: str
-    name: str = "dogbreed"
-    instance_type: str = "ml.m5.xlarge"
-    instance_count: int = 1
-    volume_gb: int = 50
-    max_runtime_s: int = 86400
-    spot: bool = False
-    max_wait_s: int | None = None
-    input_mode: str = "FastFile"
-    role_arn: str | None = None
-    image_uri: str | None = None
-    permissions_boundary: str = "dogbreed-boundary"
-    max_parallel: int = 4
-    wait: bool = True
-    poll_s: float = 30.0
-    region: str | None = None
-
-    def location(self) -> S3Location:
-        """`s3_uri` with no slashes at the key's ends."""
-        try:
-            location = S3Location.parse(self.s3_uri)
-        except (S3AddressError, AttributeError):
-            raise LaunchError(f"hydra.launcher.s3_uri must look like s3://bucket/prefix, got {self.s3_uri!r}") from None
-        return S3Location(location.bucket, location.key.strip("/"))
-
-    def wait_s(self) -> int:
-        """MaxWaitTimeInSeconds of a spot job: `max_wait_s`, by default twice the runtime."""
-        return self.max_wait_s if self.max_wait_s is not None else 2 * self.max_runtime_s
-
-    def check(self) -> None:
-        """Refuses what SageMaker would refuse only after the bundle is uploaded, or never."""
-        self.location()
-        problems = []
-        if not NAME_PATTERN.match(self.name):
-            problems.append(f"name={self.name!r}: 1-40 letters, digits and single hyphens")
-        if self.instance_count < 1 or self.max_parallel < 1 or self.volume_gb < 1 or self.max_runtime_s < 1:
-            problems.append("instance_count, max_parallel, volume_gb and max_runtime_s must be >= 1")
-        if self.spot and self.wait_s() < self.max_runtime_s:
-            problems.append(f"max_wait_s={self.max_wait_s} is below max_runtime_s={self.max_runtime_s}")
-        if self.input_mode not in INPUT_MODES:
-            problems.append(f"input_mode={self.input_mode!r}: one of {', '.join(INPUT_MODES)}")
-        if problems:
-            raise LaunchError("hydra.launcher: " + "; ".join(problems))
 
 
 def requirements_txt(trackers: Iterable[str] = ()) -> bytes:
@@ -122,8 +66,6 @@ def requirements_txt(trackers: Iterable[str] = ()) -> bytes:
 
 def build_bundle(root: Path = code_bundle.PROJECT, trackers: Iterable[str] = ()) -> bytes:
     """The job's source directory as a reproducible tar.gz: BUNDLE_SOURCES plus requirements.txt."""
-    if not (root / PROGRAM).is_file():
-        raise LaunchError(f"{root} is not the dogbreed project; launch from a checkout of it")
     return code_bundle.build_archive(root, BUNDLE_SOURCES, {"requirements.txt": requirements_txt(trackers)})
 
 

@@ -1,4 +1,4 @@
-"""The SageMaker training jobs' execution role `<name>-sagemaker-training`, under the project boundary.
+"""The SageMaker training jobs' role `<name>-sagemaker-training`: what it may do (`dogbreed.aws.iam` makes it).
 
 It may read and write only under the launcher's S3 prefix (code, outputs, checkpoints), read
 the data channels, pull the training image and write the training jobs' logs and metrics.
@@ -80,12 +80,6 @@ def training_policy(
     return {"Version": iam.VERSION, "Statement": statements}
 
 
-def caller(sts: Any) -> tuple[str, str]:
-    """The partition and account of the credentials in use."""
-    identity = sts.get_caller_identity()
-    return identity["Arn"].split(":")[1], identity["Account"]
-
-
 def ensure_training_role(
     iam_client: Any,
     sts: Any,
@@ -103,7 +97,7 @@ def ensure_training_role(
         error: the boundary policy does not exist, the role exists with another boundary or trust,
             or the image is not in ECR (the role could not be scoped to it).
     """
-    partition, account = caller(sts)
+    partition, account = iam.caller(sts)
     try:
         repository = container_images.repository_arn(image_uri, partition)
     except ValueError as err:
@@ -112,7 +106,7 @@ def ensure_training_role(
     iam.check_boundary(iam_client, boundary, "hydra.launcher.permissions_boundary", error)
     policy = training_policy(partition, region, account, base, channels, repository)
     remedy = "delete it, choose another hydra.launcher.name, or set hydra.launcher.permissions_boundary to match"
-    arn, _ = iam.ensure_role(
-        iam_client, role_name(name), SERVICE, policy, "dogbreed SageMaker training jobs", boundary, error, remedy
-    )
+    spec = iam.RoleSpec(role_name(name), SERVICE, {role_name(name): policy}, "dogbreed SageMaker training jobs",
+                        boundary, remedy)  # fmt: skip
+    arn, _ = iam.ensure_role(iam_client, spec, error)
     return arn

@@ -10,7 +10,7 @@ from pathlib import Path
 from dogbreed.errors import DogbreedError
 from dogbreed.storage.location import S3Location, make_client
 from dogbreed.storage.mirror import sync_prefix
-from dogbreed.storage.runs import push, upload_failure
+from dogbreed.storage.run_uploads import push, upload_failure
 from dogbreed.storage.transfer import S3Uploader, UploadSettings
 
 log = logging.getLogger(__name__)

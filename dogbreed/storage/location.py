@@ -1,16 +1,7 @@
-"""S3 for the whole project: addresses, clients, not-found checks, verified uploads and downloads.
+"""S3 addresses and clients, and what an S3 error means: not found, worth another try, or final.
 
-Training artifacts, the deploy model and state file, and the EC2 code archive all go
-through here. Uploads use boto3's transfer manager (multipart, concurrent parts) with
-SHA-256 checksums that S3 checks on receipt; afterwards `head_object` must report the
-local size and checksum, else the object is deleted and the upload retried. A failed
-multipart upload is aborted (by s3transfer at once, or by the next attempt when S3 was
-down), so a key never holds a partial object that looks complete. An upload has an overall
-time budget (a hung S3 cannot stall its caller for longer), and refusals that another try
-cannot change (no such bucket, access denied, bad credentials) are not retried. Downloads
-are always checked against a SHA-256 recorded at upload; an object without one is refused.
 Credentials, region and endpoint come from the standard boto3 chain (instance profile on
-EC2, `AWS_ENDPOINT_URL`).
+EC2, `AWS_ENDPOINT_URL`). Transfers are `dogbreed.storage.transfer`.
 """
 
 from __future__ import annotations

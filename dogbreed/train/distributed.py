@@ -122,3 +122,16 @@ class ShardSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return len(self.indices)
+
+
+def check_identical_weights(digest: str, world_size: int) -> None:
+    """DDP keeps replicas in step; a mismatch would mean silently wrong results, so fail loudly.
+
+    Args:
+        digest: this rank's digest of its weights.
+        world_size: the number of ranks, for the messages.
+    """
+    digests = gather_objects(digest)
+    if len(set(digests)) != 1:
+        raise RuntimeError(f"the {world_size} ranks ended with different weights: {digests}")
+    log.info("weights identical on all %d ranks (sha256 %s...)", world_size, digests[0][:12])

@@ -1,6 +1,6 @@
 """The epoch loop: train, validate, keep the best weights, checkpoint, stop early or on request.
 
-`dogbreed.train.run` builds a `Job` from the config; `fit` runs it to the last epoch,
+`dogbreed.train.run` builds a `Job` from the run's settings; `fit` runs it to the last epoch,
 early stopping, or a stop request (raised as `TrainingInterrupted` after a checkpoint).
 """
 
@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from dogbreed import files
-from dogbreed.storage import runs
+from dogbreed.storage import run_uploads
 from dogbreed.tracking.base import Tracking
 from dogbreed.train import checkpoint, distributed
 from dogbreed.train.checkpoint import TrainingState
@@ -66,7 +66,7 @@ class Job:
     runtime: Runtime
     schedule: Schedule
     output_dir: Path
-    uploads: runs.RunUploads | None  # None with storage=local, and on ranks other than 0
+    uploads: run_uploads.RunUploads | None  # None with storage=local, and on ranks other than 0
     class_names: list[str]
     loaders: dict[str, Any]
     model: nn.Module  # the whole network: what checkpoints and model.pth hold
@@ -76,6 +76,7 @@ class Job:
     scaler: torch.amp.GradScaler
     criterion: nn.Module
     config: dict[str, Any]  # resolved, saved in every checkpoint
+    overrides: tuple[str, ...]  # the command line's, for the command that resumes a stopped run
     model_dir: Path | None  # SageMaker's SM_MODEL_DIR, which also receives the weights and labels
     started: float  # time.perf_counter() when the run began
     tracking: Tracking  # the `logger=` loggers (none on ranks other than 0)
@@ -117,7 +118,7 @@ class Job:
 
     def stopped(self, stop: StopRequest, where: str) -> TrainingInterrupted:
         """The exception that ends a stopped run, once its checkpoint is written (and uploaded)."""
-        return upload_and_explain_stop(stop, where, self.checkpoint_path, self.output_dir, self.uploads)
+        return upload_and_explain_stop(stop, where, self.checkpoint_path, self.output_dir, self.uploads, self.overrides)
 
 
 def fit(job: Job, state: TrainingState, stop: StopRequest) -> None:

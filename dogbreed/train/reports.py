@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +24,8 @@ if TYPE_CHECKING:  # deploy reads labels through this module; it need not load t
     from dogbreed.train.checkpoint import TrainingState
     from dogbreed.train.engine import EvalResult
     from dogbreed.train.runtime import Runtime
+
+log = logging.getLogger(__name__)
 
 LABELS_NAME = "labels.json"
 # Next to model.pth in SageMaker's model dir, which holds no checkpoint or config: what packaging
@@ -171,3 +175,16 @@ def final_metrics(state: TrainingState, final: dict[str, EvalResult]) -> dict[st
     for split, result in final.items():
         metrics.update({f"final/{split}_{name}": float(getattr(result, name)) for name in ("loss", "top1", "top5")})
     return metrics
+
+
+def export_for_sagemaker(output_dir: Path, model_dir: Path, config: dict[str, Any]) -> None:
+    """Into SM_MODEL_DIR, which SageMaker tars into the job's model.tar.gz: what `deploy package` needs
+    (weights, labels, model_info.json with the image size and versions, the config) and metrics.json,
+    the launcher's objective."""
+    names = [WEIGHTS_NAME, LABELS_NAME, METRICS_JSON, ".hydra/config.yaml"]
+    for name in names:
+        if (output_dir / name).is_file():
+            (model_dir / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(output_dir / name, model_dir / name)
+    write_model_info(config, model_dir / MODEL_INFO_NAME)
+    log.info("copied %s and wrote %s to %s", ", ".join(names), MODEL_INFO_NAME, model_dir)

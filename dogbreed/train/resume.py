@@ -13,15 +13,14 @@ from __future__ import annotations
 import itertools
 import logging
 import shlex
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from hydra.core.hydra_config import HydraConfig
 from torch.utils.data import DataLoader
 
 from dogbreed.errors import TrainingInterrupted
-from dogbreed.storage import location, runs, transfer
+from dogbreed.storage import location, run_uploads, transfer
 from dogbreed.train import checkpoint, distributed
 from dogbreed.train.engine import EpochResult
 from dogbreed.train.interrupt import StopRequest
@@ -130,7 +129,7 @@ def resolve_resume(
     if run is not None:
         client = make_s3_client()
         try:
-            remote = runs.unfinished_checkpoint(client, run, checkpoint.CHECKPOINT_NAME)
+            remote = run_uploads.unfinished_checkpoint(client, run, checkpoint.CHECKPOINT_NAME)
         except location.TRANSIENT as err:
             log.warning("trainer.resume=auto: cannot look in S3 (%s); local runs only", err)
     if remote is None:
@@ -151,9 +150,8 @@ def download_name(source: location.S3Location) -> str:
     return f"{source.bucket}_{source.key.replace('/', '_')}"
 
 
-def resume_command(checkpoint_ref: str, extra: list[str]) -> str:
-    """`python train.py` with this run's overrides, resuming from `checkpoint_ref`."""
-    overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+def resume_command(checkpoint_ref: str, overrides: Sequence[str], extra: list[str]) -> str:
+    """`python train.py` with the run's `overrides`, resuming from `checkpoint_ref`."""
     replaced = ("trainer.resume=", "hydra.run.dir=", "storage.run_name=")
     kept = [item for item in overrides if not item.startswith(replaced)]
     return shlex.join(["python", "train.py", *kept, f"trainer.resume={checkpoint_ref}", *extra])
@@ -164,7 +162,8 @@ def upload_and_explain_stop(
     where: str,
     checkpoint_path: Path,
     output_dir: Path,
-    uploads: runs.RunUploads | None,
+    uploads: run_uploads.RunUploads | None,
+    overrides: Sequence[str],
 ) -> TrainingInterrupted:
     """Uploads the checkpoint just written; returns the exception that says how to resume.
 
@@ -177,17 +176,16 @@ def upload_and_explain_stop(
         f"stopped: {stop.reason}, {where}.",
         f"Checkpoint: {checkpoint_path}",
         "Resume here with:",
-        "  " + resume_command(str(checkpoint_path.resolve()), [f"hydra.run.dir={output_dir.resolve()}"]),
+        "  " + resume_command(str(checkpoint_path.resolve()), overrides, [f"hydra.run.dir={output_dir.resolve()}"]),
     ]
     if uploads is not None:
         remote = uploads.dest.child(checkpoint.CHECKPOINT_NAME)
         if uploads.checkpoint(checkpoint_path, always=True):
             lines += [
                 f"Uploaded to {remote.uri}; resume on another machine with:",
-                "  " + resume_command(remote.uri, [f"storage.run_name={uploads.name}"]),
+                "  " + resume_command(remote.uri, overrides, [f"storage.run_name={uploads.name}"]),
             ]
         else:
-            lines.append(
-                f"The checkpoint is NOT in S3; upload the run with: {runs.push_command(output_dir, uploads.dest)}"
-            )
+            push = run_uploads.push_command(output_dir, uploads.dest)
+            lines.append(f"The checkpoint is NOT in S3; upload the run with: {push}")
     return TrainingInterrupted("\n".join(lines), stop.exit_code)

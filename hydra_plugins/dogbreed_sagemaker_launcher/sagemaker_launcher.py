@@ -22,8 +22,9 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, open_dict
 
 from dogbreed.cli import Progress, reported_errors
-from dogbreed.sagemaker import launch
-from dogbreed.sagemaker.launch import JobResult, JobSpec, LaunchError, LaunchSettings
+from dogbreed.sagemaker import launch as sagemaker_launch  # `launch` is also the Launcher's method
+from dogbreed.sagemaker.launch import JobResult, JobSpec
+from dogbreed.sagemaker.settings import LaunchError, LaunchSettings
 from dogbreed.storage.location import S3Location
 
 log = logging.getLogger(__name__)
@@ -34,7 +35,7 @@ STOP_COMMAND = "python -m dogbreed.sagemaker.jobs stop"
 class SageMakerLauncher(Launcher):
     def __init__(self, **keys: Any) -> None:
         self.settings = LaunchSettings(**keys)
-        self.stamp = launch.utc_stamp()
+        self.stamp = sagemaker_launch.utc_stamp()
         self.config: DictConfig | None = None
         self.hydra_context: HydraContext | None = None
 
@@ -54,10 +55,10 @@ class SageMakerLauncher(Launcher):
     def run(self, configs: list[DictConfig]) -> list[JobReturn]:
         self.settings.check()  # before any AWS client exists
         logging.getLogger("botocore").setLevel(logging.WARNING)  # its INFO lines would drown the jobs' logs
-        clients = launch.Clients.create(self.settings.region)
+        clients = sagemaker_launch.Clients.create(self.settings.region)
         jobs, prepared = self.prepare_jobs(configs, clients)
         try:
-            results = launch.run_jobs(self.settings, clients, jobs, prepared, echo)
+            results = sagemaker_launch.run_jobs(self.settings, clients, jobs, prepared, echo)
         except KeyboardInterrupt:
             names = " ".join(job.name for job in jobs)
             log.warning("detached; the jobs keep running (%s). Stop one with: %s JOB", names, STOP_COMMAND)
@@ -68,11 +69,13 @@ class SageMakerLauncher(Launcher):
         check_all_completed(results)
         return [self.job_return(config, result) for config, result in zip(configs, results, strict=True)]
 
-    def prepare_jobs(self, configs: list[DictConfig], clients: launch.Clients) -> tuple[list[JobSpec], launch.Prepared]:
+    def prepare_jobs(
+        self, configs: list[DictConfig], clients: sagemaker_launch.Clients
+    ) -> tuple[list[JobSpec], sagemaker_launch.Prepared]:
         """The code bundle, image and role every job shares, then one JobSpec per config."""
-        channels = [launch.data_channel(str(config.data.root)) for config in configs]
+        channels = [sagemaker_launch.data_channel(str(config.data.root)) for config in configs]
         trackers = {name for config in configs for name in (config.get("logger") or {})}
-        prepared = launch.prepare(self.settings, clients, [c for c in channels if c is not None], trackers)
+        prepared = sagemaker_launch.prepare(self.settings, clients, [c for c in channels if c is not None], trackers)
         region = clients.sagemaker.meta.region_name
         jobs = [self.job_spec(config, channels[i], prepared, region) for i, config in enumerate(configs)]
         for job, config in zip(jobs, configs, strict=True):
@@ -85,18 +88,18 @@ class SageMakerLauncher(Launcher):
         config = self.hydra_context.config_loader.load_sweep_config(self.config, overrides)
         with open_dict(config):
             config.hydra.job.num = number
-            config.hydra.job.id = launch.job_name(self.settings.name, self.stamp, number)
+            config.hydra.job.id = sagemaker_launch.job_name(self.settings.name, self.stamp, number)
         hydra_dir = trial_dir(config) / ".hydra"
         hydra_dir.mkdir(parents=True, exist_ok=True)
         (hydra_dir / "overrides.yaml").write_text(yaml.safe_dump(list(config.hydra.overrides.task)))
         return config
 
     def job_spec(
-        self, config: DictConfig, channel: S3Location | None, prepared: launch.Prepared, region: str
+        self, config: DictConfig, channel: S3Location | None, prepared: sagemaker_launch.Prepared, region: str
     ) -> JobSpec:
-        overrides = launch.job_overrides(config.hydra.overrides.task, self.settings, channel)
+        overrides = sagemaker_launch.job_overrides(config.hydra.overrides.task, self.settings, channel)
         distributed = self.settings.instance_count > 1
-        hyperparameters = launch.hyperparameters(overrides, prepared.submit, region, distributed)
+        hyperparameters = sagemaker_launch.hyperparameters(overrides, prepared.submit, region, distributed)
         return JobSpec(str(config.hydra.job.id), hyperparameters, channel)
 
     def job_return(self, config: DictConfig, result: JobResult | None) -> JobReturn:

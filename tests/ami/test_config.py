@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from ami.code_archive import build_archive
 from ami.config import load_config
-from ami.errors import AmiError
 from ami.instances import run_request
+from ami.launcher import INSTANCE_SOURCES
+from dogbreed.aws.code_bundle import PROJECT, build_archive
+from dogbreed.errors import DogbreedError
 
 DOCUMENTED_KEYS = {
     "name",
@@ -61,7 +62,7 @@ def test_the_documented_keys_exist_and_overrides_apply() -> None:
     ],
 )
 def test_bad_overrides_are_refused_before_any_aws_call(override: str, message: str) -> None:
-    with pytest.raises(AmiError, match=message):
+    with pytest.raises(DogbreedError, match=message):
         load_config([override])
 
 
@@ -126,11 +127,11 @@ def test_spot_comes_from_a_persistent_request_that_stops_on_interruption_and_cap
 
 
 def test_code_archive_is_reproducible_and_holds_only_the_training_project() -> None:
-    first = build_archive()
-    assert build_archive() == first  # same sources, same bytes, same hash in the S3 key
+    first = build_archive(PROJECT, INSTANCE_SOURCES)
+    assert build_archive(PROJECT, INSTANCE_SOURCES) == first  # same sources, same bytes, same hash in the S3 key
     with tarfile.open(fileobj=io.BytesIO(first)) as tar:
         names = tar.getnames()
-    assert {"pyproject.toml", "train.py", "conf/train.yaml", "dogbreed/training.py"} <= set(names)
+    assert {"pyproject.toml", "train.py", "conf/train.yaml", "dogbreed/train/run.py"} <= set(names)
     # train.py composes from all of conf/: every group and the help template travel with it.
     root = Path(__file__).resolve().parents[2]
     assert {p.relative_to(root).as_posix() for p in (root / "conf").rglob("*.yaml")} <= set(names)
@@ -138,5 +139,5 @@ def test_code_archive_is_reproducible_and_holds_only_the_training_project() -> N
 
 
 def test_code_archive_outside_a_checkout_says_so(tmp_path: Path) -> None:
-    with pytest.raises(AmiError, match="checkout"):
-        build_archive(tmp_path)
+    with pytest.raises(DogbreedError, match="checkout"):
+        build_archive(tmp_path, INSTANCE_SOURCES)

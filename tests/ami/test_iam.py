@@ -7,8 +7,10 @@ import json
 import pytest
 from parliament import analyze_policy_string
 
+from ami.config import project_location
 from ami.errors import AmiError
-from ami.iam import own_resources_policy, project_location, s3_prefix_policy, trust_policy
+from ami.policies import own_resources_policy, s3_prefix_policy
+from dogbreed.aws.iam import trust_policy
 
 
 @pytest.mark.parametrize(
@@ -49,7 +51,7 @@ def test_a_bucket_without_prefix_lists_without_a_condition() -> None:
 
 
 def test_only_ec2_may_assume_the_role() -> None:
-    (statement,) = trust_policy()["Statement"]
+    (statement,) = trust_policy("ec2.amazonaws.com")["Statement"]
     assert statement == {"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}
 
 

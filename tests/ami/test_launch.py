@@ -24,13 +24,14 @@ from botocore.stub import Stubber
 from moto.backends import get_backend
 from moto.ssm.models import Parameter
 
-import dogbreed.storage.location
+import dogbreed.storage.transfer
 from ami import launcher
 from ami.cli import main
-from ami.code_archive import code_uri, upload_code
 from ami.config import load_config
 from ami.errors import AmiError
 from ami.network import detect_public_cidr
+from dogbreed.aws import code_bundle
+from dogbreed.errors import DogbreedError
 from dogbreed.storage.location import S3Location
 from dogbreed.storage.transfer import UploadSettings, head_or_none
 
@@ -331,7 +332,7 @@ def test_a_failure_after_creation_removes_what_this_launch_created(
         raise AmiError("cannot upload the code (refused)")
 
     # the first step after the key pair, group, role and log group exist
-    monkeypatch.setattr(launcher, "upload_code", refused)
+    monkeypatch.setattr(launcher.code_bundle, "upload_once", refused)
     with pytest.raises(AmiError, match="cannot upload the code"):
         launcher.launch(load_config(overrides(tmp_path)), clients)
     assert project_resources() == {"instances": [], "groups": [], "roles": [], "profiles": [], "keys": []}
@@ -444,10 +445,10 @@ def test_the_code_archive_goes_up_verified_once_and_a_failed_upload_names_the_ur
     s3 = boto3.client("s3")
     s3.create_bucket(Bucket=BUCKET)
     archive = b"code archive " * 200
-    uri = code_uri(S3_URI, archive)
+    uri = f"{S3_URI}/code/{code_bundle.archive_name('dogbreed', archive)}"
     assert uri == f"{S3_URI}/code/dogbreed-{hashlib.sha256(archive).hexdigest()[:16]}.tar.gz"
 
-    upload_code(s3, uri, archive)
+    assert code_bundle.upload_once(s3, S3Location.parse(uri), archive)
 
     key = uri.removeprefix(f"s3://{BUCKET}/")
     head = s3.head_object(Bucket=BUCKET, Key=key, ChecksumMode="ENABLED")
@@ -463,13 +464,15 @@ def test_the_code_archive_goes_up_verified_once_and_a_failed_upload_names_the_ur
 
     monkeypatch.setattr(s3, "upload_file", refused)
     monkeypatch.setattr(
-        dogbreed.storage.location, "time", SimpleNamespace(sleep=lambda seconds: None)
+        dogbreed.storage.transfer, "time", SimpleNamespace(sleep=lambda seconds: None)
     )  # no backoff waits
-    upload_code(s3, uri, archive)  # the content-hashed key is already there: nothing to upload
+    # the content-hashed key is already there: nothing to upload
+    assert not code_bundle.upload_once(s3, S3Location.parse(uri), archive)
     assert tries == []
-    other = code_uri(S3_URI, b"changed code")
-    with pytest.raises(AmiError, match=re.escape(f"cannot upload the code to {other}: Failed to upload: AccessDenied")):
-        upload_code(s3, other, b"changed code")
+    other = f"{S3_URI}/code/{code_bundle.archive_name('dogbreed', b'changed code')}"
+    message = f"cannot upload the code to {other}: Failed to upload: AccessDenied"
+    with pytest.raises(DogbreedError, match=re.escape(message)):
+        code_bundle.upload_once(s3, S3Location.parse(other), b"changed code")
     assert len(tries) == UploadSettings().attempts
     assert head_or_none(s3, S3Location.parse(other)) is None
 
@@ -504,9 +507,9 @@ def test_an_older_role_gets_the_boundary_and_one_with_another_boundary_is_refuse
 
 
 def launcher_trust() -> dict[str, object]:
-    from ami.iam import trust_policy
+    from dogbreed.aws.iam import trust_policy
 
-    return trust_policy()
+    return trust_policy("ec2.amazonaws.com")
 
 
 def test_logs_come_from_cloudwatch_and_pull_fetches_the_run_verified(

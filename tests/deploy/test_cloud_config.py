@@ -12,8 +12,8 @@ import pytest
 
 from deploy.cloud import container
 from deploy.cloud.config import load_config
-from deploy.cloud.errors import DeployError
 from dogbreed.aws import container_images
+from dogbreed.errors import DogbreedError
 
 S3 = "deploy.s3_uri=s3://bkt/deploys"
 IMAGE = {
@@ -60,7 +60,7 @@ def test_overrides_are_typed() -> None:
         ([S3, "deploy.lambda.timeout_s=0"], "deploy.lambda.timeout_s=0"),
         ([S3, "deploy.lambda.provisioned_concurrency=6"], "provisioned_concurrency=6 is above"),
         ([S3, "deploy.serverless.enabled=true", "deploy.serverless.memory_mb=3000"], "deploy.serverless.memory_mb"),
-        ([S3, "deploy.instance_tpye=ml.c5.large"], "bad deploy override"),
+        ([S3, "deploy.instance_tpye=ml.c5.large"], "bad override"),
         # The execution role `up` creates may only read keys under a dogbreed/ folder (the boundary).
         (["deploy.s3_uri=s3://bkt/deploys", "deploy.name=prod"], "use e.g. s3://bkt/deploys/prod/dogbreed"),
         ([S3, "deploy.container.workers=0"], "deploy.container.workers=0: 1 to 64"),
@@ -72,7 +72,7 @@ def test_overrides_are_typed() -> None:
     ],
 )
 def test_bad_config_is_refused_with_the_key_to_fix(overrides: list[str], message: str) -> None:
-    with pytest.raises(DeployError, match=message.replace("[", r"\[").replace("(", r"\(")):
+    with pytest.raises(DogbreedError, match=message.replace("[", r"\[").replace("(", r"\(")):
         load_config(overrides)
 
 

@@ -576,9 +576,10 @@ def test_repackaging_a_trained_run_gives_the_same_model_version(make_cfg: Callab
     """`up` is a no-op only if packaging the same run twice yields the same content (timestamps aside)."""
     from deploy.model_archive import package_run
     from dogbreed.train.run import train
+    from dogbreed.train.settings import run_settings
 
     cfg = make_cfg(["trainer.epochs=1"])
-    train(cfg)
+    train(run_settings(cfg))
     first = package_run(str(cfg.paths.output_dir), tmp_path / "first" / "model.tar.gz")
     time.sleep(1.1)  # two real `up`s are at least seconds apart: second-resolution stamps must not matter
     second = package_run(str(cfg.paths.output_dir), tmp_path / "second" / "model.tar.gz")

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from parliament import analyze_policy_string
 
-from deploy.cloud import iam
-from dogbreed.aws import iam as dogbreed_iam
+from deploy.cloud import policies
+from dogbreed.aws import iam
 
 REPO = Path(__file__).resolve().parents[2]
 ACCOUNT = "123456789012"
@@ -29,7 +29,7 @@ def findings(policy: dict[str, Any] | str) -> list[tuple[str, Any]]:
 
 
 def test_lambda_policy_invokes_only_its_endpoint_and_writes_only_its_logs() -> None:
-    policy = iam.lambda_policy("aws", "eu-west-1", ACCOUNT, "Dogbreed-Prod", "Dogbreed-Prod-invoke")
+    policy = policies.lambda_policy("aws", "eu-west-1", ACCOUNT, "Dogbreed-Prod", "Dogbreed-Prod-invoke")
     by_sid = statements(policy)
     assert set(by_sid) == {"InvokeEndpoint", "OwnLogs"}
     assert by_sid["InvokeEndpoint"]["Action"] == "sagemaker:InvokeEndpoint"
@@ -44,7 +44,7 @@ def test_lambda_policy_invokes_only_its_endpoint_and_writes_only_its_logs() -> N
 
 
 def test_execution_policy_reads_only_the_deploy_prefix_and_pulls_only_the_dlc() -> None:
-    policy = iam.sagemaker_execution_policy(
+    policy = policies.sagemaker_execution_policy(
         "aws", "eu-west-1", ACCOUNT, "bkt", "deploys/dogbreed", REPOSITORY, "dogbreed"
     )
     by_sid = statements(policy)
@@ -59,7 +59,7 @@ def test_execution_policy_reads_only_the_deploy_prefix_and_pulls_only_the_dlc() 
 
 
 def test_trust_policy_names_one_service() -> None:
-    (statement,) = dogbreed_iam.trust_policy("lambda.amazonaws.com")["Statement"]
+    (statement,) = iam.trust_policy("lambda.amazonaws.com")["Statement"]
     assert statement == {
         "Effect": "Allow",
         "Principal": {"Service": "lambda.amazonaws.com"},
@@ -243,8 +243,10 @@ def test_boundary_policy_is_clean_but_for_the_ecr_login_aws_cannot_scope() -> No
 def test_boundary_allows_everything_the_deploy_roles_are_given() -> None:
     boundary = json.loads((REPO / "deploy" / "iam" / "boundary-policy.json").read_text())
     for policy in (
-        iam.lambda_policy("aws", "eu-west-1", ACCOUNT, "dogbreed", "dogbreed-invoke"),
-        iam.sagemaker_execution_policy("aws", "eu-west-1", ACCOUNT, "bkt", "deploys/dogbreed", REPOSITORY, "dogbreed"),
+        policies.lambda_policy("aws", "eu-west-1", ACCOUNT, "dogbreed", "dogbreed-invoke"),
+        policies.sagemaker_execution_policy(
+            "aws", "eu-west-1", ACCOUNT, "bkt", "deploys/dogbreed", REPOSITORY, "dogbreed"
+        ),
     ):
         for statement in policy["Statement"]:
             for action in as_list(statement["Action"]):
@@ -314,8 +316,8 @@ def test_deployer_runs_the_registry_alarms_and_topic_of_project_names_only(actio
 
 def test_execution_policy_writes_capture_files_only_when_asked_and_the_boundary_allows_it() -> None:
     args = ("aws", "eu-west-1", ACCOUNT, "bkt", "deploys/dogbreed", REPOSITORY, "dogbreed")
-    assert "WriteCapture" not in statements(iam.sagemaker_execution_policy(*args))
-    policy = iam.sagemaker_execution_policy(*args, write_capture=True)
+    assert "WriteCapture" not in statements(policies.sagemaker_execution_policy(*args))
+    policy = policies.sagemaker_execution_policy(*args, write_capture=True)
     write = statements(policy)["WriteCapture"]
     assert (write["Action"], write["Resource"]) == ("s3:PutObject", "arn:aws:s3:::bkt/deploys/dogbreed/capture/*")
     assert findings(policy) == []

@@ -16,10 +16,10 @@ import pytest
 from botocore.exceptions import ClientError
 from botocore.stub import Stubber
 
-from deploy.cloud import artifacts, hosting, iam, lambda_
+from deploy.cloud import artifacts, hosting, lambda_, policies
 from deploy.cloud.errors import DeployError
 from deploy.cloud.orchestrator import content_version
-from dogbreed.aws import iam as dogbreed_iam
+from dogbreed.aws import iam
 from dogbreed.storage.location import S3Location
 from dogbreed.storage.transfer import UploadSettings, head_or_none
 
@@ -146,7 +146,7 @@ def endpoint(status: str) -> dict[str, object]:
 
 
 def test_role_propagation_is_retried_and_other_errors_are_not(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(dogbreed_iam, "PROPAGATION_DELAY_S", 0)
+    monkeypatch.setattr(iam, "PROPAGATION_DELAY_S", 0)
     not_ready = ClientError(
         {
             "Error": {
@@ -164,11 +164,11 @@ def test_role_propagation_is_retried_and_other_errors_are_not(monkeypatch: pytes
             raise not_ready
         return "created"
 
-    assert dogbreed_iam.retry_while_role_propagates(create, lambda_._role_not_ready) == "created"
+    assert iam.retry_while_role_propagates(create, lambda_._role_not_ready) == "created"
     assert len(calls) == 3
     denied = ClientError({"Error": {"Code": "AccessDenied", "Message": "no"}}, "CreateFunction")
     with pytest.raises(ClientError, match="AccessDenied"):
-        dogbreed_iam.retry_while_role_propagates(lambda: (_ for _ in ()).throw(denied), lambda_._role_not_ready)
+        iam.retry_while_role_propagates(lambda: (_ for _ in ()).throw(denied), lambda_._role_not_ready)
 
 
 def test_handler_zip_is_reproducible_and_leaves_bytecode_out(tmp_path: Path) -> None:
@@ -228,9 +228,10 @@ SETTINGS = {"Timeout": 30, "MemorySize": 256, "Environment": {"Variables": {"END
 def deployed_function(tmp_path: Path) -> tuple[Any, str, Path, dict[str, Any]]:
     """dogbreed-invoke created from a one-line handler in tmp_path/handler, with its role and settings."""
     lam, iam_client = boto3.client("lambda"), boto3.client("iam")
-    policy = iam.lambda_policy("aws", "us-east-1", "123456789012", "dogbreed", "dogbreed-invoke")
+    policy = policies.lambda_policy("aws", "us-east-1", "123456789012", "dogbreed", "dogbreed-invoke")
     boundary = "arn:aws:iam::123456789012:policy/dogbreed-boundary"
-    role, _ = iam.ensure_role(iam_client, "dogbreed-lambda", "lambda.amazonaws.com", policy, "test", boundary)
+    spec = iam.RoleSpec("dogbreed-lambda", "lambda.amazonaws.com", {"dogbreed-lambda": policy}, "test", boundary, "")
+    role, _ = iam.ensure_role(iam_client, spec, DeployError)
     folder = tmp_path / "handler"
     folder.mkdir()
     (folder / "lambda_function.py").write_text("def lambda_handler(event, context):\n    return 1\n")

@@ -21,6 +21,7 @@ from omegaconf import DictConfig
 from deploy.cloud import orchestrator
 from deploy.cloud.config import load_config
 from dogbreed.train.run import train
+from dogbreed.train.settings import run_settings
 
 pytestmark = [
     pytest.mark.integ,
@@ -38,7 +39,7 @@ COURSE_EVENT = {"url": "https://s3.amazonaws.com/cdn-origin-etl-tool/BlogImages/
 @pytest.fixture
 def deployed(make_cfg: Callable[..., DictConfig]) -> Iterator[tuple[DictConfig, orchestrator.Clients, str]]:
     train_cfg = make_cfg(["trainer.epochs=1"])
-    train(train_cfg)
+    train(run_settings(train_cfg))
     name = f"dogbreed-integ-{uuid.uuid4().hex[:6]}"
     cfg = load_config(
         [

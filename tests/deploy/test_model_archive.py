@@ -51,7 +51,7 @@ print(json.dumps({
     "refused": refused,
     "project": {name: module.__file__ for name, module in sys.modules.items()
                 if name.split(".")[0] in ("inference", "dogbreed", "deploy", "ami", "benchmarks", "tests")},
-    "findable": [name for name in ("deploy", "ami", "dogbreed.train.network", "dogbreed.train.run")
+    "findable": [name for name in ("deploy", "ami", "dogbreed.train", "dogbreed.storage")
                  if importlib.util.find_spec(name) is not None],
 }))
 """

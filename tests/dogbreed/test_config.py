@@ -13,6 +13,7 @@ import yaml
 from hydra.utils import instantiate
 
 from dogbreed.train.run import build_optimizer
+from dogbreed.train.settings import optimizer_settings
 from tests.helpers.config import CONF_DIR, REPO, compose_config
 
 EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
@@ -63,7 +64,7 @@ def test_data_root_follows_the_sagemaker_channel(monkeypatch: pytest.MonkeyPatch
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_every_experiment_composes_and_builds_its_optimizer(experiment: str) -> None:
     cfg = compose_config([f"experiment={experiment}", "debug=fast"])
-    optimizer = build_optimizer(cfg.optim, [torch.nn.Parameter(torch.zeros(2))], world_size=1)
+    optimizer = build_optimizer(optimizer_settings(cfg.optim), [torch.nn.Parameter(torch.zeros(2))], world_size=1)
     scheduler = instantiate(cfg.sched)(optimizer=optimizer)
     assert optimizer.param_groups[0]["lr"] == pytest.approx(cfg.optim.lr)
     assert scheduler.optimizer is optimizer
@@ -81,7 +82,7 @@ def test_udacity_baseline_is_the_course_recipe() -> None:
 @pytest.mark.parametrize("sched", ["cosine", "step", "none"])
 def test_optimizers_and_schedules_combine(optim: str, sched: str) -> None:
     cfg = compose_config([f"optim={optim}", f"sched={sched}", "optim.lr=0.5"])
-    optimizer = build_optimizer(cfg.optim, [torch.nn.Parameter(torch.zeros(2))], world_size=1)
+    optimizer = build_optimizer(optimizer_settings(cfg.optim), [torch.nn.Parameter(torch.zeros(2))], world_size=1)
     scheduler = instantiate(cfg.sched)(optimizer=optimizer)
     assert optimizer.param_groups[0]["lr"] == 0.5
     optimizer.step()

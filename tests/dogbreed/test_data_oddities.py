@@ -17,8 +17,9 @@ from dogbreed.data.folders import SPLITS, breed_name, discover_classes, printabl
 from dogbreed.data.scan import scan_split, write_skipped_report
 from dogbreed.errors import DataError, DogbreedError
 from dogbreed.train import checkpoint, reports
-from dogbreed.train import run as training
 from dogbreed.train.loaders import scan_dataset
+from dogbreed.train.run import train
+from dogbreed.train.settings import run_settings
 from tests.helpers.images import write_image
 
 ODD = os.fsdecode(b"caf\xe9")  # Latin-1 bytes: not UTF-8, so a lone surrogate after fsdecode
@@ -80,7 +81,7 @@ def test_non_utf8_class_folder_trains_to_metrics_json(
         (root / split / "002.Rectangle_0deg").rename(root / split / f"002.{ODD}_$dog$")
     cfg = make_cfg(["trainer.epochs=1", f"model.freeze={freeze}"], data_root=root)
 
-    training.train(cfg)
+    train(run_settings(cfg))
 
     run = Path(cfg.paths.output_dir)
     metrics = json.loads((run / "metrics.json").read_text())
@@ -139,14 +140,14 @@ def test_stale_temporaries_of_atomic_writes_are_removed(tmp_path: Path) -> None:
 
 def test_resumed_run_removes_what_killed_writes_left(make_cfg) -> None:
     first = make_cfg(["trainer.epochs=1"], run="first")
-    training.train(first)
+    train(run_settings(first))
     first_dir = Path(first.paths.output_dir)
     (first_dir / "metrics.json").unlink()  # as if killed before the end
     leftover = first_dir / f".checkpoint.pt.{2**22 + 1}.tmp"
     leftover.write_bytes(bytes(1000))
 
     second = make_cfg(["trainer.epochs=2", f"trainer.resume={first_dir / 'checkpoint.pt'}"], run="second")
-    training.train(second)
+    train(run_settings(second))
 
     assert not leftover.exists()
 

@@ -25,6 +25,7 @@ from dogbreed.serving.preprocess import EvalPreset
 from dogbreed.train.engine import evaluate
 from dogbreed.train.run import build_optimizer
 from dogbreed.train.runtime import Runtime
+from dogbreed.train.settings import optimizer_settings
 from tests.helpers.config import REPO, compose_config
 
 TINY = ["model.arch=resnet18", "model.pretrained=false", "data.image_size=32", "data.num_workers=0",
@@ -147,8 +148,8 @@ def test_several_sagemaker_hosts_form_one_process_group() -> None:
 
 def test_lr_scales_with_the_global_batch_only_when_asked() -> None:
     params = [torch.nn.Parameter(torch.zeros(2))]
-    plain = compose_config(["optim.lr=0.01"]).optim
-    scaled = compose_config(["optim.lr=0.01", "optim.scale_lr_with_batch=true"]).optim
+    plain = optimizer_settings(compose_config(["optim.lr=0.01"]).optim)
+    scaled = optimizer_settings(compose_config(["optim.lr=0.01", "optim.scale_lr_with_batch=true"]).optim)
     assert build_optimizer(plain, params, world_size=2).param_groups[0]["lr"] == 0.01
     assert build_optimizer(scaled, params, world_size=2).param_groups[0]["lr"] == pytest.approx(0.02)
     assert build_optimizer(scaled, params, world_size=1).param_groups[0]["lr"] == 0.01

@@ -69,7 +69,7 @@ def test_deploy_invoke_without_a_region(tmp_path: Path) -> None:
 def test_deploy_bad_usage_exits_2_and_debug_shows_the_traceback(tmp_path: Path) -> None:
     override = run(["-m", "deploy", "status", "deploy.s3_uri=s3://b/p", "deploy.nmae=x"], scrubbed_env(), tmp_path)
     assert override.returncode == 2
-    assert error_line(override).startswith("error: bad deploy override: Could not override 'deploy.nmae'.")
+    assert error_line(override).startswith("error: bad override (Could not override 'deploy.nmae'.")
     assert run(["-m", "deploy", "stauts"], scrubbed_env(), tmp_path).returncode == 2  # argparse
     for args, env in [
         (["--debug", "status"], scrubbed_env()),

@@ -19,11 +19,12 @@ from dogbreed.data.scan import scan_split
 from dogbreed.serving.architecture import ModelSpec, build_model
 from dogbreed.serving.preprocess import EvalPreset
 from dogbreed.train import features, settings
-from dogbreed.train import run as training
 from dogbreed.train.engine import evaluate
 from dogbreed.train.features import FeatureViews, backbone_of
 from dogbreed.train.loaders import make_feature_loaders, scan_dataset, start_epoch
+from dogbreed.train.run import train
 from dogbreed.train.runtime import Runtime
+from dogbreed.train.settings import run_settings
 
 CACHED = ["model.freeze=backbone", "trainer.feature_cache=auto", "trainer.precision=fp32"]
 
@@ -47,34 +48,34 @@ def test_second_run_reuses_the_cache_and_changed_files_invalidate_it(
     root = tmp_path / "data"
     shutil.copytree(tiny_dataset, root)
     caplog.set_level(logging.INFO, logger="dogbreed")
-    training.train(make_cfg(CACHED, data_root=root, run="first"))
+    train(run_settings(make_cfg(CACHED, data_root=root, run="first")))
     assert cache_events(caplog) == ["extracted train", "extracted valid", "extracted test"]
 
-    training.train(make_cfg([*CACHED, "optim.lr=0.01", "trainer.epochs=2"], data_root=root, run="second"))
+    train(run_settings(make_cfg([*CACHED, "optim.lr=0.01", "trainer.epochs=2"], data_root=root, run="second")))
     assert cache_events(caplog) == ["hit train", "hit valid", "hit test"]
 
     (root / "valid" / "001.Ellipse_0deg" / "img_00000.jpg").touch()  # same bytes, newer mtime
-    training.train(make_cfg(CACHED, data_root=root, run="third"))
+    train(run_settings(make_cfg(CACHED, data_root=root, run="third")))
     assert cache_events(caplog) == ["hit train", "extracted valid", "hit test"]
 
 
 def test_changed_backbone_weights_invalidate_the_cache(make_cfg, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="dogbreed")
-    training.train(make_cfg(CACHED, run="first"))
+    train(run_settings(make_cfg(CACHED, run="first")))
     cache_events(caplog)
-    training.train(make_cfg([*CACHED, "trainer.seed=7"], run="second"))  # other random init
+    train(run_settings(make_cfg([*CACHED, "trainer.seed=7"], run="second")))  # other random init
     assert cache_events(caplog) == ["extracted train", "extracted valid", "extracted test"]
 
 
 def test_corrupt_cache_file_is_rebuilt(make_cfg, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="dogbreed")
     cfg = make_cfg(CACHED, run="first")
-    training.train(cfg)
+    train(run_settings(cfg))
     cache_events(caplog)
     cache_files = sorted((Path(cfg.paths.cache_dir) / "features").glob("valid-*.pt"))
     assert len(cache_files) == 1
     cache_files[0].write_bytes(b"not a tensor file")
-    training.train(make_cfg(CACHED, run="second"))
+    train(run_settings(make_cfg(CACHED, run="second")))
     assert any("unreadable" in r.getMessage() for r in caplog.records)
     assert cache_events(caplog) == ["hit train", "extracted valid", "hit test"]
     assert torch.load(cache_files[0], weights_only=True)["features"].shape[1] == 16  # rebuilt in place
@@ -82,7 +83,7 @@ def test_corrupt_cache_file_is_rebuilt(make_cfg, caplog: pytest.LogCaptureFixtur
 
 def test_cached_run_weights_give_the_same_predictions_in_a_plain_model(make_cfg, tiny_dataset: Path) -> None:
     cfg = make_cfg([*CACHED, "trainer.epochs=3", "optim.lr=0.01"])
-    training.train(cfg)
+    train(run_settings(cfg))
     run = Path(cfg.paths.output_dir)
     metrics = json.loads((run / "metrics.json").read_text())
 
@@ -104,7 +105,7 @@ def test_frozen_backbone_is_untouched_by_a_cached_run(make_cfg) -> None:
     cfg = make_cfg([*CACHED, "trainer.epochs=2", "optim.lr=0.05"])
     torch.manual_seed(cfg.trainer.seed)
     initial = build_model(ModelSpec("resnet18", 4)).state_dict()
-    training.train(cfg)
+    train(run_settings(cfg))
     trained = torch.load(Path(cfg.paths.output_dir) / "model.pth", weights_only=True)
     backbone_keys = [k for k in initial if not k.startswith("fc.")]
     assert all(torch.equal(initial[k], trained[k]) for k in backbone_keys)
@@ -130,13 +131,13 @@ def test_a_new_dataset_compiles_the_extractor_while_its_images_are_checked(
     real_check = scan.check_image
     monkeypatch.setattr(features, "compiled", recording_compile)
     monkeypatch.setattr(scan, "check_image", lambda path: events.append("check") or real_check(path))
-    training.train(make_cfg([*CACHED, "trainer.compile=true"]))
+    train(run_settings(make_cfg([*CACHED, "trainer.compile=true"])))
 
     assert events.count("compile") == 1  # once, for every split
     assert events.index("forward") < events.index("check")  # first compiled, on zeros, before any check
     assert len(set(inputs)) == 1  # its batch of zeros looked like every real batch: no second compile
     events.clear()
-    training.train(make_cfg([*CACHED, "trainer.compile=true"], run="second"))
+    train(run_settings(make_cfg([*CACHED, "trainer.compile=true"], run="second")))
     assert events == []  # features and verdicts cached: nothing compiled, nothing checked
 
 
@@ -172,4 +173,4 @@ def test_views_store_augmented_copies_that_epochs_cycle_through(make_cfg) -> Non
 
 def test_feature_cache_refuses_a_training_backbone(make_cfg) -> None:
     with pytest.raises(ValueError, match=r"needs model\.freeze=backbone"):
-        training.train(make_cfg(["model.freeze=layer4", "trainer.feature_cache=true"]))
+        train(run_settings(make_cfg(["model.freeze=layer4", "trainer.feature_cache=true"])))

@@ -12,7 +12,8 @@ from PIL import Image
 
 from dogbreed.data.gpu_decode import DeviceBatchTransform, EncodedImages, collate_encoded
 from dogbreed.serving.preprocess import EvalPreset, decode_image
-from dogbreed.train import run as training
+from dogbreed.train.run import train
+from dogbreed.train.settings import run_settings
 from tests.helpers.images import write_image
 
 
@@ -37,7 +38,7 @@ def test_device_decode_matches_the_cpu_eval_preset(tiny_dataset: Path, tmp_path:
 
 def test_training_with_device_decoding_runs_end_to_end(make_cfg) -> None:
     cfg = make_cfg(["data.decode_on_device=true", "model.freeze=none", "trainer.epochs=2"])
-    training.train(cfg)
+    train(run_settings(cfg))
     metrics = json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())
     assert metrics["epochs_run"] == 2 and metrics["test"]["images"] == 16
 

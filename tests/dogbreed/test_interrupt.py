@@ -16,8 +16,9 @@ import torch
 
 from dogbreed.errors import TrainingInterrupted
 from dogbreed.train import checkpoint
-from dogbreed.train import run as training
 from dogbreed.train.interrupt import StopRequest
+from dogbreed.train.run import train
+from dogbreed.train.settings import run_settings
 from tests.helpers.config import REPO
 from tests.helpers.imds import FakeIMDS
 
@@ -97,7 +98,7 @@ def test_spot_notice_during_training_stops_after_one_step_with_a_resumable_check
 
     with pytest.raises(TrainingInterrupted) as stopped:
         # The notice arrives while the data is scanned; the first step still completes.
-        training.train(cfg)
+        train(run_settings(cfg))
 
     assert stopped.value.exit_code == 128 + signal.SIGTERM
     message = str(stopped.value)
@@ -150,15 +151,15 @@ def test_mid_epoch_resume_is_exact_with_loader_workers(make_cfg, caplog: pytest.
     logging.getLogger("dogbreed.train.resume").addHandler(stopper)
     try:
         with pytest.raises(TrainingInterrupted):
-            training.train(make_cfg(common, run="stopped"))
+            train(run_settings(make_cfg(common, run="stopped")))
     finally:
         logging.getLogger("dogbreed.train.resume").removeHandler(stopper)
     stopped = make_cfg(common, run="stopped")
     path = Path(stopped.paths.output_dir) / "checkpoint.pt"
     assert torch.load(path, weights_only=True)["step"] >= 1
-    training.train(make_cfg([*common, f"trainer.resume={path}"], run="stopped"))
+    train(run_settings(make_cfg([*common, f"trainer.resume={path}"], run="stopped")))
     reference = make_cfg(common, run="reference")
-    training.train(reference)
+    train(run_settings(reference))
 
     final = torch.load(path, weights_only=True)["model"]
     expected = torch.load(Path(reference.paths.output_dir) / "checkpoint.pt", weights_only=True)["model"]

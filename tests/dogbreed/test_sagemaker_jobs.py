@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 
 import boto3
 import pytest
 
 from dogbreed.sagemaker.jobs import main
-from dogbreed.sagemaker.launch import JobSpec, LaunchSettings, training_job_request
+from dogbreed.sagemaker.launch import JobSpec, training_job_request
+from dogbreed.sagemaker.settings import LaunchSettings
 from dogbreed.storage.location import S3Location
 
 ROLE = "arn:aws:iam::123456789012:role/dogbreed-sagemaker-training"
@@ -49,3 +52,13 @@ def test_an_unknown_job_is_one_line(aws: str, capsys: pytest.CaptureFixture[str]
     assert stop.value.code == 1
     err = capsys.readouterr().err
     assert err.startswith("error: ") and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_the_old_module_path_still_runs_the_jobs_command_and_names_the_new_one() -> None:
+    # The launcher of 0.1 printed `python -m dogbreed.sagemaker_jobs ...`; it keeps working for one release.
+    result = subprocess.run(
+        [sys.executable, "-m", "dogbreed.sagemaker_jobs", "--help"], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert "python -m dogbreed.sagemaker.jobs" in result.stdout  # the parser's prog: the new path
+    assert "is now python -m dogbreed.sagemaker.jobs" in result.stderr

@@ -22,7 +22,8 @@ import boto3
 import pytest
 import yaml
 
-from dogbreed.sagemaker.launch import CHANNEL_ROOT, JOB_REQUIREMENTS, LaunchError, LaunchSettings, prepare
+from dogbreed.sagemaker.launch import CHANNEL_ROOT, JOB_REQUIREMENTS, prepare
+from dogbreed.sagemaker.settings import LaunchError, LaunchSettings
 from dogbreed.storage.location import S3Location
 from tests.helpers.config import REPO
 
@@ -116,7 +117,7 @@ def test_the_bundle_holds_the_training_project_and_what_the_image_lacks(project:
     with tarfile.open(fileobj=io.BytesIO(body)) as tar:
         names = set(tar.getnames())
         requirements = tar.extractfile("requirements.txt").read().decode().split()  # type: ignore[union-attr]
-    assert {"train.py", "conf/train.yaml", "dogbreed/training.py", "dogbreed/serving/handler.py"} <= names
+    assert {"train.py", "conf/train.yaml", "dogbreed/train/run.py", "dogbreed/serving/handler.py"} <= names
     assert not any(name.startswith(("deploy/", "ami/", "tests/", "hydra_plugins/")) for name in names)
     assert any(line.startswith("hydra-core") for line in requirements)
     assert not any(line.startswith(("torch", "torchvision")) for line in requirements)
@@ -242,7 +243,7 @@ def test_launcher_keys_compose_with_their_documented_defaults() -> None:
 
     from hydra import compose, initialize_config_dir
 
-    from dogbreed.sagemaker.launch import LaunchSettings
+    from dogbreed.sagemaker.settings import LaunchSettings
 
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         cfg = compose("train", overrides=["hydra/launcher=sagemaker"], return_hydra_config=True)

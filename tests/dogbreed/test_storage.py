@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import logging
 import os
@@ -12,7 +11,7 @@ import boto3
 import pytest
 
 from dogbreed.errors import DogbreedError
-from dogbreed.storage import mirror, runs
+from dogbreed.storage import mirror, run_uploads
 from dogbreed.storage.__main__ import main as storage_cli
 from dogbreed.storage.location import S3Location, make_client
 from dogbreed.storage.transfer import (
@@ -24,8 +23,9 @@ from dogbreed.storage.transfer import (
     file_digest,
 )
 from dogbreed.train import loaders, settings
-from dogbreed.train import run as training
 from dogbreed.train.resume import resolve_resume
+from dogbreed.train.run import train
+from dogbreed.train.settings import run_settings
 from tests.helpers.runs import ARTIFACTS
 
 BUCKET = "dogbreed-artifacts"
@@ -49,10 +49,10 @@ def s3(aws: str) -> object:
 def test_s3_run_puts_every_artifact_at_its_key_with_the_local_sha256(s3, make_cfg) -> None:
     cfg = make_cfg(["storage=s3", f"storage.s3_uri=s3://{BUCKET}/runs", *MULTIPART])
 
-    training.train(cfg)
+    train(run_settings(cfg))
 
     run = Path(cfg.paths.output_dir)
-    local = {path.as_posix() for path in runs.run_files(run)}
+    local = {path.as_posix() for path in run_uploads.run_files(run)}
     assert local >= EXPECTED
     listed = s3.list_objects_v2(Bucket=BUCKET, Prefix="runs/run/")["Contents"]
     assert {item["Key"] for item in listed} == {f"runs/run/{name}" for name in local}
@@ -102,7 +102,7 @@ def test_training_from_s3_data_syncs_once(s3, make_cfg, tiny_dataset: Path, tmp_
     cfg = make_cfg([f"data.root=s3://{BUCKET}/dogImages/", f"data.s3_cache={cache}", "trainer.limit_batches=2"])
     caplog.set_level(logging.INFO)
 
-    training.train(cfg)
+    train(run_settings(cfg))
 
     synced = cache / BUCKET / "dogImages"
     assert f"{count} downloaded, 0 up to date" in caplog.text
@@ -153,11 +153,12 @@ def test_resume_from_an_s3_uri_downloads_and_verifies(s3, make_cfg) -> None:
 def test_resume_auto_with_s3_takes_the_newest_checkpoint_of_the_run(s3, make_cfg, tmp_path: Path) -> None:
     overrides = ["storage=s3", f"storage.s3_uri=s3://{BUCKET}/runs", "storage.run_name=spot-1", "trainer.resume=auto"]
     cfg = make_cfg(overrides)
-    run = settings.run_location(cfg, Path(cfg.paths.output_dir))
+    storage = run_settings(cfg).storage
+    assert storage is not None
+    run = storage.dest
 
     def resume() -> Path | None:
-        client = functools.partial(settings.storage_client, cfg.storage)
-        return resolve_resume(cfg.trainer.resume, Path(cfg.paths.output_root), run, client)
+        return resolve_resume(cfg.trainer.resume, Path(cfg.paths.output_root), run, storage.client)
 
     assert resume() is None
 
@@ -183,19 +184,21 @@ def test_storage_s3_without_a_bucket_is_a_clear_error(make_cfg, monkeypatch: pyt
     monkeypatch.delenv("DOGBREED_S3_URI", raising=False)
     cfg = make_cfg(["storage=s3"])
     with pytest.raises(DogbreedError, match=r"storage=s3 needs storage\.s3_uri"):
-        training.train(cfg)
+        train(run_settings(cfg))
 
 
 def test_resume_refuses_a_checkpoint_overwritten_without_its_sha256(s3, make_cfg, tmp_path: Path) -> None:
     overrides = ["storage=s3", f"storage.s3_uri=s3://{BUCKET}/runs", "storage.run_name=spot-2"]
     cfg = make_cfg([*overrides, "trainer.resume=auto"])
-    run = settings.run_location(cfg, Path(cfg.paths.output_dir))
+    storage = run_settings(cfg).storage
+    assert storage is not None
+    run = storage.dest
     local = tmp_path / "checkpoint.pt"
     local.write_bytes(b"the checkpoint as trained")
     S3Uploader(s3, UploadSettings()).upload(local, run.child("checkpoint.pt"))
     # Overwritten by a plain PUT (`aws s3 cp`): a flipped bit, and the sha256 metadata is gone with it.
     s3.put_object(Bucket=BUCKET, Key="runs/spot-2/checkpoint.pt", Body=b"the checkpoint as trainee")
-    client = functools.partial(settings.storage_client, cfg.storage)
+    client = storage.client
 
     for setting, where in [("auto", run), (f"s3://{BUCKET}/runs/spot-2/checkpoint.pt", None)]:
         with pytest.raises(UnverifiedObjectError, match=r"has no SHA-256 to check it against") as refused:
@@ -216,7 +219,7 @@ def test_push_stops_at_a_refusal_no_retry_changes(s3, tmp_path: Path) -> None:
     sent: list[str] = []
     s3.meta.events.register("before-send.s3", lambda request, **_: sent.append(request.method))
 
-    failed = runs.push(uploader, tmp_path, S3Location("no-such-bucket", "runs/r"))
+    failed = run_uploads.push(uploader, tmp_path, S3Location("no-such-bucket", "runs/r"))
 
     assert [path.name for path in failed] == ["a.txt", "b.txt", "c.txt"]
     assert len(sent) <= 2, "one file's HEAD and listing; the other files are not tried"

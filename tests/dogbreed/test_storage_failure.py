@@ -22,7 +22,7 @@ import pytest
 import torch
 
 from dogbreed.storage.location import S3Location, make_client
-from dogbreed.storage.runs import RunUploads, run_files
+from dogbreed.storage.run_uploads import RunUploads, run_files
 from dogbreed.storage.transfer import S3Uploader, UploadSettings, UploadTimeout
 from tests.helpers.config import REPO, shrunk_overrides
 

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from dogbreed.train import run as training
+from dogbreed.train.run import train
+from dogbreed.train.settings import run_settings
 from tests.helpers.config import REPO, shrunk_overrides
 
 
@@ -41,7 +42,7 @@ def test_tensorboard_records_each_epoch_while_a_dead_tracking_server_only_warns(
     overrides = ["logger=many", f"logger.tracking_uri={dead}", "trainer.epochs=2"]
     cfg = make_cfg([*overrides, "trainer.early_stopping_patience=null"])
     with caplog.at_level(logging.WARNING):
-        top1 = training.train(cfg)
+        top1 = train(run_settings(cfg))
 
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     warnings = [message for message in warnings if "logger mlflow" in message]
@@ -64,7 +65,7 @@ def test_tensorboard_records_each_epoch_while_a_dead_tracking_server_only_warns(
 def test_mlflow_run_has_params_metrics_and_artifacts(make_cfg, mlflow_db: str) -> None:
     uri = mlflow_db
     cfg = make_cfg(["logger=mlflow", f"logger.tracking_uri={uri}", "logger.experiment=single"])
-    top1 = training.train(cfg)
+    top1 = train(run_settings(cfg))
 
     [run] = mlflow_runs(uri, "single")
     assert run.info.status == "FINISHED" and run.info.run_name == Path(cfg.paths.output_dir).name

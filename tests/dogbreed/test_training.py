@@ -17,8 +17,9 @@ from dogbreed.data.synthetic import SyntheticSpec, generate
 from dogbreed.errors import DataError, TrainingInterrupted
 from dogbreed.serving.architecture import ModelSpec, build_model
 from dogbreed.train import checkpoint, fit
-from dogbreed.train import run as training
 from dogbreed.train.checkpoint import find_resumable, load_checkpoint
+from dogbreed.train.run import train
+from dogbreed.train.settings import run_settings
 from tests.helpers.images import jpeg_bytes
 from tests.helpers.runs import ARTIFACTS
 
@@ -31,7 +32,7 @@ def test_run_with_broken_files_writes_every_artifact(make_cfg, tiny_dataset: Pat
     (root / "test" / "003.Triangle_0deg" / "cut.jpg").write_bytes(jpeg_bytes()[:900])
     cfg = make_cfg(["trainer.epochs=2"], data_root=root)
 
-    top1 = training.train(cfg)
+    top1 = train(run_settings(cfg))
 
     run = Path(cfg.paths.output_dir)
     for name in ARTIFACTS:
@@ -66,7 +67,7 @@ def test_resumed_run_ends_with_the_same_weights(make_cfg, monkeypatch: pytest.Mo
     overrides = ["trainer.epochs=3", f"data.num_workers={workers}", "trainer.early_stopping_patience=null",
                  "trainer.checkpoint_every_s=0"]  # fmt: skip
     reference_cfg = make_cfg(overrides, run="reference")
-    training.train(reference_cfg)
+    train(run_settings(reference_cfg))
 
     real_epoch = fit.train_one_epoch
     calls = []
@@ -80,13 +81,13 @@ def test_resumed_run_ends_with_the_same_weights(make_cfg, monkeypatch: pytest.Mo
     monkeypatch.setattr(fit, "train_one_epoch", interrupted_epoch)
     interrupted_cfg = make_cfg(overrides, run="interrupted")
     with pytest.raises(KeyboardInterrupt):
-        training.train(interrupted_cfg)
+        train(run_settings(interrupted_cfg))
     monkeypatch.setattr(fit, "train_one_epoch", real_epoch)
     partial = Path(interrupted_cfg.paths.output_dir) / "checkpoint.pt"
     assert load_checkpoint(partial)["epoch"] == 2
 
     resumed_cfg = make_cfg([*overrides, f"trainer.resume={partial}"], run="resumed")
-    training.train(resumed_cfg)
+    train(run_settings(resumed_cfg))
 
     for name in ("model.pth", "checkpoint.pt"):
         expected = torch.load(Path(reference_cfg.paths.output_dir) / name, weights_only=True)
@@ -122,11 +123,11 @@ def test_checkpoints_wait_for_their_interval_but_the_last_epoch_and_a_stop_alway
 
     monkeypatch.setattr(checkpoint, "save_training_checkpoint", recorded_save)
     overrides = ["trainer.epochs=3", "trainer.early_stopping_patience=null"]
-    training.train(make_cfg([*overrides, "trainer.checkpoint_every_s=0"], run="every"))
+    train(run_settings(make_cfg([*overrides, "trainer.checkpoint_every_s=0"], run="every")))
     assert saved_epochs == [1, 2, 3]
 
     saved_epochs.clear()
-    training.train(make_cfg([*overrides, "trainer.checkpoint_every_s=3600"], run="sparse"))
+    train(run_settings(make_cfg([*overrides, "trainer.checkpoint_every_s=3600"], run="sparse")))
     assert saved_epochs == [3], "only the last epoch is checkpointed within the interval"
 
     real_evaluate = fit.Job.evaluate
@@ -143,27 +144,27 @@ def test_checkpoints_wait_for_their_interval_but_the_last_epoch_and_a_stop_alway
     saved_epochs.clear()
     stopped_cfg = make_cfg([*overrides, "trainer.checkpoint_every_s=3600"], run="stopped")
     with pytest.raises(TrainingInterrupted):
-        training.train(stopped_cfg)
+        train(run_settings(stopped_cfg))
     assert saved_epochs == [2]
     assert load_checkpoint(Path(stopped_cfg.paths.output_dir) / "checkpoint.pt")["epoch"] == 2
 
 
 def test_resume_refuses_a_checkpoint_from_other_classes(make_cfg, tmp_path: Path) -> None:
     first = make_cfg(run="first")
-    training.train(first)
+    train(run_settings(first))
     other = generate(
         tmp_path / "other",
         SyntheticSpec(classes=3, train_per_class=8, valid_per_class=2, test_per_class=2, width=48, height=40),
     )
     cfg = make_cfg([f"trainer.resume={first.paths.output_dir}/checkpoint.pt"], data_root=other, run="second")
     with pytest.raises(DataError, match="cannot resume"):
-        training.train(cfg)
+        train(run_settings(cfg))
 
 
 def test_early_stopping_ends_a_run_that_stopped_improving(make_cfg) -> None:
     # lr 0 with a frozen backbone: validation loss stays exactly the same every epoch.
     cfg = make_cfg(["trainer.epochs=6", "trainer.early_stopping_patience=2", "optim.lr=0", "model.freeze=backbone"])
-    training.train(cfg)
+    train(run_settings(cfg))
     metrics = json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())
     assert metrics["epochs_run"] == 3 and metrics["best_epoch"] == 1
 
@@ -172,6 +173,6 @@ def test_synthetic_data_is_learnable(make_cfg, tmp_path: Path) -> None:
     spec = SyntheticSpec(classes=5, train_per_class=40, valid_per_class=10, test_per_class=10, width=64, height=48)
     root = generate(tmp_path / "learnable", spec)
     cfg = make_cfg(["trainer.epochs=6", "optim=adamw", "optim.lr=2e-3", "model.freeze=none"], data_root=root)
-    top1 = training.train(cfg)
+    top1 = train(run_settings(cfg))
     test_top1 = json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())["test"]["top1"]
     assert top1 >= 0.6 and test_top1 >= 0.6  # chance is 0.2

@@ -1,4 +1,4 @@
-"""IAM roles for the endpoint and the Lambda: trust, inline least-privilege policies, boundary, teardown.
+"""What the endpoint's and the Lambda's roles may do: inline least-privilege policies (`dogbreed.aws.iam` makes them).
 
 Policies are inline (one per role, named after it) rather than managed "full access"
 ones, so each role can do exactly one deploy's work and disappears with it. Every role also
@@ -12,10 +12,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from botocore.exceptions import ClientError
-
-from deploy.cloud.errors import DeployError
-from dogbreed.aws import iam as dogbreed_iam
 from dogbreed.aws.iam import VERSION, container_statements, log_group_arn
 
 log = logging.getLogger(__name__)
@@ -76,37 +72,3 @@ def lambda_policy(partition: str, region: str, account: str, endpoint: str, func
             },
         ],
     }
-
-
-def ensure_role(
-    iam: Any, name: str, service: str, policy: dict[str, Any], description: str, boundary: str
-) -> tuple[str, bool]:
-    """`dogbreed.aws.iam.ensure_role` for the deploy roles: a foreign role is a DeployError naming what to change."""
-    remedy = "delete it, choose another deploy.name, or set deploy.permissions_boundary to match"
-    return dogbreed_iam.ensure_role(iam, name, service, policy, description, boundary, DeployError, remedy)
-
-
-def delete_role(iam: Any, name: str) -> bool:
-    """Deletes the role and its inline policies; returns False when it was already gone."""
-    try:
-        for page in iam.get_paginator("list_role_policies").paginate(RoleName=name):
-            for policy_name in page["PolicyNames"]:
-                iam.delete_role_policy(RoleName=name, PolicyName=policy_name)
-        iam.delete_role(RoleName=name)
-    except ClientError as err:
-        if err.response["Error"]["Code"] == "NoSuchEntity":
-            return False
-        raise
-    log.info("deleted role %s", name)
-    return True
-
-
-def role_state(iam: Any, name: str) -> str:
-    """`present` or `absent`, for `status`."""
-    try:
-        iam.get_role(RoleName=name)
-    except ClientError as err:
-        if err.response["Error"]["Code"] == "NoSuchEntity":
-            return "absent"
-        raise
-    return "present"
