@@ -7,15 +7,14 @@ region does not have) fails here, while there is still nothing to clean up.
 from __future__ import annotations
 
 import logging
-import uuid
 from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import ClientError
 
 from ami.errors import AmiError
 from ami.ssm import latest_ami_id
 from dogbreed.storage.location import S3Location, error_code
-from dogbreed.storage.run_uploads import write_and_remove
+from dogbreed.storage.probe import check_writable
 
 log = logging.getLogger(__name__)
 
@@ -27,25 +26,6 @@ def account_id(sts: Any) -> str:
     except ClientError as err:
         code = error_code(err)
         raise AmiError(f"AWS refused the credentials ({code}); log in again (aws sso login, aws configure)") from None
-
-
-def check_bucket(s3: Any, project: S3Location) -> None:
-    """Writes and removes a small probe under the project prefix: the bucket exists and takes writes."""
-    probe = project.child(f".dogbreed-preflight-{uuid.uuid4().hex[:12]}")
-    try:
-        write_and_remove(s3, probe)
-    except ClientError as err:
-        code = error_code(err)
-        if code in ("NoSuchBucket", "InvalidBucketName"):
-            raise AmiError(
-                f"bucket {project.bucket!r} does not exist ({code}); create it or fix ami.s3_uri; nothing was created"
-            ) from None
-        raise AmiError(
-            f"cannot write to {project.uri} ({code}); the credentials need s3:PutObject there, or fix ami.s3_uri"
-        ) from None
-    except BotoCoreError as err:
-        raise AmiError(f"cannot reach bucket {project.bucket!r} ({' '.join(str(err).split())})") from None
-    log.info("bucket %s is writable under %s", project.bucket, project.uri)
 
 
 def check_instance_type(ec2: Any, instance_type: str) -> None:
@@ -66,5 +46,5 @@ def run_checks(clients: Any, ami: Any, project: S3Location) -> tuple[str, str]:
     account = account_id(clients.sts)
     image_id = latest_ami_id(clients.ssm, ami.ami_ssm_parameter)
     check_instance_type(clients.ec2, ami.instance_type)
-    check_bucket(clients.s3, project)
+    check_writable(clients.s3, project, "ami.s3_uri; nothing was created")
     return account, image_id

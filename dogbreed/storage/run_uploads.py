@@ -4,7 +4,7 @@ Every file goes up through `dogbreed.storage.transfer.S3Uploader` (transfer mana
 S3 and by `head_object`, retried, never a partial object that looks complete). A failed
 upload never stops training: the files stay in the run directory and `push` finishes the job.
 Each upload has a time budget, so a hung S3 delays training by at most that; a bucket that is
-missing or not writable fails the run at its start (`preflight`), not after the first epoch.
+missing or not writable fails the run at its start (`dogbreed.storage.probe`), not after the first epoch.
 
     python -m dogbreed.storage push RUN_DIR s3://bucket/prefix/run-name
     python -m dogbreed.storage put FILE s3://bucket/prefix/run-name/checkpoint.pt   (one file)
@@ -15,15 +15,14 @@ from __future__ import annotations
 
 import logging
 import shlex
-import uuid
 from pathlib import Path
 from typing import Any, Protocol
 
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import BotoCoreError
 
 from dogbreed.errors import DogbreedError
-from dogbreed.storage.location import TRANSIENT, S3Location, error_code, permanent_failure
-from dogbreed.storage.transfer import S3Uploader, UploadSettings, VerificationError, head_or_none, within_budget
+from dogbreed.storage.location import TRANSIENT, S3Location, permanent_failure
+from dogbreed.storage.transfer import S3Uploader, UploadSettings, VerificationError, head_or_none
 
 log = logging.getLogger(__name__)
 
@@ -75,48 +74,6 @@ def upload_failure(run_dir: Path, dest: S3Location, failed: list[Path]) -> Uploa
         f"{len(failed)} artifact(s) not uploaded to {dest.uri}: {names}. Everything is kept in {run_dir}; "
         f"upload it when S3 is reachable with:\n  {push_command(run_dir, dest)}"
     )
-
-
-def preflight(client: Any, dest: S3Location, budget_s: float | None) -> None:
-    """Checks that the run's bucket exists and takes writes under `dest`: a small put, then its delete.
-
-    Takes seconds, so a typo in `storage.s3_uri` or a missing permission fails the run before
-    any data is prepared, instead of after the first epoch's training.
-
-    Raises:
-        DogbreedError: the bucket is missing, refuses the write, or cannot be reached within
-            `budget_s`; the message names the bucket and what to fix.
-    """
-    probe = dest.child(f".dogbreed-preflight-{uuid.uuid4().hex[:12]}")
-    fix = "fix storage.s3_uri (or DOGBREED_S3_URI)"
-    try:
-        within_budget(lambda: write_and_remove(client, probe), budget_s, f"write check of {dest.uri}")
-    except ClientError as err:
-        code = error_code(err)
-        if code in ("NoSuchBucket", "InvalidBucketName"):
-            raise DogbreedError(
-                f"storage=s3: bucket {dest.bucket!r} does not exist ({code}); create it or {fix}"
-            ) from None
-        raise DogbreedError(
-            f"storage=s3: cannot write to bucket {dest.bucket!r} under {dest.uri} ({code}: "
-            f"{' '.join(str(err.response['Error'].get('Message', '')).split())}); the credentials need "
-            f"s3:PutObject there, or {fix}"
-        ) from None
-    except BotoCoreError as err:
-        raise DogbreedError(
-            f"storage=s3: cannot reach bucket {dest.bucket!r} ({' '.join(str(err).split())}); check the network, "
-            f"AWS_ENDPOINT_URL and credentials, or run with storage=local"
-        ) from None
-    log.info("bucket %s is writable under %s", dest.bucket, dest.uri)
-
-
-def write_and_remove(client: Any, probe: S3Location) -> None:
-    client.put_object(Bucket=probe.bucket, Key=probe.key, Body=b"dogbreed storage check\n")
-    try:
-        client.delete_object(Bucket=probe.bucket, Key=probe.key)
-    except ClientError as err:
-        # Writing is what training needs; a role without s3:DeleteObject (ami's) leaves the probe behind.
-        log.warning("could not delete %s (%s); it is safe to delete", probe.uri, error_code(err))
 
 
 def unfinished_checkpoint(

@@ -25,7 +25,7 @@ from dogbreed import files
 from dogbreed.data.folders import breed_name, discover_classes
 from dogbreed.data.scan import Split, write_skipped_report
 from dogbreed.serving.architecture import ModelSpec, build_model
-from dogbreed.storage import location, run_uploads
+from dogbreed.storage import location, probe, run_uploads
 from dogbreed.tracking.base import RunInfo, Tracking
 from dogbreed.train import checkpoint, distributed, reports
 from dogbreed.train.features import FeatureCache, module_digest
@@ -136,7 +136,7 @@ def set_up(settings: RunSettings, context: distributed.Context) -> tuple[Job, ch
 def start_uploads(settings: RunSettings) -> run_uploads.RunUploads | None:
     """The run's uploads with storage=s3 (None with storage=local).
 
-    First checks that the bucket takes writes under the run's prefix (`run_uploads.preflight`: seconds,
+    First checks that the bucket takes writes under the run's prefix (`probe.check_writable`: seconds,
     within the upload budget), so a wrong `storage.s3_uri` fails the run before any data is
     prepared. Then writes the resolved config into the run dir, so it goes up with the artifacts.
     """
@@ -144,7 +144,7 @@ def start_uploads(settings: RunSettings) -> run_uploads.RunUploads | None:
     if s3 is None:
         return None
     client = s3.client()
-    run_uploads.preflight(client, s3.dest, s3.uploads.budget_s)
+    probe.check_writable(client, s3.dest, "storage.s3_uri (or DOGBREED_S3_URI)", s3.uploads.budget_s, "storage=s3: ")
     # .hydra/config.yaml keeps interpolations; this copy says exactly what ran.
     (settings.output_dir / run_uploads.RESOLVED_CONFIG_NAME).write_text(resolved_yaml(settings.config))
     return run_uploads.RunUploads.start(
