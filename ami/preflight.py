@@ -13,10 +13,13 @@ from botocore.exceptions import ClientError
 
 from ami.errors import AmiError
 from ami.ssm import latest_ami_id
+from dogbreed.aws import support
 from dogbreed.storage.location import S3Location, error_code
 from dogbreed.storage.probe import check_writable
 
 log = logging.getLogger(__name__)
+
+UNPATCHED_LINE_REMEDY = "set ami.ami_ssm_parameter to a line that AWS still patches (the default does)"
 
 
 def account_id(sts: Any) -> str:
@@ -45,6 +48,7 @@ def run_checks(clients: Any, ami: Any, project: S3Location) -> tuple[str, str]:
     """Credentials, image, instance type and bucket in turn; returns (account id, image id)."""
     account = account_id(clients.sts)
     image_id = latest_ami_id(clients.ssm, ami.ami_ssm_parameter)
+    support.warn(support.for_dlami(str(ami.ami_ssm_parameter)), UNPATCHED_LINE_REMEDY)
     check_instance_type(clients.ec2, ami.instance_type)
     check_writable(clients.s3, project, "ami.s3_uri; nothing was created")
     return account, image_id

@@ -1,8 +1,8 @@
 """`make bench`: every benchmark in turn, one after another on a quiet machine, then their goals together.
 
 Each benchmark runs in its own process and prints as it goes; the lines starting with
-`GOAL` (a measured ratio against the goal of issue 16) are repeated at the end under
-the CPU they were measured on.
+`GOAL` (a measured ratio against its goal) and `COMPARE` (the endpoint backends side by side)
+are repeated at the end under the CPU they were measured on.
 Usage: python -m benchmarks.all [--quick]
 """
 
@@ -18,7 +18,9 @@ from dogbreed.serving.hardware import cpu_has_fast_bf16
 
 # name -> whether it takes --quick (hostile_requests is small already)
 BENCHMARKS = {"training_speed": True, "extraction": True, "finetune_input": True, "serving_latency": True,
-              "hostile_requests": False}  # fmt: skip
+              "serving_backends": True, "hostile_requests": False}  # fmt: skip
+# Lines repeated in the summary: a goal met or missed, and a comparison with no goal of its own.
+SUMMARY_PREFIXES = ("GOAL ", "COMPARE ")
 
 
 def main() -> None:
@@ -36,7 +38,7 @@ def main() -> None:
         assert process.stdout is not None
         for line in process.stdout:
             print(line, end="", flush=True)
-            if line.startswith("GOAL "):
+            if line.startswith(SUMMARY_PREFIXES):
                 goals.append(line.rstrip())
         if process.wait() != 0:
             raise SystemExit(f"benchmarks.{name} failed with exit code {process.returncode}")

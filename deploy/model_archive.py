@@ -1,13 +1,13 @@
-"""Run directory (its s3:// copy, or a SageMaker training job's model.tar.gz) -> model.tar.gz for the
-SageMaker PyTorch inference container.
+"""Run directory (its s3:// copy, or a SageMaker training job's model.tar.gz) -> model.tar.gz for either
+SageMaker inference container: Ray Serve (the default) or PyTorch/TorchServe.
 
-Layout: `model.pth`, `labels.json` and `serving.json` (image size, architecture,
-version info) at the root. Under `code/`: the `dogbreed.serving` package whole, with
-`dogbreed/__init__.py` above it, and its `inference.py` again as `code/inference.py`,
-where the container looks for the entry point. The container has torch, torchvision
-and pillow but not this project; the serving package imports nothing else, so it is
-all `code/` needs. The weights are loaded into the model the labels describe, and
-run once, before anything is written.
+Layout: `model.pth`, `labels.json` and `serving.json` (image size, architecture, version info) at the
+root, with `config.yaml`, the Ray Serve application the Ray Serve container runs. Under `code/`: the
+`dogbreed.serving` package whole, with `dogbreed/__init__.py` above it, and its `inference.py` again as
+`code/inference.py`, where the TorchServe container looks for its entry point. Each container ignores
+the other's file, so one tarball serves both. The images have torch, torchvision and pillow (and Ray)
+but not this project; the serving package imports nothing else, so it is all `code/` needs. The
+weights are loaded into the model the labels describe, and run once, before anything is written.
 """
 
 from __future__ import annotations
@@ -37,6 +37,16 @@ from dogbreed.train.reports import LABELS_NAME, MODEL_INFO_NAME, read_labels
 log = logging.getLogger(__name__)
 
 TARBALL_NAME = "model.tar.gz"
+RAY_SERVE_CONFIG_NAME = "config.yaml"
+# What the Ray Serve container runs (`serve run /opt/ml/model/config.yaml`): its adapter sends every
+# /invocations to route `/`; /opt/ml/model/code is on its PYTHONPATH.
+RAY_SERVE_CONFIG = """\
+# The Ray Serve application of model.tar.gz (deploy.image.backend=rayserve); written by python -m deploy package.
+applications:
+  - name: dogbreed
+    route_prefix: /
+    import_path: dogbreed.serving.ray_app:app
+"""
 DEFAULT_IMAGE_SIZE = 224  # torchvision's ImageNet size; SageMaker training output has no config
 HYDRA_CONFIG = Path(".hydra") / "config.yaml"
 # What a training job's model.tar.gz may hold that packaging reads (SM_MODEL_DIR, see dogbreed/train/run.py).
@@ -199,6 +209,7 @@ def write_tarball(run_dir: Path, info: dict[str, Any], output: Path) -> None:
             tar.add(run_dir / WEIGHTS_NAME, WEIGHTS_NAME)
             tar.add(run_dir / LABELS_NAME, LABELS_NAME)
             _add_bytes(tar, SERVING_INFO_NAME, (json.dumps(info, indent=2) + "\n").encode())
+            _add_bytes(tar, RAY_SERVE_CONFIG_NAME, RAY_SERVE_CONFIG.encode())
             for source, name in shipped_code():
                 tar.add(source, name)
         os.replace(temporary, output)

@@ -17,6 +17,7 @@ NAME_PATTERN = re.compile(r"^[a-zA-Z0-9](-?[a-zA-Z0-9]){0,39}$")
 URL_AUTH = ("AWS_IAM", "NONE", None)
 APPROVALS = ("PendingManualApproval", "Approved")
 ROLLOUT_MODES = ("canary", "all_at_once")
+BACKENDS = ("rayserve", "torchserve")
 EMAIL_PATTERN = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
@@ -61,6 +62,7 @@ def validate(cfg: DictConfig) -> None:
         autoscaling(d.autoscaling)
     _lambda(d["lambda"])
     _container(d.container)
+    _image(d.image)
     operating(d)
 
 
@@ -118,6 +120,15 @@ def _container(c: Any) -> None:
             raise DeployError(f"deploy.container.{key}={c[key]}: 60 to 3600 seconds")
     if not isinstance(c.compile, bool):
         raise DeployError(f"deploy.container.compile={c.compile!r}: true or false")
+    if not 1 <= c.max_batch <= 64:
+        raise DeployError(f"deploy.container.max_batch={c.max_batch}: 1 to 64 images")
+    if not 0 <= c.batch_wait_ms <= 1000:
+        raise DeployError(f"deploy.container.batch_wait_ms={c.batch_wait_ms}: 0 to 1000 milliseconds")
+
+
+def _image(image: Any) -> None:
+    if image.backend not in BACKENDS:
+        raise DeployError(f"deploy.image.backend={image.backend!r}: one of {', '.join(BACKENDS)}")
 
 
 def operating(d: Any) -> None:

@@ -15,6 +15,8 @@ import tarfile
 from pathlib import Path
 from typing import Any
 
+from dogbreed.aws import container_images, support
+
 log = logging.getLogger(__name__)
 
 REALTIME_MAX_BODY_BYTES = 6 * 1024 * 1024
@@ -38,14 +40,51 @@ def instance_vcpus(instance_type: str) -> int | None:
 
 
 def model_environment(d: Any) -> dict[str, str]:
-    """The PyTorch inference container's environment for `deploy` config `d`.
+    """The inference container's environment for `deploy` config `d`, by `deploy.image.backend`.
 
-    `SAGEMAKER_MODEL_SERVER_WORKERS` and `SAGEMAKER_MODEL_SERVER_TIMEOUT` are read by the
-    SageMaker inference toolkit in the image and become TorchServe's workers per model and
-    response timeout. On a real-time instance each worker gets `OMP_NUM_THREADS` = vCPUs ÷
-    workers: unset, every worker's torch would start a thread per vCPU, and N workers would
-    fight over the cores (`benchmarks/container_workers.py` measures the split).
+    Both backends run `deploy.container.workers` model copies, each with vCPUs ÷ workers torch threads on
+    a real-time instance: unset, every copy's torch would start a thread per vCPU, and N copies would fight
+    over the cores (`benchmarks/container_workers.py` measures the split). A serverless endpoint never
+    compiles (it would at every cold start) and takes 4 MB bodies; its vCPUs follow the memory size.
     """
+    c = d.container
+    env = ray_serve_environment(d) if d.image.backend == "rayserve" else torchserve_environment(d)
+    if d.serverless.enabled:
+        env |= {"DOGBREED_COMPILE": "0", "DOGBREED_MAX_BODY_BYTES": str(SERVERLESS_MAX_BODY_BYTES)}
+    elif not c.compile:
+        env["DOGBREED_COMPILE"] = "0"
+    return env
+
+
+def threads_per_copy(d: Any) -> int | None:
+    """vCPUs ÷ workers on a real-time instance; None on serverless or an instance size not known here."""
+    vcpus = instance_vcpus(d.instance_type)
+    if vcpus is None or d.serverless.enabled:
+        return None
+    return max(1, vcpus // int(d.container.workers))
+
+
+def ray_serve_environment(d: Any) -> dict[str, str]:
+    """What `dogbreed.serving.ray_app` and the Ray Serve container's adapter read.
+
+    A serverless container gets one request at a time, so its forwards never wait for company.
+    """
+    c = d.container
+    env = {
+        "DOGBREED_REPLICAS": str(c.workers),
+        "DOGBREED_MAX_BATCH": "1" if d.serverless.enabled else str(c.max_batch),
+        "DOGBREED_BATCH_WAIT_MS": "0" if d.serverless.enabled else str(c.batch_wait_ms),
+        "RAYSERVE_BACKEND_TIMEOUT": str(c.response_timeout_s),
+    }
+    threads = threads_per_copy(d)
+    if threads is not None:
+        env["DOGBREED_THREADS"] = str(threads)
+    return env
+
+
+def torchserve_environment(d: Any) -> dict[str, str]:
+    """What the SageMaker inference toolkit in the TorchServe image reads: `code/inference.py`, the
+    workers per model and their response timeout, and each worker's torch threads."""
     c = d.container
     env = {
         "SAGEMAKER_PROGRAM": "inference.py",
@@ -53,15 +92,20 @@ def model_environment(d: Any) -> dict[str, str]:
         "SAGEMAKER_MODEL_SERVER_WORKERS": str(c.workers),
         "SAGEMAKER_MODEL_SERVER_TIMEOUT": str(c.response_timeout_s),
     }
-    vcpus = instance_vcpus(d.instance_type)
-    if vcpus is not None and not d.serverless.enabled:  # serverless: the vCPUs follow the memory size
-        env["OMP_NUM_THREADS"] = str(max(1, vcpus // int(c.workers)))
-    if d.serverless.enabled:
-        # A compile would run at every cold start, in front of the request that caused it.
-        env |= {"DOGBREED_COMPILE": "0", "DOGBREED_MAX_BODY_BYTES": str(SERVERLESS_MAX_BODY_BYTES)}
-    elif not c.compile:
-        env["DOGBREED_COMPILE"] = "0"
+    threads = threads_per_copy(d)
+    if threads is not None:
+        env["OMP_NUM_THREADS"] = str(threads)
     return env
+
+
+def host_ami(d: Any) -> dict[str, str]:
+    """The variant's InferenceAmiVersion where the image needs one: the Ray Serve CUDA image's CUDA is newer
+    than the default GPU host's driver. Serverless, CPU and images of one's own (`deploy.image.uri`) take none."""
+    gpu = container_images.processor_for(d.instance_type, d.image.processor) == "gpu"
+    if d.serverless.enabled or d.image.uri or not gpu:
+        return {}
+    version = support.image(str(d.image.backend)).get("gpu_inference_ami_version")
+    return {"InferenceAmiVersion": version} if version else {}
 
 
 def variant_timeouts(d: Any) -> dict[str, int]:
@@ -116,18 +160,21 @@ def trained_torch(tarball: Path) -> str | None:
     return info.get("trained_with", {}).get("torch")
 
 
-def warn_on_torch_gap(tarball: Path, container_torch: str) -> str | None:
+def warn_on_torch_gap(tarball: Path, container_torch: str | None) -> str | None:
     """Logs (and returns) a warning when the run was trained with a newer torch than the image serves.
 
-    Packaging already loaded the weights the way the container does (weights only, strict, dtypes
-    torch 2.6 has), so they load; what a newer torch changed in numerics or kernels is not checked.
+    `container_torch` is the serving image's torch (`dogbreed/aws/support.json`; None for an image URI
+    of the user's own, which is not checked). Packaging already loaded the weights the way the container
+    does (weights only, strict), so they load; what a newer torch changed in numerics or kernels is not.
     """
+    if container_torch is None:
+        return None
     trained = trained_torch(tarball)
     if trained is None or not release(container_torch) or release(trained) <= release(container_torch):
         return None
     warning = (
         f"the model was trained with torch {trained} and the endpoint's image serves torch {container_torch} "
-        "(deploy.image.framework_version). The weights load there (checked when packaging); "
+        "(deploy.image.backend, dogbreed/aws/support.json). The weights load there (checked when packaging); "
         "compare a few predictions with `python -m deploy invoke` after the deploy"
     )
     log.warning(warning)

@@ -19,13 +19,14 @@ from deploy.cloud import autoscaling, container, hosting, lambda_, operating, po
 from deploy.cloud.artifacts import join_key, upload_model
 from deploy.cloud.errors import DeployError
 from deploy.cloud.operating import Release
-from dogbreed.aws import container_images, iam
+from dogbreed.aws import container_images, iam, support
 from dogbreed.aws.iam import RoleSpec, boundary_arn, check_boundary
 from dogbreed.storage.location import S3Location
 from dogbreed.storage.transfer import MiB, delete_prefix
 
 log = logging.getLogger(__name__)
 
+UNPATCHED_IMAGE_REMEDY = "deploy.image.backend=rayserve serves from the maintained Ray Serve image"
 ROLE_REMEDY = "delete it, choose another deploy.name, or set deploy.permissions_boundary to match"
 
 Package = Callable[[str], Path]
@@ -314,10 +315,10 @@ def uploaded_model(
     """Packages `run` and uploads it to its content-addressed key; returns the model's s3:// URI and SHA-256.
 
     Packaging refuses weights the container could not load; a training torch newer than the
-    container's (`image.framework_version`) is warned about.
+    container's is warned about.
     """
     tarball = (package or _default_package)(run)
-    container.warn_on_torch_gap(tarball, image.framework_version)
+    container.warn_on_torch_gap(tarball, container_images.served_torch(image))
     model_key = join_key(deploy_prefix, content_version(tarball), "model.tar.gz")
     # The key is content-addressed: an object there already holds this model.
     model_sha256, uploaded = upload_model(clients.s3, tarball, S3Location(bucket, model_key))
@@ -386,18 +387,22 @@ def _sagemaker_role(
 
 
 def image_for(d: DictConfig, region: str) -> str:
-    """The inference image of `deploy.image` for the region; a region outside the table is a DeployError."""
+    """The inference image of `deploy.image` for the region, warned about in one line when AWS no longer
+    patches it; a region outside the table is a DeployError."""
     try:
-        return container_images.image_uri(region, d.image, d.instance_type, d.serverless.enabled)
+        image = container_images.image_uri(region, d.image, d.instance_type, d.serverless.enabled)
     except ValueError as err:
         raise DeployError(str(err)) from err
+    support.warn(support.for_image_uri(image), UNPATCHED_IMAGE_REMEDY)
+    return image
 
 
 def _variant(d: DictConfig, model: str) -> dict[str, Any]:
     if d.serverless.enabled:
         s = d.serverless
         return hosting.serverless_variant(model, s.memory_mb, s.max_concurrency, s.provisioned_concurrency)
-    return {**hosting.realtime_variant(model, d.instance_type, d.instance_count), **container.variant_timeouts(d)}
+    realtime = hosting.realtime_variant(model, d.instance_type, d.instance_count)
+    return {**realtime, **container.variant_timeouts(d), **container.host_ami(d)}
 
 
 def _variant_of(sm: Any, config: str) -> dict[str, Any] | None:

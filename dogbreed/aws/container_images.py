@@ -1,18 +1,23 @@
-"""The PyTorch Deep Learning Container images (training and inference) for a region: one table.
+"""The Deep Learning Container image URIs for a region: the registry accounts, and the images `support.json` pins.
 
-AWS publishes the DLCs from one ECR registry account in most regions and from a
-separate account in each opt-in region; the map follows the SageMaker Python SDK's
-`image_uri_config/pytorch.json`. A region not in it needs an explicit image URI.
+AWS publishes the DLCs from one ECR registry account in most regions and from a separate account in
+each opt-in region (`docs/reference/region_availability.md` of aws/deep-learning-containers). A region
+not in the map needs an explicit image URI.
 
-Tags: the SageMaker DLCs are published as `<framework>-<cpu|gpu>-<py>` (e.g. `2.6.0-gpu-py312`),
-which tracks the newest patch of that framework version, and as long forms such as
-`2.6.0-gpu-py312-cu124-ubuntu22.04-sagemaker`. The short form is the one that exists for every
-release, so it is the one built here; a pinned long tag goes in the explicit URI.
+The images and their tags are entries of `dogbreed/aws/support.json`, with the release each was checked
+against and its end of patch: the Ray Serve inference image (`ray:serve-ml-sagemaker-cpu-v1.4`, the
+default), the TorchServe one (`pytorch-inference:2.6.0-cpu-py312`) and the training image on Amazon
+Linux 2023 (`pytorch:2.13.0-cpu-amzn2023-sagemaker`, `...-cu133-...`). Each repository writes its tags
+its own way (no Python part on the AL2023 line, the CUDA version in its GPU tags), so the table holds
+each tag whole rather than a pattern.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
+
+from dogbreed.aws import support
 
 DEFAULT_REGISTRY = "763104351884"
 
@@ -25,6 +30,7 @@ REGISTRY_ACCOUNTS = {
     "ap-southeast-3": "907027046896",
     "ap-southeast-4": "457447274322",
     "ap-southeast-5": "550225433462",
+    "ap-southeast-6": "633930458069",
     "ap-southeast-7": "590183813437",
     "ca-west-1": "204538143572",
     "cn-north-1": "727897471807",
@@ -83,44 +89,47 @@ def processor_for(instance_type: str, processor: str) -> str:
     return "gpu" if instance_type.startswith(GPU_FAMILIES) else "cpu"
 
 
-TRAINING_REPOSITORY = "pytorch-training"
-INFERENCE_REPOSITORY = "pytorch-inference"
-# The short tag format AWS publishes for every SageMaker PyTorch DLC release.
-TAG_PATTERN = r"^\d+\.\d+\.\d+-(cpu|gpu)-py3\d+$"
-
-
-def dlc_uri(region: str, repository: str, framework_version: str, py_version: str, processor: str) -> str:
-    """`<registry>.dkr.ecr.<region>.<domain>/<repository>:<framework>-<processor>-<py>`.
+def ecr_uri(region: str, repository: str, tag: str) -> str:
+    """`<registry>.dkr.ecr.<region>.<domain>/<repository>:<tag>`.
 
     Raises:
-        ValueError: the region is not known to host the DLCs, or the processor is not cpu/gpu.
+        ValueError: the region is not known to host the DLCs.
     """
-    if processor not in ("cpu", "gpu"):
-        raise ValueError(f"processor={processor!r}: expected cpu or gpu")
     domain = "amazonaws.com.cn" if region.startswith("cn-") else "amazonaws.com"
-    tag = f"{framework_version}-{processor}-{py_version}"
     return f"{registry_account(region)}.dkr.ecr.{region}.{domain}/{repository}:{tag}"
 
 
+def table_image_uri(region: str, name: str, processor: str) -> str:
+    """The URI of `support.json`'s image `name` (`rayserve`, `torchserve`, `training`) for `cpu` or `gpu`."""
+    if processor not in ("cpu", "gpu"):
+        raise ValueError(f"processor={processor!r}: expected cpu or gpu")
+    row = support.image(name)
+    return ecr_uri(region, row["repository"], row["tags"][processor])
+
+
 def image_uri(region: str, image: dict[str, Any], instance_type: str, serverless: bool) -> str:
-    """The inference image for `deploy.image`: its `uri` when set, else the DLC built from the versions.
+    """The inference image for `deploy.image`: its `uri` when set, else the backend's image from the table.
 
     Args:
         region: the deploy region.
-        image: `deploy.image` (`uri`, `repository`, `framework_version`, `py_version`, `processor`).
+        image: `deploy.image` (`uri`, `backend`, `processor`).
         instance_type: the real-time instance type (decides cpu/gpu under `processor: auto`).
         serverless: serverless endpoints run CPU images only.
     """
     if image.get("uri"):
         return str(image["uri"])
     processor = "cpu" if serverless else processor_for(instance_type, image["processor"])
-    return dlc_uri(region, image["repository"], image["framework_version"], image["py_version"], processor)
+    return table_image_uri(region, str(image["backend"]), processor)
 
 
-def training_image_uri(region: str, instance_type: str, framework_version: str, py_version: str) -> str:
+def training_image_uri(region: str, instance_type: str) -> str:
     """The PyTorch training DLC for a SageMaker training job on `instance_type` (GPU image on ml.g*/ml.p*)."""
-    processor = processor_for(instance_type, "auto")
-    return dlc_uri(region, TRAINING_REPOSITORY, framework_version, py_version, processor)
+    return table_image_uri(region, "training", processor_for(instance_type, "auto"))
+
+
+def served_torch(image: Mapping[str, Any]) -> str | None:
+    """The torch version of `deploy.image`'s container: the table's for a backend image, None for an explicit URI."""
+    return None if image.get("uri") else str(support.image(str(image["backend"]))["torch"])
 
 
 def repository_arn(uri: str, partition: str) -> str:

@@ -20,7 +20,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from dogbreed.aws import code_bundle, container_images
+from dogbreed.aws import code_bundle, container_images, support
 from dogbreed.aws.iam import check_boundary_prefix, retry_while_role_propagates
 from dogbreed.sagemaker import entry_point, role
 from dogbreed.sagemaker.jobs import Watcher, failure, job_metrics
@@ -31,15 +31,14 @@ log = logging.getLogger(__name__)
 
 PROGRAM = "train.py"
 BUNDLE_SOURCES = ("train.py", "conf", "dogbreed")
-# What the PyTorch 2.6 training image lacks (tests/data/pytorch-training-2.6-packages.txt lists
-# what it has), with the specifiers of pyproject.toml. Never torch or torchvision: the image's
-# builds are the ones for its CUDA. matplotlib comes with the image's seaborn; listed so the
-# job does not depend on that.
+# What the training image may lack (tests/data/pytorch-2.13-cpu-amzn2023-sagemaker-packages.txt
+# lists what it has: hydra-core is missing), with the specifiers of pyproject.toml, so a rebuilt
+# image that drops one still runs. Never torch or torchvision: the image's builds are the ones for
+# its CUDA.
 JOB_REQUIREMENTS = ("hydra-core>=1.3.2,<1.4", "omegaconf>=2.3,<2.4", "matplotlib>=3.8")
 # Installed only when a job's `logger` group uses them (the image has neither; pip adds ~20 s).
 TRACKER_REQUIREMENTS = {"tensorboard": "tensorboard>=2.15", "mlflow": "mlflow-skinny>=2.16"}
-FRAMEWORK_VERSION = "2.6.0"
-PY_VERSION = "py312"
+UNPATCHED_IMAGE_REMEDY = "leave hydra.launcher.image_uri unset for the training image in dogbreed/aws/support.json"
 CHANNEL = "training"
 # The toolkit puts the channel at SM_CHANNEL_TRAINING (/opt/ml/input/data/training).
 CHANNEL_ROOT = "${oc.env:SM_CHANNEL_TRAINING}"
@@ -233,16 +232,15 @@ def prepare(
         for channel in channels:
             check_boundary_prefix(channel.bucket, channel.key, "data.root", LaunchError)
     region = clients.sagemaker.meta.region_name
+    try:
+        image = settings.image_uri or container_images.training_image_uri(region, settings.instance_type)
+    except ValueError as err:
+        raise LaunchError(f"{err}; set hydra.launcher.image_uri") from None
+    support.warn(support.for_image_uri(image), UNPATCHED_IMAGE_REMEDY)
     bundle = build_bundle(trackers=trackers)
     submit = bundle_location(settings, bundle)
     if code_bundle.upload_once(clients.s3, submit, bundle):
         log.info("uploaded the code to %s", submit.uri)
-    try:
-        image = settings.image_uri or container_images.training_image_uri(
-            region, settings.instance_type, FRAMEWORK_VERSION, PY_VERSION
-        )
-    except ValueError as err:
-        raise LaunchError(f"{err}; set hydra.launcher.image_uri") from None
     role_arn = settings.role_arn or role.ensure_training_role(
         clients.iam,
         clients.sts,

@@ -32,7 +32,7 @@ class LaunchSettings:
     max_wait_s: int | None = None  # spot only; null: twice max_runtime_s
     input_mode: str = "FastFile"  # or File (the channel copied to the instance's volume first)
     role_arn: str | None = None  # null: create <name>-sagemaker-training under the permissions boundary
-    image_uri: str | None = None  # null: the PyTorch training image, CPU or GPU by instance type
+    image_uri: str | None = None  # null: the PyTorch training image of dogbreed/aws/support.json, CPU or GPU
     permissions_boundary: str = "dogbreed-boundary"
     max_parallel: int = 4  # jobs running at once
     wait: bool = True  # false: create the jobs and return

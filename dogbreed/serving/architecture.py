@@ -29,8 +29,8 @@ RESNET_LAYOUTS = {
     "resnet152": ((3, 8, 36, 3), True),
 }
 HEADS = ("linear", "mlp")
-# What the ResNet holds and torch in the inference image (2.6) loads and runs: float weights,
-# int64 BatchNorm counters. A newer torch can save dtypes 2.6 does not have (float8_e8m0fnu, ...).
+# What the ResNet holds and torch in either inference image (2.10 with Ray Serve, 2.6 with TorchServe)
+# loads and runs: float weights, int64 BatchNorm counters. A newer torch can save dtypes they lack.
 SERVABLE_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64, torch.int64)
 # A state_dict taken from the wrapper rather than the model: DDP and torch.compile.
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
@@ -111,8 +111,8 @@ def check_servable(state_dict: Any, weights: Path) -> None:
         if value.dtype not in SERVABLE_DTYPES:
             served = ", ".join(str(dtype).removeprefix("torch.") for dtype in SERVABLE_DTYPES)
             raise WeightsError(
-                f"{weights}: {key} is {str(value.dtype).removeprefix('torch.')}; the inference container "
-                f"(torch 2.6) serves {served} tensors. Convert the weights, e.g. to float32"
+                f"{weights}: {key} is {str(value.dtype).removeprefix('torch.')}; the inference containers "
+                f"(torch 2.6 and 2.10) serve {served} tensors. Convert the weights, e.g. to float32"
             )
     for prefix in WRAPPER_PREFIXES:
         if all(key.startswith(prefix) for key in state_dict):

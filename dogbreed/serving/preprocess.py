@@ -5,8 +5,8 @@ both call `decode_image` and `EvalPreset`, and both normalise with `normalize` (
 preset's call, or `Normalize` as a model's first module). The course recipe left
 ImageNet normalisation out, which costs accuracy with pretrained weights.
 
-This module must import on the serving container's versions (PyTorch 2.6,
-torchvision 0.21, Python 3.12), so it only uses APIs present there.
+This module must import on both serving containers' versions (PyTorch 2.6 and 2.10,
+torchvision 0.21 and 0.25, Python 3.12 and 3.13), so it only uses APIs present in all.
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ from ami.cli import main
 from ami.config import load_config
 from ami.errors import AmiError
 from ami.network import detect_public_cidr
-from dogbreed.aws import code_bundle
+from dogbreed.aws import code_bundle, support
 from dogbreed.errors import DogbreedError
 from dogbreed.storage.location import S3Location
 from dogbreed.storage.transfer import UploadSettings, head_or_none
@@ -598,3 +598,16 @@ def test_status_shows_a_spot_interruption_and_the_request_waiting_to_restart(tmp
         "spot request sir-1  persistent  disabled  instance-stopped-no-capacity: waiting for capacity to restart"
         "  instance i-0abc"
     ]
+
+
+def test_a_dlami_line_past_its_end_of_patch_is_one_warning_and_the_launch_goes_on(
+    dlami: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The test's SSM parameter stands in for a line whose end of patch has passed.
+    lapsed = support.Support(f"the DLAMI line {PARAMETER}", dt.date(2026, 4, 23), None, "the DLAMI support policy")
+    monkeypatch.setattr(support, "for_dlami", lambda parameter: lapsed if parameter == PARAMETER else None)
+    with caplog.at_level("WARNING"):
+        (instance,) = launcher.launch(load_config(overrides(tmp_path)), launcher.Clients.create(None))
+    warnings = [r.getMessage() for r in caplog.records if "end of patch" in r.getMessage()]
+    assert len(warnings) == 1 and "(2026-04-23" in warnings[0] and "ami.ami_ssm_parameter" in warnings[0]
+    assert instance["ImageId"] == dlami

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import re
 import tarfile
 from pathlib import Path
 
@@ -16,13 +15,8 @@ from dogbreed.aws import container_images
 from dogbreed.errors import DogbreedError
 
 S3 = "deploy.s3_uri=s3://bkt/deploys"
-IMAGE = {
-    "uri": None,
-    "repository": "pytorch-inference",
-    "framework_version": "2.6.0",
-    "py_version": "py312",
-    "processor": "auto",
-}
+IMAGE = {"uri": None, "backend": "rayserve", "processor": "auto"}
+TORCHSERVE = {**IMAGE, "backend": "torchserve"}
 
 
 def test_defaults_are_the_documented_numbers() -> None:
@@ -69,6 +63,9 @@ def test_overrides_are_typed() -> None:
         ([S3, "deploy.container.startup_health_check_timeout_s=30"], "startup_health_check_timeout_s=30: 60 to 3600"),
         ([S3, "deploy.container.model_download_timeout_s=4000"], "model_download_timeout_s=4000: 60 to 3600"),
         ([S3, "deploy.container.compile=sometimes"], "deploy.container.compile='sometimes'"),
+        ([S3, "deploy.container.max_batch=0"], "deploy.container.max_batch=0: 1 to 64"),
+        ([S3, "deploy.container.batch_wait_ms=5000"], "deploy.container.batch_wait_ms=5000: 0 to 1000"),
+        ([S3, "deploy.image.backend=triton"], "deploy.image.backend='triton': one of rayserve, torchserve"),
     ],
 )
 def test_bad_config_is_refused_with_the_key_to_fix(overrides: list[str], message: str) -> None:
@@ -88,23 +85,27 @@ def test_serverless_skips_the_autoscaling_checks() -> None:
     assert cfg.deploy.serverless.enabled
 
 
-R = "pytorch-inference"
+RAY, TS = "ray:serve-ml-sagemaker", "pytorch-inference:2.6.0"
+US_EAST_1 = "763104351884.dkr.ecr.us-east-1.amazonaws.com"
 
 
 @pytest.mark.parametrize(
-    ("region", "instance_type", "serverless", "expected"),
+    ("region", "instance_type", "serverless", "image", "expected"),
     [
-        ("us-east-1", "ml.m5.large", False, f"763104351884.dkr.ecr.us-east-1.amazonaws.com/{R}:2.6.0-cpu-py312"),
-        ("eu-west-1", "ml.g5.xlarge", False, f"763104351884.dkr.ecr.eu-west-1.amazonaws.com/{R}:2.6.0-gpu-py312"),
-        ("eu-west-1", "ml.g5.xlarge", True, f"763104351884.dkr.ecr.eu-west-1.amazonaws.com/{R}:2.6.0-cpu-py312"),
-        ("af-south-1", "ml.m5.large", False, f"626614931356.dkr.ecr.af-south-1.amazonaws.com/{R}:2.6.0-cpu-py312"),
-        ("cn-north-1", "ml.m5.large", False, f"727897471807.dkr.ecr.cn-north-1.amazonaws.com.cn/{R}:2.6.0-cpu-py312"),
+        ("us-east-1", "ml.m5.large", False, IMAGE, f"{US_EAST_1}/{RAY}-cpu-v1.4"),
+        ("eu-west-1", "ml.g5.xlarge", False, IMAGE, f"763104351884.dkr.ecr.eu-west-1.amazonaws.com/{RAY}-cuda-v1.4"),
+        ("eu-west-1", "ml.g5.xlarge", True, IMAGE, f"763104351884.dkr.ecr.eu-west-1.amazonaws.com/{RAY}-cpu-v1.4"),
+        ("af-south-1", "ml.m5.large", False, IMAGE, f"626614931356.dkr.ecr.af-south-1.amazonaws.com/{RAY}-cpu-v1.4"),
+        ("cn-north-1", "ml.m5.large", False, IMAGE, f"727897471807.dkr.ecr.cn-north-1.amazonaws.com.cn/{RAY}-cpu-v1.4"),
+        ("us-east-1", "ml.m5.large", False, TORCHSERVE, f"{US_EAST_1}/{TS}-cpu-py312"),
+        ("us-east-1", "ml.g5.xlarge", False, TORCHSERVE, f"{US_EAST_1}/{TS}-gpu-py312"),
+        ("us-east-1", "ml.g5.xlarge", True, TORCHSERVE, f"{US_EAST_1}/{TS}-cpu-py312"),
     ],
 )  # fmt: skip
-def test_image_uri_follows_region_and_instance(
-    region: str, instance_type: str, serverless: bool, expected: str
+def test_image_uri_follows_backend_region_and_instance(
+    region: str, instance_type: str, serverless: bool, image: dict, expected: str
 ) -> None:
-    assert container_images.image_uri(region, IMAGE, instance_type, serverless) == expected
+    assert container_images.image_uri(region, image, instance_type, serverless) == expected
 
 
 def test_image_uri_override_wins_and_unknown_regions_are_refused() -> None:
@@ -114,17 +115,18 @@ def test_image_uri_override_wins_and_unknown_regions_are_refused() -> None:
         container_images.image_uri("mars-north-1", IMAGE, "ml.m5.large", False)
 
 
-def test_every_built_tag_has_the_published_short_form() -> None:
-    # AWS publishes `<framework>-<cpu|gpu>-<py>` for every SageMaker PyTorch DLC; a CUDA suffix alone
-    # (`2.6.0-gpu-py312-cu124`) is not a published tag and the endpoint would fail to pull it.
-    for instance_type in ("ml.m5.large", "ml.g5.xlarge", "ml.p4d.24xlarge"):
-        for uri in (
-            container_images.image_uri("us-east-1", IMAGE, instance_type, False),
-            container_images.training_image_uri("us-east-1", instance_type, "2.6.0", "py312"),
-        ):
-            assert re.match(container_images.TAG_PATTERN, uri.rsplit(":", 1)[1]), uri
-    gpu = container_images.training_image_uri("us-west-2", "ml.g5.2xlarge", "2.6.0", "py312")
-    assert gpu == "763104351884.dkr.ecr.us-west-2.amazonaws.com/pytorch-training:2.6.0-gpu-py312"
+def test_training_images_are_the_amazon_linux_2023_line_with_its_own_tag_forms() -> None:
+    # The AL2023 repository `pytorch` puts no Python version in its tags and the CUDA version in its GPU ones.
+    cpu = container_images.training_image_uri("us-east-1", "ml.m5.xlarge")
+    gpu = container_images.training_image_uri("us-west-2", "ml.g5.2xlarge")
+    assert cpu == "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch:2.13.0-cpu-amzn2023-sagemaker"
+    assert gpu == "763104351884.dkr.ecr.us-west-2.amazonaws.com/pytorch:2.13.0-cu133-amzn2023-sagemaker"
+
+
+def test_the_served_torch_is_the_backend_images_and_unknown_for_an_image_of_ones_own() -> None:
+    assert container_images.served_torch(IMAGE) == "2.10.0"
+    assert container_images.served_torch(TORCHSERVE) == "2.6.0"
+    assert container_images.served_torch({**IMAGE, "uri": "111122223333.dkr.ecr.us-east-1.amazonaws.com/m:1"}) is None
 
 
 def test_repository_arn_scopes_the_execution_role_to_one_repository() -> None:
@@ -165,13 +167,34 @@ def test_torch_gap_warns_only_when_training_was_newer(
     [("ml.m5.large", 1, "2"), ("ml.c5.xlarge", 2, "2"), ("ml.m5.4xlarge", 4, "4"), ("ml.c5.large", 4, "1")],
 )
 def test_each_container_worker_gets_its_share_of_the_vcpus(instance_type: str, workers: int, threads: str) -> None:
-    cfg = load_config([S3, f"deploy.instance_type={instance_type}",
-                       f"deploy.container.workers={workers}"])  # fmt: skip
-    assert container.model_environment(cfg.deploy)["OMP_NUM_THREADS"] == threads
+    sized = [S3, f"deploy.instance_type={instance_type}", f"deploy.container.workers={workers}"]
+    ray = container.model_environment(load_config(sized).deploy)
+    assert (ray["DOGBREED_REPLICAS"], ray["DOGBREED_THREADS"]) == (str(workers), threads)
+    torchserve = container.model_environment(load_config([*sized, "deploy.image.backend=torchserve"]).deploy)
+    assert (torchserve["SAGEMAKER_MODEL_SERVER_WORKERS"], torchserve["OMP_NUM_THREADS"]) == (str(workers), threads)
 
 
 def test_serverless_and_unknown_sizes_leave_the_thread_count_to_torch() -> None:
-    serverless = load_config([S3, "deploy.serverless.enabled=true"])
-    medium = load_config([S3, "deploy.instance_type=ml.t2.medium"])
-    assert "OMP_NUM_THREADS" not in container.model_environment(serverless.deploy)
-    assert "OMP_NUM_THREADS" not in container.model_environment(medium.deploy)
+    for backend in ("rayserve", "torchserve"):
+        serverless = load_config([S3, "deploy.serverless.enabled=true", f"deploy.image.backend={backend}"])
+        medium = load_config([S3, "deploy.instance_type=ml.t2.medium", f"deploy.image.backend={backend}"])
+        for env in (container.model_environment(serverless.deploy), container.model_environment(medium.deploy)):
+            assert "OMP_NUM_THREADS" not in env and "DOGBREED_THREADS" not in env
+
+
+def test_ray_serve_batches_real_time_requests_and_answers_serverless_ones_alone() -> None:
+    realtime = container.model_environment(load_config([S3, "deploy.container.max_batch=4"]).deploy)
+    assert (realtime["DOGBREED_MAX_BATCH"], realtime["DOGBREED_BATCH_WAIT_MS"]) == ("4", "5")
+    assert realtime["RAYSERVE_BACKEND_TIMEOUT"] == "60" and "SAGEMAKER_PROGRAM" not in realtime
+    serverless = container.model_environment(load_config([S3, "deploy.serverless.enabled=true"]).deploy)
+    assert (serverless["DOGBREED_MAX_BATCH"], serverless["DOGBREED_BATCH_WAIT_MS"]) == ("1", "0")
+    assert serverless["DOGBREED_MAX_BODY_BYTES"] == str(4 * 1024 * 1024) and serverless["DOGBREED_COMPILE"] == "0"
+
+
+def test_only_the_ray_serve_gpu_image_asks_for_a_newer_gpu_host() -> None:
+    def host(*overrides: str) -> dict[str, str]:
+        return container.host_ami(load_config([S3, *overrides]).deploy)
+
+    assert host("deploy.instance_type=ml.g5.xlarge") == {"InferenceAmiVersion": "al2-ami-sagemaker-inference-gpu-3-1"}
+    assert host() == {} and host("deploy.instance_type=ml.g5.xlarge", "deploy.image.backend=torchserve") == {}
+    assert host("deploy.instance_type=ml.g5.xlarge", "deploy.image.uri=1.dkr.ecr.us-east-1.amazonaws.com/mine:1") == {}

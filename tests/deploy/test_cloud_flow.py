@@ -34,7 +34,8 @@ from dogbreed.errors import WeightsError
 REPO = Path(__file__).resolve().parents[2]
 BUCKET = "dogbreed-deploy-test"
 ACCOUNT = "123456789012"  # moto's default account
-IMAGE = "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-inference:2.6.0-cpu-py312"
+IMAGE = "763104351884.dkr.ecr.us-east-1.amazonaws.com/ray:serve-ml-sagemaker-cpu-v1.4"
+TORCHSERVE_IMAGE = "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-inference:2.6.0-cpu-py312"
 COURSE_EVENT = {"url": "https://s3.amazonaws.com/cdn-origin-etl-tool/BlogImages/2019/06/13/dog.jpg"}
 PC_OPS = (
     "get_provisioned_concurrency_config",
@@ -357,8 +358,10 @@ def test_realtime_up_sets_the_container_start_and_model_server_limits(
     assert variant["ContainerStartupHealthCheckTimeoutInSeconds"] == 900
     assert variant["ModelDataDownloadTimeoutInSeconds"] == 600
     env = sm.describe_model(ModelName=variant["ModelName"])["PrimaryContainer"]["Environment"]
-    assert env["SAGEMAKER_MODEL_SERVER_WORKERS"] == "1" and env["SAGEMAKER_MODEL_SERVER_TIMEOUT"] == "60"
-    assert env["OMP_NUM_THREADS"] == "2"  # the one worker has both vCPUs of the ml.m5.large
+    # The Ray Serve app's settings (dogbreed.serving.ray_app) and its adapter's response timeout.
+    assert env["DOGBREED_REPLICAS"] == "1" and env["RAYSERVE_BACKEND_TIMEOUT"] == "60"
+    assert env["DOGBREED_THREADS"] == "2"  # the one replica has both vCPUs of the ml.m5.large
+    assert (env["DOGBREED_MAX_BATCH"], env["DOGBREED_BATCH_WAIT_MS"]) == ("8", "5")
     assert "DOGBREED_COMPILE" not in env and "DOGBREED_MAX_BODY_BYTES" not in env  # compiled, 6 MB
 
 
@@ -401,7 +404,9 @@ def test_a_gpu_instance_gets_the_published_gpu_image_tag(
     config = sm.describe_endpoint(EndpointName="dogbreed")["EndpointConfigName"]
     variant = sm.describe_endpoint_config(EndpointConfigName=config)["ProductionVariants"][0]
     image = sm.describe_model(ModelName=variant["ModelName"])["PrimaryContainer"]["Image"]
-    assert image == "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-inference:2.6.0-gpu-py312"
+    assert image == "763104351884.dkr.ecr.us-east-1.amazonaws.com/ray:serve-ml-sagemaker-cuda-v1.4"
+    # Its CUDA 12.9 needs a newer NVIDIA driver than SageMaker's default GPU host has.
+    assert variant["InferenceAmiVersion"] == "al2-ami-sagemaker-inference-gpu-3-1"
 
 
 def test_weights_the_container_cannot_load_stop_up_before_anything_is_made(
@@ -433,7 +438,7 @@ def test_a_newer_training_torch_than_the_image_serves_is_a_warning_naming_both(
     orchestrator.up(cfg, str(run_dir), clients, package_trained_with_newer_torch)
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and "torch" in r.getMessage()]
     assert len(warnings) == 1
-    assert "trained with torch 2.14.1+cu130" in warnings[0] and "serves torch 2.6.0" in warnings[0]
+    assert "trained with torch 2.14.1+cu130" in warnings[0] and "serves torch 2.10.0" in warnings[0]
 
 
 def test_lambda_handler_reaches_the_endpoint_with_the_deployed_environment(
@@ -655,3 +660,52 @@ def test_another_boundary_name_is_configurable_and_checked(deploy_env: Callable[
     assert deploy_env("deploy.permissions_boundary=team-boundary").deploy.permissions_boundary == "team-boundary"
     with pytest.raises(DeployError, match=r"deploy\.permissions_boundary"):
         deploy_env("deploy.permissions_boundary=no/slashes")
+
+
+def deployed_model(sm: Any, endpoint: str) -> dict[str, Any]:
+    config = sm.describe_endpoint(EndpointName=endpoint)["EndpointConfigName"]
+    variant = sm.describe_endpoint_config(EndpointConfigName=config)["ProductionVariants"][0]
+    return sm.describe_model(ModelName=variant["ModelName"])["PrimaryContainer"]
+
+
+def test_default_up_serves_from_the_ray_serve_image_and_torchserve_is_kept_with_a_warning(
+    make_cfg: Callable[..., Any],
+    deploy_env: Callable[..., Any],
+    clients: Clients,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from dogbreed.train.run import train
+    from dogbreed.train.settings import run_settings
+
+    trained = make_cfg(["trainer.epochs=1"])
+    train(run_settings(trained))
+    run = str(trained.paths.output_dir)
+    ProvisionedConcurrency(clients.lambda_, "dogbreed-invoke").absent()
+    with caplog.at_level("WARNING"):
+        orchestrator.up(deploy_env("deploy.lambda.provisioned_concurrency=0"), run, clients)
+    assert "end of patch" not in caplog.text  # the Ray Serve image is patched
+    container = deployed_model(clients.sagemaker.real, "dogbreed")
+    assert container["Image"] == IMAGE
+    assert {"DOGBREED_REPLICAS", "DOGBREED_THREADS", "DOGBREED_MAX_BATCH"} <= container["Environment"].keys()
+    bucket, key = container["ModelDataUrl"].removeprefix("s3://").split("/", 1)
+    body = boto3.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
+    with tarfile.open(fileobj=io.BytesIO(body)) as tar:
+        names = set(tar.getnames())
+        config = tar.extractfile("config.yaml").read().decode()  # type: ignore[union-attr]
+    # What the Ray Serve container runs: config.yaml naming the app at route `/`, its code under code/.
+    assert "import_path: dogbreed.serving.ray_app:app" in config and "route_prefix: /" in config
+    assert {"code/dogbreed/serving/ray_app.py", "code/dogbreed/serving/handler.py", "model.pth"} <= names
+
+    caplog.clear()
+    ProvisionedConcurrency(clients.lambda_, "legacy-invoke").absent()
+    legacy = deploy_env("deploy.name=legacy", f"deploy.s3_uri=s3://{BUCKET}/dogbreed/deploys",
+                        "deploy.image.backend=torchserve", "deploy.serverless.enabled=true",
+                        "deploy.lambda.provisioned_concurrency=0")  # fmt: skip
+    with caplog.at_level("WARNING"):
+        orchestrator.up(legacy, run, clients)
+    container = deployed_model(clients.sagemaker.real, "legacy")
+    assert container["Image"] == TORCHSERVE_IMAGE  # serverless: the CPU image
+    assert container["Environment"]["SAGEMAKER_PROGRAM"] == "inference.py"
+    assert container["Environment"]["DOGBREED_MAX_BODY_BYTES"] == str(4 * 1024 * 1024)
+    warnings = [line for line in caplog.text.splitlines() if "end of patch" in line]
+    assert len(warnings) == 1 and "(2026-06-30" in warnings[0] and "deploy.image.backend=rayserve" in warnings[0]

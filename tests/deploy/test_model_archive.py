@@ -28,6 +28,8 @@ from tests.helpers.runs import train_run
 SERVING_DIR = Path(dogbreed.serving.__file__).parent
 # What the container offers besides the standard library (sagemaker_inference: errors.py tries it).
 CONTAINER_PACKAGES = {"torch", "torchvision", "PIL", "sagemaker_inference"}
+# The Ray Serve app runs only in the Ray Serve image, which adds Ray and its starlette.
+RAY_SERVE_PACKAGES = {"ray", "starlette"}
 # Runs in the subprocess of test_shipped_code_serves_a_jpeg_with_nothing_of_the_project_importable.
 SERVE_FROM_CODE_DIR = """
 import importlib.util, json, sys
@@ -94,8 +96,18 @@ def test_package_layout_and_info(run_dir: Path, tmp_path: Path) -> None:
     serving_modules = sorted(path.relative_to(SERVING_DIR).as_posix() for path in SERVING_DIR.rglob("*.py"))
     # The serving package whole and nothing else, in a fixed order: no list of modules to keep in step.
     code = ["code/inference.py", "code/dogbreed/__init__.py", *(f"code/dogbreed/serving/{m}" for m in serving_modules)]
-    assert names == ["model.pth", "labels.json", "serving.json", *code]
-    essential = ("__init__", "architecture", "errors", "fetch", "handler", "hardware", "inference", "preprocess")
+    assert names == ["model.pth", "labels.json", "serving.json", "config.yaml", *code]
+    essential = (
+        "__init__",
+        "architecture",
+        "errors",
+        "fetch",
+        "handler",
+        "hardware",
+        "inference",
+        "preprocess",
+        "ray_app",
+    )
     assert {f"code/dogbreed/serving/{module}.py" for module in essential} <= set(names)
     assert shipped["code/inference.py"] == (SERVING_DIR / "inference.py").read_bytes()
     assert shipped["code/dogbreed/__init__.py"] == Path(dogbreed.__file__).read_bytes()
@@ -156,7 +168,7 @@ def weights_with(state: dict, change: str) -> dict:
     ("change", "message"),
     [
         ("ddp", r"every key starts with 'module\.'"),
-        ("newer dtype", r"fc\.bias is float8_e8m0fnu; the inference container \(torch 2\.6\)"),
+        ("newer dtype", r"fc\.bias is float8_e8m0fnu; the inference containers \(torch 2\.6 and 2\.10\)"),
         ("missing buffer", r"does not fit a resnet18.*bn1\.running_mean"),
     ],
 )
@@ -218,7 +230,8 @@ def test_shipped_code_imports_only_itself_and_what_the_container_has(shipped: Pa
             for module in modules:
                 top = module.split(".")[0]
                 inside = module in ("dogbreed", "dogbreed.serving") or module.startswith("dogbreed.serving.")
-                if not (inside or top in CONTAINER_PACKAGES or top in sys.stdlib_module_names):
+                image = CONTAINER_PACKAGES | (RAY_SERVE_PACKAGES if path.name == "ray_app.py" else set())
+                if not (inside or top in image or top in sys.stdlib_module_names):
                     outside.append(f"{path.relative_to(shipped)}: {module}")
     assert outside == []
 

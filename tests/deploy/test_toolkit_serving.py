@@ -1,11 +1,12 @@
 """The packaged model served by the real SageMaker PyTorch inference toolkit (the code inside the image).
 
 `sagemaker_pytorch_serving_container.handler_service.HandlerService` is what TorchServe runs in
-the PyTorch inference container: `initialize(context)` imports `code/inference.py` and calls
-`model_fn`, and `handle([{"body": ...}], context)` runs input/predict/output and turns
-`RequestError`s into their status. Each case runs in a `python -I -S` child whose environment is
-what `deploy up` gives the container, with only `code/` of the extracted archive and
-site-packages (torch, the toolkit) importable, as in the image.
+the PyTorch inference container (`deploy.image.backend=torchserve`): `initialize(context)` imports
+`code/inference.py` and calls `model_fn`, and `handle([{"body": ...}], context)` runs
+input/predict/output and turns `RequestError`s into their status. Each case runs
+`tests/helpers/toolkit.py` in a `python -I -S` child whose environment is what `deploy up` gives the
+container, with only `code/` of the extracted archive and site-packages (torch, the toolkit)
+importable, as in the image.
 """
 
 from __future__ import annotations
@@ -27,48 +28,7 @@ from deploy.model_archive import package_run
 from tests.helpers.images import jpeg_bytes
 from tests.helpers.runs import train_run
 
-SERVE_WITH_TOOLKIT = """
-import json, sys
-code, model_dir, site_dirs, requests = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), json.loads(sys.argv[4])
-sys.path[:0] = [code]  # TorchServe starts each worker with code/ on PYTHONPATH
-sys.path += site_dirs
-from sagemaker_pytorch_serving_container.handler_service import HandlerService
-
-
-class RequestProcessor:
-    def __init__(self, headers):
-        self.headers = headers
-
-    def get_request_properties(self):
-        return self.headers
-
-
-class Context:
-    '''The parts of TorchServe's ts.context.Context the toolkit uses.'''
-
-    def __init__(self, model_dir, headers):
-        self.model_name = "model"  # logged by sagemaker-inference's handle_error
-        self.system_properties = {"model_dir": model_dir, "gpu_id": None}
-        self.request_processor = [RequestProcessor(headers)]
-        self.status = 200
-
-    def set_response_status(self, code, phrase):
-        self.status = code
-
-    def set_response_content_type(self, index, value):
-        pass
-
-
-service = HandlerService()
-service.initialize(Context(model_dir, {}))
-answers = []
-for path, content_type in requests:
-    context = Context(model_dir, {"Content-Type": content_type, "Accept": "application/json"})
-    with open(path, "rb") as file:
-        [body] = service.handle([{"body": file.read()}], context)
-    answers.append({"status": context.status, "body": body if isinstance(body, str) else body.decode()})
-print(json.dumps(answers))
-"""
+TOOLKIT = Path(__file__).parents[1] / "helpers" / "toolkit.py"
 FIVE_MB = 5_000_000
 
 
@@ -100,9 +60,9 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def serve(model_dir: Path, requests: list[tuple[Path, str]], env: dict[str, str]) -> tuple[list[dict], str]:
     """Starts the toolkit's handler service on the model, sends `requests`; returns the answers and the log."""
     payload = json.dumps([(str(path), content_type) for path, content_type in requests])
-    argv = [str(model_dir / "code"), str(model_dir), json.dumps(site.getsitepackages()), payload]
+    argv = ["requests", str(model_dir / "code"), str(model_dir), json.dumps(site.getsitepackages()), payload]
     result = subprocess.run(
-        [sys.executable, "-I", "-S", "-c", SERVE_WITH_TOOLKIT, *argv],
+        [sys.executable, "-I", "-S", str(TOOLKIT), *argv],
         cwd=model_dir,
         env={key: value for key, value in env.items() if value is not None},
         capture_output=True,

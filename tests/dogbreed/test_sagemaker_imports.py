@@ -9,42 +9,17 @@ from importlib.metadata import packages_distributions
 
 from dogbreed.sagemaker.launch import BUNDLE_SOURCES, TRACKER_REQUIREMENTS, requirements_txt
 from tests.helpers.config import REPO
+from tests.helpers.imports import image_packages, normalized, required_imports
 
-IMAGE_PACKAGES = REPO / "tests" / "data" / "pytorch-training-2.6-packages.txt"
-OPTIONAL_ERRORS = {"ImportError", "ModuleNotFoundError"}
-
-
-def normalized(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
-def image_packages() -> set[str]:
-    lines = IMAGE_PACKAGES.read_text().splitlines()
-    return {normalized(line.split()[0]) for line in lines if line.strip() and not line.startswith("#")}
-
-
-def required_imports(tree: ast.AST) -> set[str]:
-    """Top-level modules imported outside `try: ... except ImportError` (those are optional)."""
-    optional: set[int] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Try) and any(
-            isinstance(handler.type, ast.Name) and handler.type.id in OPTIONAL_ERRORS for handler in node.handlers
-        ):
-            optional |= {id(inner) for statement in node.body for inner in ast.walk(statement)}
-    names = set()
-    for node in ast.walk(tree):
-        if id(node) in optional:
-            continue
-        if isinstance(node, ast.Import):
-            names |= {alias.name.split(".")[0] for alias in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            names.add(node.module.split(".")[0])
-    return names
+IMAGE_PACKAGES = REPO / "tests" / "data" / "pytorch-2.13-cpu-amzn2023-sagemaker-packages.txt"
+RAY_APP = REPO / "dogbreed" / "serving" / "ray_app.py"
 
 
 def shipped_imports() -> set[str]:
     files = [path for name in BUNDLE_SOURCES for path in ([REPO / name] if name.endswith(".py") else [])]
     files += [path for name in BUNDLE_SOURCES for path in (REPO / name).rglob("*.py")]
+    # The Ray Serve app travels in the bundle with the rest of dogbreed/ but runs only in the Ray Serve image.
+    files = [path for path in files if path != RAY_APP]
     modules = set().union(*(required_imports(ast.parse(path.read_text())) for path in files))
     return {module for module in modules if module not in sys.stdlib_module_names and module != "dogbreed"}
 
@@ -55,7 +30,7 @@ def test_every_third_party_import_of_the_bundle_is_in_the_image_or_the_requireme
     distributions = packages_distributions()
     # With every tracker in use: logger=mlflow puts mlflow-skinny into the requirements, and so on.
     requirements = requirements_txt(TRACKER_REQUIREMENTS).decode().split()
-    available = image_packages() | {normalized(re.split(r"[<>=!~ ]", line)[0]) for line in requirements}
+    available = image_packages(IMAGE_PACKAGES) | {normalized(re.split(r"[<>=!~ ]", line)[0]) for line in requirements}
     missing = {module: distributions.get(module, [module]) for module in imports}
     missing = {module: dists for module, dists in missing.items() if not {normalized(d) for d in dists} & available}
     assert missing == {}, f"imported by the bundle but neither in the image nor in requirements.txt: {missing}"
@@ -69,4 +44,10 @@ def test_trackers_are_installed_only_for_the_jobs_that_use_them() -> None:
 def test_the_image_list_is_dated_and_names_its_source() -> None:
     header = IMAGE_PACKAGES.read_text()
     assert "Read on 20" in header and "github.com/aws/deep-learning-containers" in header
-    assert "hydra-core" not in image_packages()  # why requirements.txt exists
+    assert "hydra-core" not in image_packages(IMAGE_PACKAGES)  # why requirements.txt exists
+
+
+def test_the_dev_toolkit_is_the_one_the_image_ships() -> None:
+    # tests/dogbreed/test_sagemaker_container.py runs a job through the toolkit as the image would.
+    shipped = next(line for line in IMAGE_PACKAGES.read_text().splitlines() if line.startswith("sagemaker-training=="))
+    assert f'"{shipped}"' in (REPO / "pyproject.toml").read_text()

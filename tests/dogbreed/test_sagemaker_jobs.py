@@ -15,7 +15,7 @@ from dogbreed.sagemaker.settings import LaunchSettings
 from dogbreed.storage.location import S3Location
 
 ROLE = "arn:aws:iam::123456789012:role/dogbreed-sagemaker-training"
-IMAGE = "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-training:2.6.0-cpu-py312"
+IMAGE = "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch:2.13.0-cpu-amzn2023-sagemaker"
 
 
 def create_job(name: str, spot: bool = False) -> None:

@@ -30,7 +30,7 @@ from tests.helpers.config import REPO
 BUCKET = "bkt"
 S3_URI = f"s3://{BUCKET}/dogbreed"
 DATA_URI = f"s3://{BUCKET}/dogbreed/data/dogImages"
-IMAGE = "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-training:2.6.0-cpu-py312"
+IMAGE = "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch:2.13.0-cpu-amzn2023-sagemaker"
 
 
 @pytest.fixture
@@ -68,7 +68,10 @@ def bundles() -> list[str]:
 def test_a_grid_creates_one_job_per_value_and_spot_and_multi_instance_jobs_resume_and_spread(
     project: str, tmp_path: Path
 ) -> None:
-    launch(tmp_path, "hydra.launcher.wait=false", f"data.root={DATA_URI}", "optim.lr=0.001,0.0003", "debug=fast")
+    first = launch(
+        tmp_path, "hydra.launcher.wait=false", f"data.root={DATA_URI}", "optim.lr=0.001,0.0003", "debug=fast"
+    )
+    assert "end of patch" not in first.stdout + first.stderr  # the default image is inside its support window
     grid = jobs()
     assert len(grid) == 2
     role = boto3.client("iam").get_role(RoleName="dogbreed-sagemaker-training")["Role"]
@@ -102,7 +105,7 @@ def test_a_grid_creates_one_job_per_value_and_spot_and_multi_instance_jobs_resum
     stopping = spot["StoppingCondition"]
     assert stopping["MaxRuntimeInSeconds"] == 3600 and stopping["MaxWaitTimeInSeconds"] >= 3600
     assert spot["ResourceConfig"]["InstanceCount"] == 2
-    assert spot["AlgorithmSpecification"]["TrainingImage"].endswith(":2.6.0-gpu-py312")
+    assert spot["AlgorithmSpecification"]["TrainingImage"].endswith(":2.13.0-cu133-amzn2023-sagemaker")
     hyper = {key: json.loads(value) for key, value in spot["HyperParameters"].items()}
     assert hyper["sagemaker_torch_distributed_enabled"] is True
     assert hyper["trainer.resume"] == "auto" and hyper["paths.output_root"] == "/opt/ml/checkpoints"
@@ -287,3 +290,12 @@ def test_ctrl_c_while_waiting_detaches_and_says_how_to_stop_the_jobs(
     text = "".join(output)
     assert "detached; the jobs keep running" in text and job["TrainingJobName"] in text
     assert "python -m dogbreed.sagemaker.jobs stop JOB" in text and "Traceback" not in text
+
+
+def test_an_image_past_its_end_of_patch_is_one_warning_with_its_date(project: str, tmp_path: Path) -> None:
+    old = "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-training:2.6.0-cpu-py312"
+    result = launch(tmp_path, "hydra.launcher.wait=false", f"hydra.launcher.image_uri={old}", "debug=fast")
+    warnings = [line for line in (result.stdout + result.stderr).splitlines() if "end of patch" in line]
+    assert len(warnings) == 1 and "(2026-01-29" in warnings[0] and "hydra.launcher.image_uri unset" in warnings[0]
+    (job,) = jobs()
+    assert job["AlgorithmSpecification"]["TrainingImage"] == old  # a warning, not a refusal: the user chose it
