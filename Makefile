@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo test test-full test-dogbreed test-deploy test-ami test-aws integ-deploy lint format bench clean
+.PHONY: help setup demo test test-full test-dogbreed test-deploy test-ami test-aws integ-deploy lint format bench gpu-wheels clean
 
 help: ## Show this help
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-10s %s\n", $$1, $$2}'
@@ -55,12 +55,20 @@ lint: $(STAMP) ## ruff, the import contracts (pyproject.toml), shellcheck and my
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/lint-imports
-	$(VENV)/bin/shellcheck ami/bootstrap.sh
+	$(VENV)/bin/shellcheck ami/bootstrap.sh benchmarks/gpu.sh
 	$(VENV)/bin/mypy
 
 format: $(STAMP) ## Apply ruff's fixes and formatting
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
+
+# What benchmarks/gpu.sh needs that the GPU machine's image (Python 3.12, torch) lacks, as wheels in .whl/.
+GPU_WHEELS := hydra-core==1.3.2 omegaconf==2.3.0 antlr4-python3-runtime==4.9.3 PyYAML==6.0.2 boto3==1.43.68 \
+	botocore==1.43.68 s3transfer==0.16.0 jmespath==1.0.1 python-dateutil==2.9.0.post0 six==1.17.0 urllib3==2.5.0 tqdm==4.67.1
+
+gpu-wheels: $(STAMP) ## Download the wheels benchmarks/gpu.sh installs on a GPU machine (Python 3.12) into .whl/
+	$(PY) -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+		--platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 -d .whl $(GPU_WHEELS)
 
 clean: ## Remove generated data, outputs and caches (keeps .venv)
 	rm -rf outputs multirun data/synthetic .pytest_cache .ruff_cache

@@ -18,7 +18,9 @@ from dogbreed.serving.hardware import cpu_has_fast_bf16
 
 # name -> whether it takes --quick (hostile_requests is small already)
 BENCHMARKS = {"training_speed": True, "extraction": True, "finetune_input": True, "serving_latency": True,
-              "serving_backends": True, "hostile_requests": False}  # fmt: skip
+              "serving_backends": True, "int8_serving": True, "hostile_requests": False}  # fmt: skip
+# Extra arguments: int8_serving records its served figures where `deploy up` prices from (a full run only).
+ARGUMENTS = {"int8_serving": ["--write-throughput", "deploy/throughput.json"]}
 # Lines repeated in the summary: a goal met or missed, and a comparison with no goal of its own.
 SUMMARY_PREFIXES = ("GOAL ", "COMPARE ")
 
@@ -32,6 +34,7 @@ def main() -> None:
     for name, takes_quick in BENCHMARKS.items():
         print(f"\n######## benchmarks.{name}", flush=True)
         command = [sys.executable, "-m", f"benchmarks.{name}", *(["--quick"] if args.quick and takes_quick else [])]
+        command += [] if args.quick else ARGUMENTS.get(name, [])
         # Each benchmark picks its allocator: inheriting the tuned one (no heap trimming) kept the
         # hostile-request server's burst in its RSS and timed the servers unlike `deploy serve`.
         process = subprocess.Popen(command, cwd=REPO, env=environment(None), stdout=subprocess.PIPE, text=True)

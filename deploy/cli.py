@@ -21,18 +21,26 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig
 
-from deploy.cloud import orchestrator
-from deploy.cloud.config import load_config
+from deploy.cloud import cost, orchestrator
+from deploy.cloud.config import load_config, load_model_settings
 from deploy.cloud.errors import DeployError
 from dogbreed.cli import DEBUG_OPTION, reported_errors
 
+RUN_OVERRIDES = "deploy.model overrides for a run, e.g. deploy.model.precision=int8"
+
 
 def package_command(args: argparse.Namespace) -> None:
-    """Writes model.tar.gz for a run and prints its path and size."""
-    from deploy.model_archive import package_run
+    """Writes model.tar.gz for a run and prints its path, size and precision (int8: its checks)."""
+    from deploy.model_archive import package_run, packaged_info
 
-    path = package_run(args.run, args.output, args.image_size)
+    path = package_run(args.run, args.output, args.image_size, load_model_settings(args.overrides))
     print(f"{path} ({path.stat().st_size / 1e6:.1f} MB)")
+    quantization = packaged_info(path).get("quantization")
+    if quantization:
+        top1, images = quantization["top1"], quantization["calibration"]["images"]
+        print(f"int8: top-1 agreement with float {quantization['top1_agreement']:.4f} on "
+              f"{quantization['validation_images']} validation images; top-1 float {top1['float']:.4f}, "
+              f"int8 {top1['int8']:.4f}; calibrated on {images} training images")  # fmt: skip
 
 
 def max_batch(value: str) -> int:
@@ -55,7 +63,7 @@ def serve_command(args: argparse.Namespace) -> None:
         os.environ["DOGBREED_FETCH_ALLOW_LOOPBACK"] = "1"
     os.environ["DOGBREED_MAX_BATCH"] = str(args.max_batch)
     with tempfile.TemporaryDirectory(prefix="dogbreed-serve-") as workdir:
-        model_dir = prepare_model_dir(args.source, Path(workdir))
+        model_dir = prepare_model_dir(args.source, Path(workdir), load_model_settings(args.overrides))
         serve(model_dir, args.host, args.port, args.workers, args.handler)
 
 
@@ -83,7 +91,8 @@ def predict_command(args: argparse.Namespace) -> None:
         items = list_inputs(args.input, Path(workdir))
         if not items:
             raise PredictError(f"no files in {args.input}")
-        predictor = handler.load_predictor(prepare_model_dir(args.model, Path(workdir)), compile_model=False)
+        model_dir = prepare_model_dir(args.model, Path(workdir), load_model_settings(args.overrides))
+        predictor = handler.load_predictor(model_dir, compile_model=False)
         output = Path(args.output)
         output.parent.mkdir(parents=True, exist_ok=True)
         summary = predict_files(items, predictor, args.topk, args.batch_size, output, errors_path(output))
@@ -169,6 +178,7 @@ def up_command(args: argparse.Namespace) -> None:
     release = releases.resolve(cfg, source, clients)
     changes = orchestrator.up(cfg, release.run if release else source, clients, release=release)
     print("\n".join(changes) if changes else "up to date: nothing changed")
+    print("\n".join(cost.summary(cfg.deploy)))
 
 
 def down_command(args: argparse.Namespace) -> None:
@@ -185,6 +195,7 @@ def status_command(args: argparse.Namespace) -> None:
     width = max(len(kind) for kind, _, _ in rows)
     for kind, name, state in rows:
         print(f"{kind:<{width}}  {name}  {state}")
+    print("\n".join(cost.summary(cfg.deploy)))
 
 
 def loadtest_command(args: argparse.Namespace) -> None:
@@ -295,6 +306,7 @@ def _add_local_commands(add: Callable[..., argparse.ArgumentParser]) -> None:
     package.add_argument("run", help="run directory or s3:// prefix of one")
     package.add_argument("-o", "--output", type=Path, help="tarball path (default: <run>/model.tar.gz)")
     package.add_argument("--image-size", type=int, help="override data.image_size (runs without a config: 224)")
+    package.add_argument("overrides", nargs="*", help="deploy.model overrides, e.g. deploy.model.precision=int8")
     package.set_defaults(func=package_command)
 
     serve = add("serve", help="the SageMaker container contract on a local port")
@@ -308,6 +320,9 @@ def _add_local_commands(add: Callable[..., argparse.ArgumentParser]) -> None:
         "--max-batch", type=max_batch, default=8, help="requests waiting together run as one batch of up to N (1: off)"
     )
     serve.add_argument("--handler", help="module with model_fn/input_fn/predict_fn/output_fn (default: ours)")
+    serve.add_argument(
+        "overrides", nargs="*", help="deploy.model overrides for a run, e.g. deploy.model.precision=int8"
+    )
     serve.set_defaults(func=serve_command)
 
     invoke = add("invoke", help="send an image file or URL, print the top-k breeds")
@@ -333,6 +348,9 @@ def _add_local_commands(add: Callable[..., argparse.ArgumentParser]) -> None:
     predict.add_argument("--instance-type", default="ml.m5.xlarge", help="with --sagemaker")
     predict.add_argument("--instance-count", type=int, default=1, help="with --sagemaker")
     predict.add_argument("--region", help="with --sagemaker (default: boto3's)")
+    predict.add_argument(
+        "overrides", nargs="*", help="deploy.model overrides for a run, e.g. deploy.model.precision=int8"
+    )
     predict.set_defaults(func=predict_command)
 
     demo = add("demo", help="package a run, serve it, one image through the Lambda handler")
@@ -374,10 +392,21 @@ def _add_operating_commands(add: Callable[..., argparse.ArgumentParser]) -> None
     loadtest.set_defaults(func=loadtest_command)
 
 
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    """The command line; `key=value` overrides may also come after options (`package RUN -o X key=value`)."""
+    root = parser()
+    args, extra = root.parse_known_args(argv)
+    if extra and hasattr(args, "overrides") and all("=" in item and not item.startswith("-") for item in extra):
+        args.overrides += extra
+    elif extra:
+        root.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     """Runs one subcommand; returns 0, or exits with the status and line of `dogbreed.cli`."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    args = parser().parse_args(argv)
+    args = parse(argv)
     with reported_errors(getattr(args, "debug", False)):
         args.func(args)
     return 0

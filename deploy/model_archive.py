@@ -28,7 +28,10 @@ import torch
 
 import dogbreed
 import dogbreed.serving
+from deploy.precision import FLOAT, INT8, ModelSettings
+from deploy.quantize import QuantizeError, quantize
 from dogbreed.errors import DogbreedError, WeightsError
+from dogbreed.serving import int8
 from dogbreed.serving.architecture import load_weights, spec_from_state_dict
 from dogbreed.serving.handler import SERVING_INFO_NAME
 from dogbreed.train.checkpoint import CHECKPOINT_NAME, WEIGHTS_NAME
@@ -171,6 +174,7 @@ def serving_info(run_dir: Path, name: str, labels: list[str], image_size: int) -
         "weights_sha256": digest,
         "dogbreed": dogbreed.__version__,
         "trained_with": trained_versions(run_dir),
+        "precision": FLOAT,
     }
 
 
@@ -198,15 +202,17 @@ def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     tar.addfile(member, io.BytesIO(data))
 
 
-def write_tarball(run_dir: Path, info: dict[str, Any], output: Path) -> None:
-    """Writes next to `output` and renames, so a failure never leaves a half tarball that looks complete."""
+def write_tarball(run_dir: Path, info: dict[str, Any], output: Path, weights: Path | None = None) -> None:
+    """Writes next to `output` and renames, so a failure never leaves a half tarball that looks complete.
+
+    `weights` is shipped as model.pth instead of the run's (the int8 state_dict)."""
     output.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=f".{output.name}.", dir=output.parent)
     os.close(handle)
     try:
         # fp32 weights compress by ~7% at best, for seconds of CPU per 100 MB: store them.
         with tarfile.open(temporary, "w:gz", compresslevel=0) as tar:
-            tar.add(run_dir / WEIGHTS_NAME, WEIGHTS_NAME)
+            tar.add(weights or run_dir / WEIGHTS_NAME, WEIGHTS_NAME)
             tar.add(run_dir / LABELS_NAME, LABELS_NAME)
             _add_bytes(tar, SERVING_INFO_NAME, (json.dumps(info, indent=2) + "\n").encode())
             _add_bytes(tar, RAY_SERVE_CONFIG_NAME, RAY_SERVE_CONFIG.encode())
@@ -217,13 +223,17 @@ def write_tarball(run_dir: Path, info: dict[str, Any], output: Path) -> None:
         Path(temporary).unlink(missing_ok=True)
 
 
-def package_run(run: str, output: Path | None = None, image_size: int | None = None) -> Path:
+def package_run(
+    run: str, output: Path | None = None, image_size: int | None = None, model: ModelSettings | None = None
+) -> Path:
     """Validates a run and writes its model.tar.gz.
 
     Args:
         run: a run directory, the s3:// prefix of one, a training job's s3://…/model.tar.gz or its name.
         output: the tarball path; default `<run dir>/model.tar.gz` (`./model.tar.gz` for the others).
         image_size: overrides the size found in the run (which otherwise defaults to 224).
+        model: `deploy.model`; int8 quantises the network on the run's own data (`deploy.quantize`);
+            None packages the float network.
 
     Returns:
         The path of the written tarball.
@@ -231,6 +241,7 @@ def package_run(run: str, output: Path | None = None, image_size: int | None = N
     Raises:
         PackageError: files are missing.
         WeightsError: the weights do not load into the model labels.json describes.
+        QuantizeError: int8 without data to calibrate on, or answering too unlike the float network.
     """
     with tempfile.TemporaryDirectory(prefix="dogbreed-package-") as scratch:
         if run.startswith("s3://") or is_training_job(run):
@@ -249,6 +260,70 @@ def package_run(run: str, output: Path | None = None, image_size: int | None = N
             raise PackageError(f"{run}/{LABELS_NAME} is not an index -> breed mapping ({err!r})") from None
         size = image_size or image_size_of(run_dir, DEFAULT_IMAGE_SIZE)
         info = serving_info(run_dir, name, labels, size)
-        write_tarball(run_dir, info, output)
-    log.info("packaged %s (%s, %d classes, %d px) -> %s", run, info["arch"], len(labels), size, output)
+        weights = None
+        if model is not None and model.precision == INT8:
+            weights = Path(scratch) / "model.int8.pth"
+            info = quantized_info(run_dir, labels, size, model, info, weights)
+        write_tarball(run_dir, info, output, weights)
+    log.info("packaged %s (%s %s, %d classes, %d px) -> %s", run, info["precision"], info["arch"], len(labels), size,
+             output)  # fmt: skip
     return output
+
+
+def packaged_info(tarball: Path) -> dict[str, Any]:
+    """The serving.json of a written tarball."""
+    with tarfile.open(tarball, "r:*") as tar:
+        member = tar.extractfile(SERVING_INFO_NAME)
+        return json.loads(member.read()) if member else {}
+
+
+def quantized_info(
+    run_dir: Path, labels: list[str], size: int, model: ModelSettings, info: dict[str, Any], weights: Path
+) -> dict[str, Any]:
+    """Quantises the run's network into `weights` (its state_dict); returns serving.json's info for it."""
+    network = load_weights(run_dir / WEIGHTS_NAME, labels)
+    quantized, report = quantize(network, labels, size, data_root_of(run_dir, model), model)
+    torch.save(quantized.state_dict(), weights)
+    spec = int8.spec_info(spec_from_state_dict(network.state_dict()))
+    return {
+        **info,
+        "precision": INT8,
+        "weights_sha256": hashlib.sha256(weights.read_bytes()).hexdigest(),
+        "quantization": {**report, "spec": spec},
+    }
+
+
+def data_root_of(run_dir: Path, model: ModelSettings) -> Path:
+    """The dataset to calibrate and check int8 on: `deploy.model.data_root`, else the run's `data.root`
+    (an s3:// one mirrored into the run's `data.s3_cache`, new or changed objects only).
+
+    Raises:
+        QuantizeError: the run records no data root, or it is not on this machine.
+    """
+    data = run_config(run_dir).get("data", {})
+    root = model.data_root or data.get("root")
+    if not root:
+        raise QuantizeError(f"{run_dir} records no data.root; set deploy.model.data_root to its dataset")
+    if str(root).startswith("s3://"):
+        from dogbreed.storage.mirror import sync_to_cache
+
+        return sync_to_cache(str(root), Path(data.get("s3_cache") or "data/s3cache"))
+    if not Path(root).is_dir():
+        raise QuantizeError(
+            f"the run's data root {root} is not on this machine; set deploy.model.data_root to its dataset "
+            "(a folder or s3:// prefix); nothing written"
+        )
+    return Path(root)
+
+
+def run_config(run_dir: Path) -> dict[str, Any]:
+    """The resolved config the run trained with: checkpoint.pt's, else `.hydra/config.yaml` (data only)."""
+    checkpoint = run_dir / CHECKPOINT_NAME
+    if checkpoint.is_file():
+        return dict(torch.load(checkpoint, map_location="cpu", mmap=True, weights_only=True).get("config", {}))
+    if (run_dir / HYDRA_CONFIG).is_file():
+        from omegaconf import OmegaConf
+
+        config = OmegaConf.load(run_dir / HYDRA_CONFIG)
+        return {"data": {key: OmegaConf.select(config, f"data.{key}") for key in ("root", "s3_cache")}}
+    return {}

@@ -44,6 +44,7 @@ from uvicorn.supervisors.multiprocess import Process
 from deploy.batching import batched_predict
 from deploy.lambda_function import demo_page
 from deploy.model_archive import package_run
+from deploy.precision import ModelSettings
 from dogbreed.serving import handler as default_handler
 from dogbreed.serving.errors import RequestError
 
@@ -171,11 +172,14 @@ def create_app(handler: ModuleType, model: Any, body_timeout: float = BODY_TIMEO
     return app
 
 
-def prepare_model_dir(source: str, workdir: Path) -> Path:
-    """A run dir, s3:// run or model.tar.gz -> an extracted model directory, as the container sees it."""
+def prepare_model_dir(source: str, workdir: Path, model: ModelSettings | None = None) -> Path:
+    """A run dir, s3:// run or model.tar.gz -> an extracted model directory, as the container sees it.
+
+    A run is packaged at `model`'s precision (None: float); a tarball is served as it was packaged.
+    """
     tarball = Path(source)
     if not (source.endswith(".tar.gz") and tarball.is_file()):
-        tarball = package_run(source, workdir / "model.tar.gz")
+        tarball = package_run(source, workdir / "model.tar.gz", model=model)
     model_dir = workdir / "model"
     with tarfile.open(tarball) as tar:
         tar.extractall(model_dir, filter="data")

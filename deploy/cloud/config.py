@@ -8,6 +8,8 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from deploy.cloud.errors import DeployError
+from deploy.precision import INT8, PRECISIONS, ModelSettings
+from dogbreed.aws import container_images
 from dogbreed.aws.iam import POLICY_NAME_PATTERN, check_boundary_prefix
 from dogbreed.cli import compose_config
 from dogbreed.storage.location import S3AddressError, S3Location
@@ -63,6 +65,7 @@ def validate(cfg: DictConfig) -> None:
     _lambda(d["lambda"])
     _container(d.container)
     _image(d.image)
+    _precision(d)
     operating(d)
 
 
@@ -124,6 +127,40 @@ def _container(c: Any) -> None:
         raise DeployError(f"deploy.container.max_batch={c.max_batch}: 1 to 64 images")
     if not 0 <= c.batch_wait_ms <= 1000:
         raise DeployError(f"deploy.container.batch_wait_ms={c.batch_wait_ms}: 0 to 1000 milliseconds")
+
+
+def model_settings(d: Any) -> ModelSettings:
+    """`deploy.model` as the packager's settings, its values checked.
+
+    Raises:
+        DeployError: a value out of range.
+    """
+    m = d.model
+    if m.precision not in PRECISIONS:
+        raise DeployError(f"deploy.model.precision={m.precision!r}: one of {', '.join(PRECISIONS)}")
+    if not 1 <= m.calibration_images <= 100_000:
+        raise DeployError(f"deploy.model.calibration_images={m.calibration_images}: 1 to 100000 images")
+    if not 0 <= m.min_agreement <= 1 or not 0 <= m.max_top1_drop <= 1:
+        raise DeployError("deploy.model.min_agreement and max_top1_drop are shares from 0 to 1")
+    data_root = str(m.data_root) if m.data_root else None
+    return ModelSettings(str(m.precision), int(m.calibration_images), int(m.calibration_seed),
+                         float(m.min_agreement), float(m.max_top1_drop), data_root)  # fmt: skip
+
+
+def load_model_settings(overrides: list[str]) -> ModelSettings:
+    """`deploy.model` of `conf/deploy.yaml` with `overrides`, for the commands that only package (no AWS)."""
+    return model_settings(compose_config("deploy", overrides, "deploy.model.precision=int8").deploy)
+
+
+def _precision(d: Any) -> None:
+    """int8 runs on x86 CPU instances; a GPU instance would run it on its host CPU, slower than float on the GPU."""
+    model_settings(d)
+    gpu = container_images.processor_for(d.instance_type, d.image.processor) == "gpu" and not d.serverless.enabled
+    if d.model.precision == INT8 and gpu:
+        raise DeployError(
+            f"deploy.model.precision=int8 runs on CPU instances only, and {d.instance_type} is a GPU type; "
+            "use float there, or a CPU type (ml.c5, ml.m5, ml.c7i, ...)"
+        )
 
 
 def _image(image: Any) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -17,8 +18,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from deploy.cloud import autoscaling, container, hosting, lambda_, operating, policies, state
 from deploy.cloud.artifacts import join_key, upload_model
+from deploy.cloud.config import model_settings
 from deploy.cloud.errors import DeployError
 from deploy.cloud.operating import Release
+from deploy.precision import ModelSettings
 from dogbreed.aws import container_images, iam, support
 from dogbreed.aws.iam import RoleSpec, boundary_arn, check_boundary
 from dogbreed.storage.location import S3Location
@@ -109,7 +112,7 @@ def up(
     deploy_prefix = join_key(prefix, d.name)
 
     if release is None:
-        model_data, model_sha256 = uploaded_model(clients, run, package, bucket, deploy_prefix, changes, d.image)
+        model_data, model_sha256 = uploaded_model(clients, run, package, bucket, deploy_prefix, changes, d)
     else:
         model_data, model_sha256 = operating.check_release(clients.s3, release)
 
@@ -310,15 +313,16 @@ def uploaded_model(
     bucket: str,
     deploy_prefix: str,
     changes: list[str],
-    image: DictConfig,
+    d: DictConfig,
 ) -> tuple[str, str]:
-    """Packages `run` and uploads it to its content-addressed key; returns the model's s3:// URI and SHA-256.
+    """Packages `run` (at `deploy.model.precision`) and uploads it to its content-addressed key; returns the
+    model's s3:// URI and SHA-256.
 
     Packaging refuses weights the container could not load; a training torch newer than the
     container's is warned about.
     """
-    tarball = (package or _default_package)(run)
-    container.warn_on_torch_gap(tarball, container_images.served_torch(image))
+    tarball = (package or functools.partial(_default_package, model=model_settings(d)))(run)
+    container.warn_on_torch_gap(tarball, container_images.served_torch(d.image))
     model_key = join_key(deploy_prefix, content_version(tarball), "model.tar.gz")
     # The key is content-addressed: an object there already holds this model.
     model_sha256, uploaded = upload_model(clients.s3, tarball, S3Location(bucket, model_key))
@@ -443,8 +447,8 @@ def _role_not_ready(err: ClientError) -> bool:
     return error["Code"] == "ValidationException" and "assume" in error["Message"]
 
 
-def _default_package(run: str) -> Path:
+def _default_package(run: str, model: ModelSettings) -> Path:
     # Imported late: the packaging module pulls in torch, which `down` and `status` never need.
     from deploy.model_archive import package_run
 
-    return package_run(run)
+    return package_run(run, model=model)

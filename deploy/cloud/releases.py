@@ -40,7 +40,7 @@ def register(
     changes: list[str] = []
     bucket, prefix = _bucket_and_prefix(d.s3_uri)
     model_data, model_sha256 = orchestrator.uploaded_model(
-        clients, run, package, bucket, join_key(prefix, d.name), changes, d.image
+        clients, run, package, bucket, join_key(prefix, d.name), changes, d
     )
     version = model_data.rsplit("/", 2)[-2]  # <prefix>/<name>/<content version>/model.tar.gz
     for summary in registry.packages(clients.sagemaker, d.name):

@@ -35,8 +35,9 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch import nn
 
+from dogbreed.serving import int8
 from dogbreed.serving.architecture import load_weights
-from dogbreed.serving.errors import RequestError
+from dogbreed.serving.errors import RequestError, WeightsError
 from dogbreed.serving.fetch import FetchPolicy, fetch
 from dogbreed.serving.hardware import compile_blocker, cpu_has_fast_bf16
 from dogbreed.serving.preprocess import EvalPreset, Normalize, decode_image
@@ -44,6 +45,7 @@ from dogbreed.serving.preprocess import EvalPreset, Normalize, decode_image
 log = logging.getLogger(__name__)
 
 SERVING_INFO_NAME = "serving.json"
+INT8 = "int8"  # serving.json's precision of a quantized model (dogbreed.serving.int8)
 REALTIME_MAX_BODY_BYTES = 6 * 1024 * 1024  # a real-time endpoint's payload cap
 SERVERLESS_MAX_BODY_BYTES = 4 * 1024 * 1024  # a serverless endpoint's payload cap
 MAX_PIXELS = 50_000_000  # a 50-megapixel photo decodes; a decompression bomb does not
@@ -264,6 +266,25 @@ def compiled_or_eager(model: torch.nn.Module, examples: list[torch.Tensor], want
     return model, reason
 
 
+def load_float(model_dir: Path, labels: list[str]) -> tuple[nn.Module, torch.device, torch.dtype]:
+    """The float network on the GPU when there is one, in bf16 where the hardware runs it natively."""
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = choose_dtype(device)
+    network = load_weights(model_dir / "model.pth", labels)
+    return network.to(device=device, dtype=dtype).to(memory_format=torch.channels_last), device, dtype
+
+
+def load_int8(model_dir: Path, info: dict[str, Any]) -> tuple[nn.Module, torch.device, torch.dtype]:
+    """The int8 network of an int8 tarball: on the CPU, with float32 around the quantized ops."""
+    reason = int8.unsupported()
+    if reason is not None:
+        raise WeightsError(f"{model_dir} holds an int8 model, but {reason}")
+    with int8.quiet():  # quantized tensors' deprecation warnings, once per load
+        state_dict = torch.load(model_dir / "model.pth", map_location="cpu", weights_only=True)
+    network = int8.load(state_dict, info["quantization"]["spec"], int(info["image_size"]))
+    return network, torch.device("cpu"), torch.float32
+
+
 def load_predictor(model_dir: str | Path, compile_model: bool | None = None, max_batch: int | None = None) -> Predictor:
     """Loads model.pth + labels.json + serving.json from an extracted model.tar.gz and warms it up.
 
@@ -276,13 +297,13 @@ def load_predictor(model_dir: str | Path, compile_model: bool | None = None, max
     info = json.loads((model_dir / SERVING_INFO_NAME).read_text())
     labels_map = json.loads((model_dir / "labels.json").read_text())
     labels = [labels_map[str(i)] for i in range(len(labels_map))]
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = choose_dtype(device)
-    network = load_weights(model_dir / "model.pth", labels)
-    network = network.to(device=device, dtype=dtype).to(memory_format=torch.channels_last)
+    int8_model = info.get("precision") == INT8
+    network, device, dtype = load_int8(model_dir, info) if int8_model else load_float(model_dir, labels)
     model = ServedModel(network, dtype).to(device).eval()
     if compile_model is None:
         compile_model = os.environ.get("DOGBREED_COMPILE", "1") != "0"
+    # The quantized kernels run as they are; inductor would trace them for nothing.
+    compile_model = compile_model and not int8_model
     if max_batch is None:
         max_batch = batch_limit(os.environ.get("DOGBREED_MAX_BATCH"))
     sizes = warm_sizes(max_batch)
@@ -294,6 +315,8 @@ def load_predictor(model_dir: str | Path, compile_model: bool | None = None, max
     if eager_because is not None and compile_model:
         log.warning("serving the model eager: %s", eager_because)
     served = {"device": str(device), "dtype": str(dtype).removeprefix("torch."), "compiled": eager_because is None}
+    if int8_model:
+        served |= {"precision": INT8, "fast_int8_cpu": int8.fast_int8_cpu()}
     predictor = Predictor(
         served_model,
         labels,

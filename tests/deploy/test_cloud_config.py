@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from deploy.cloud import container
+from deploy.cloud import container, cost
 from deploy.cloud.config import load_config
 from dogbreed.aws import container_images
 from dogbreed.errors import DogbreedError
@@ -198,3 +198,21 @@ def test_only_the_ray_serve_gpu_image_asks_for_a_newer_gpu_host() -> None:
     assert host("deploy.instance_type=ml.g5.xlarge") == {"InferenceAmiVersion": "al2-ami-sagemaker-inference-gpu-3-1"}
     assert host() == {} and host("deploy.instance_type=ml.g5.xlarge", "deploy.image.backend=torchserve") == {}
     assert host("deploy.instance_type=ml.g5.xlarge", "deploy.image.uri=1.dkr.ecr.us-east-1.amazonaws.com/mine:1") == {}
+
+
+def test_the_cost_of_a_million_answers_names_its_figures() -> None:
+    realtime = cost.summary(load_config([S3]).deploy)
+    prices, measured = cost.table("prices.json"), cost.table("throughput.json")
+    # ml.m5.large at $0.115/h answering 25 a minute: 0.115 / 1500 x 1e6 = $76.67.
+    assert realtime[0].startswith("cost: $76.67 per 1M answers at the autoscaling target (25/min per instance")
+    rate = measured["served"]["float"]["rps_per_vcpu"] * 2
+    assert f"${0.115 / (rate * 3600) * 1e6:.2f} per 1M answers at saturation" in realtime[1]
+    assert measured["as_of"] in realtime[1] and prices["as_of"] in realtime[2]
+    int8 = cost.summary(load_config([S3, "deploy.model.precision=int8"]).deploy)
+    assert "int8" in int8[1] and int8[1] != realtime[1]
+    serverless = cost.summary(load_config([S3, "deploy.serverless.enabled=true"]).deploy)
+    assert serverless[0].startswith("cost: $") and "3 GB x" in serverless[0] and "idle costs nothing" in serverless[0]
+    gpu = cost.summary(load_config([S3, "deploy.instance_type=ml.g5.xlarge"]).deploy)
+    assert "no measured float figure for ml.g5.xlarge" in gpu[1]
+    unknown = cost.summary(load_config([S3, "deploy.instance_type=ml.c7i.large"]).deploy)
+    assert unknown[0] == "cost: no price for ml.c7i.large in deploy/prices.json; see the SageMaker pricing page"

@@ -512,7 +512,7 @@ def test_cli_up_refused_by_aws_prints_one_line_naming_the_operation_and_code(
     clients.iam = Routed(clients.iam, ("create_role",))
     clients.iam.stubber.add_client_error("create_role", "AccessDenied", denied, http_status_code=403)
     monkeypatch.setattr(orchestrator.Clients, "create", classmethod(lambda cls, region=None: clients))
-    monkeypatch.setattr(orchestrator, "_default_package", package)
+    monkeypatch.setattr(orchestrator, "_default_package", lambda run, model: package(run))
     overrides = [f"deploy.s3_uri=s3://{BUCKET}/deploys", f"deploy.lambda.source_dir={handler_dir}"]
 
     with pytest.raises(SystemExit) as stop:
