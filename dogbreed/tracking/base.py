@@ -12,7 +12,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol
 
-from dogbreed.errors import TrainingInterrupted
+from dogbreed.errors import DogbreedError, TrainingInterrupted
 
 log = logging.getLogger(__name__)
 
@@ -74,18 +74,35 @@ class Tracking:
     """The loggers of one run, used as a context manager around the epoch loop.
 
     Entering starts them, leaving closes them with the run's outcome: FINISHED, KILLED (a stop
-    request or Ctrl-C: the run can resume) or FAILED.
+    request or Ctrl-C: the run can resume) or FAILED. A failing logger is warned about once and
+    dropped, unless it is required (`logger.required=true`): then the run stops with one line.
     """
 
     def __init__(self, loggers: list[Logger], run: RunInfo | None) -> None:
         self.loggers = list(loggers)
         self.run = run
 
+    def check(self) -> None:
+        """Each logger's own check of its settings (those that have one), before the run reads any data.
+
+        Raises:
+            DogbreedError: a setting the backend would refuse.
+        """
+        for logger in self.loggers:
+            if hasattr(logger, "check"):
+                logger.check()
+
     def _each(self, method: str, *args: Any) -> None:
         for logger in list(self.loggers):
             try:
                 getattr(logger, method)(*args)
             except Exception as err:  # any failure of a tracking backend; the run matters more
+                if getattr(logger, "required", False):  # logger.required=true: without it the run is not wanted
+                    first = str(err).splitlines()[0][:300] if str(err) else type(err).__name__
+                    raise DogbreedError(
+                        f"logger {logger.name} failed ({type(err).__name__}: {first}) and logger.required=true; "
+                        "fix its settings or set logger.required=false to train without it"
+                    ) from None
                 where = self.run.output_dir if self.run is not None else "the run dir"
                 log.warning(
                     "logger %s failed (%s: %s); training goes on without it, the run's files stay in %s",

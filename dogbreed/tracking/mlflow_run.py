@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from dogbreed.errors import DogbreedError
 from dogbreed.tracking.base import RunInfo, flatten
 
 log = logging.getLogger(__name__)
@@ -30,15 +31,34 @@ class MlflowLogger:
     name = "mlflow"
 
     def __init__(
-        self, tracking_uri: str, experiment: str, request_attempts: int = 3, request_timeout_s: float = 10.0
+        self,
+        tracking_uri: str,
+        experiment: str,
+        request_attempts: int = 3,
+        request_timeout_s: float = 10.0,
+        required: bool = False,
     ) -> None:
         self.tracking_uri = tracking_uri
+        self.required = required
         self.experiment = experiment
         self.request_attempts = request_attempts
         self.request_timeout_s = request_timeout_s
         self.client: Any = None
         self.run_id = ""
         self.parent_id: str | None = None
+
+    def check(self) -> None:
+        """Refuses, before any data is read, a tracking URI MLflow would refuse at the run's start.
+
+        Raises:
+            DogbreedError: a file store (`file://` or a bare path), which MLflow 3 no longer serves.
+        """
+        scheme = self.tracking_uri.split(":", 1)[0] if "://" in self.tracking_uri else ""
+        if scheme in ("", "file") and not self.tracking_uri.startswith("arn:"):
+            raise DogbreedError(
+                f"logger.tracking_uri={self.tracking_uri}: MLflow 3 keeps runs in a database or on a server, not in "
+                "files; use sqlite:///mlruns/mlflow.db (the default) or http(s)://host:port"
+            )
 
     def start(self, run: RunInfo) -> None:
         if self.tracking_uri.startswith("arn:") and importlib.util.find_spec("sagemaker_mlflow") is None:

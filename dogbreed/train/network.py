@@ -1,4 +1,4 @@
-"""What only training does to the classifier: freeze policies, frozen BatchNorm, an earlier run's backbone.
+"""What only training does to the classifier: freeze policies, frozen BatchNorm, an earlier run's backbone, compile.
 
 The network itself (`ModelSpec`, `build_model`, `spec_from_state_dict`) is
 `dogbreed.serving.architecture`, which the inference handler rebuilds it from.
@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import cast
 
 import torch
 from torch import nn
 
 from dogbreed.errors import WeightsError
+from dogbreed.train.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -66,3 +68,16 @@ def train_mode(model: nn.Module) -> None:
         own = list(module.parameters(recurse=False))
         if own and not any(p.requires_grad for p in own):
             module.eval()
+
+
+def compile_for_training(model: nn.Module, setting: str, runtime: Runtime) -> nn.Module:
+    """Compiles the training model when asked, or on CUDA under `auto`.
+
+    On CPU the train step gains little (20 vs 21 img/s measured for ResNet50)
+    for ~50 s of compilation, so `auto` leaves it eager there. The compiled
+    wrapper shares parameters with `model`, which is what gets saved.
+    """
+    if setting == "true" or (setting == "auto" and runtime.device.type == "cuda"):
+        log.info("compiling the model for training")
+        return cast(nn.Module, torch.compile(model))
+    return model

@@ -6,6 +6,7 @@ turns them into the data, the model, a `dogbreed.train.fit.Job` for the epoch lo
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -13,7 +14,7 @@ import random
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import torch
@@ -38,7 +39,7 @@ from dogbreed.train.loaders import (
     prepare_root,
     scan_on_main,
 )
-from dogbreed.train.network import apply_freeze, load_backbone
+from dogbreed.train.network import apply_freeze, compile_for_training, load_backbone
 from dogbreed.train.resume import resolve_resume
 from dogbreed.train.runtime import Runtime, resolve_device
 from dogbreed.train.settings import NetworkSettings, OptimizerSettings, RunSettings, resolved_yaml
@@ -54,27 +55,37 @@ def train(settings: RunSettings) -> float:
     SIGTERM, SIGINT or an EC2 spot notice stop it after the current step with a checkpoint
     (`TrainingInterrupted`); with storage=s3 a failed upload ends it with `UploadError`.
     """
+    started = time.perf_counter()
     context = distributed.init(resolve_device(settings.device))  # a single process unless torchrun
     try:
-        with StopRequest(settings.spot_notice_endpoint, settings.spot_poll_s) as stop:
-            job, state = set_up(settings, context)  # with storage=s3, fails fast on a bucket it cannot write to
-            with job.tracking:  # rank 0's `logger=` loggers: started here, closed with the run's outcome
-                fit(job, state, stop)
-                return finish(job, state)
+        with StopRequest(settings.spot_notice_endpoint, settings.spot_poll_s) as stop, contextlib.ExitStack() as run:
+            settings.output_dir.mkdir(parents=True, exist_ok=True)
+            tracking = start_tracking(settings, context.is_main)  # rank 0's `logger=` loggers
+            tracking.check()  # settings a backend refuses stop the run here, before anything else
+            uploads = start_uploads(settings) if context.is_main else None  # storage=s3: the bucket is checked
+            # Started before any data is read, closed with the run's outcome: a required logger that
+            # cannot start stops the run at once.
+            run.enter_context(tracking)
+            job, state = set_up(settings, context, uploads, tracking, started)
+            fit(job, state, stop)
+            return finish(job, state)
     finally:
         distributed.shutdown()
 
 
-def set_up(settings: RunSettings, context: distributed.Context) -> tuple[Job, checkpoint.TrainingState]:
+def set_up(
+    settings: RunSettings,
+    context: distributed.Context,
+    uploads: run_uploads.RunUploads | None,
+    tracking: Tracking,
+    started: float,
+) -> tuple[Job, checkpoint.TrainingState]:
     """Builds the run from its settings: data, model, optimizer, and the state to start from."""
-    started = time.perf_counter()
     output_dir = settings.output_dir
-    output_dir.mkdir(parents=True, exist_ok=True)
     seed_everything(settings.seed)
     runtime = Runtime.from_names(settings.device, settings.precision, settings.channels_last)
     if not context.is_main:  # rank 0 logs and draws progress bars for everyone
         logging.getLogger().setLevel(logging.WARNING)
-    uploads = start_uploads(settings) if context.is_main else None  # None with storage=local
     log.info(
         "device %s, precision %s, malloc %s, output %s",
         runtime.device,
@@ -121,7 +132,7 @@ def set_up(settings: RunSettings, context: distributed.Context) -> tuple[Job, ch
         overrides=settings.overrides,
         model_dir=settings.model_dir,
         started=started,
-        tracking=start_tracking(settings, context.is_main),
+        tracking=tracking,
     )
     # Rank 0 finds the checkpoint; every rank loads it (a shared path or s3:// across machines).
     resume_from = distributed.broadcast_object(find_checkpoint(settings, uploads) if context.is_main else None)
@@ -228,19 +239,6 @@ def wire_for_training(
     if cache is None:
         trained = compile_for_training(trained, settings.compile, runtime)
     return loaders, trained
-
-
-def compile_for_training(model: nn.Module, setting: str, runtime: Runtime) -> nn.Module:
-    """Compiles the training model when asked, or on CUDA under `auto`.
-
-    On CPU the train step gains little (20 vs 21 img/s measured for ResNet50)
-    for ~50 s of compilation, so `auto` leaves it eager there. The compiled
-    wrapper shares parameters with `model`, which is what gets saved.
-    """
-    if setting == "true" or (setting == "auto" and runtime.device.type == "cuda"):
-        log.info("compiling the model for training")
-        return cast(nn.Module, torch.compile(model))
-    return model
 
 
 def build_optimizer(settings: OptimizerSettings, params: list[nn.Parameter], world_size: int) -> torch.optim.Optimizer:

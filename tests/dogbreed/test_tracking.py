@@ -101,3 +101,27 @@ def test_mlflow_sweep_is_a_parent_run_with_one_child_per_trial(
     assert {run.data.tags["mlflow.parentRunId"] for run in children} == {parents[0].info.run_id}
     assert sorted(run.data.params["optim.lr"] for run in children) == ["0.001", "0.01"]
     assert all("final/valid_top1" in run.data.metrics for run in children)
+
+
+@pytest.mark.parametrize(
+    ("logger", "message"),
+    [
+        (["logger.tracking_uri=file:///tmp/mlruns"], "logger.tracking_uri=file:///tmp/mlruns: MLflow 3 keeps runs"),
+        (["logger.tracking_uri=mlruns"], "logger.tracking_uri=mlruns: MLflow 3 keeps runs"),
+        (["logger.tracking_uri=http://127.0.0.1:{port}", "logger.required=true", "logger.mlflow.request_attempts=1"],
+         "logger mlflow failed"),
+    ],
+)  # fmt: skip
+def test_a_tracking_setting_the_backend_refuses_stops_the_run_before_any_data_is_read(
+    tiny_dataset: Path, tmp_path: Path, closed_port: int, logger: list[str], message: str
+) -> None:
+    run = tmp_path / "outputs" / "refused"
+    overrides = [*shrunk_overrides(run, tiny_dataset), "logger=mlflow", *(o.format(port=closed_port) for o in logger)]
+    failed = subprocess.run(
+        [sys.executable, "train.py", *overrides], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
+    assert failed.returncode == 1, failed.stderr[-2000:]
+    errors = [line for line in failed.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and message in errors[0] and "Traceback" not in failed.stderr
+    # The data was never scanned (skipped_files.txt) nor the classes written (labels.json).
+    assert not (run / "skipped_files.txt").exists() and not (run / "labels.json").exists()
