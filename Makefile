@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo test test-full test-dogbreed test-deploy test-ami test-aws integ-deploy lint format bench gpu-wheels clean
+.PHONY: help setup setup-dlami demo test test-full test-dogbreed test-deploy test-ami test-aws integ-deploy lint format bench gpu-wheels clean
 
 help: ## Show this help
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-10s %s\n", $$1, $$2}'
@@ -18,6 +18,20 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 setup: $(STAMP) ## Create .venv and install the project with its dev extras (tracking included)
+
+# A machine that has PyTorch already (a Deep Learning AMI's /opt/pytorch venv, a conda env called
+# pytorch): the project goes into that environment, pinned to its torch and torchvision, which are
+# the builds matched to the machine's driver; pip adds what is missing and never swaps those two.
+# The pins are the installed distributions' versions (torch.__version__ may add a local tag they lack).
+# ami/bootstrap.sh runs this on every instance it starts.
+ENV_PYTHON ?= /opt/pytorch/bin/python
+
+setup-dlami: ## Install the project into the image's PyTorch environment (ENV_PYTHON=/opt/pytorch/bin/python), keeping its torch
+	@pins=$$(mktemp) && \
+	$(ENV_PYTHON) -c 'import importlib.metadata as m; print(*(n + "==" + m.version(n) for n in ("torch", "torchvision")), sep=chr(10))' >"$$pins" && \
+	echo "keeping $$(tr '\n' ' ' <"$$pins")from $(ENV_PYTHON)" && \
+	$(ENV_PYTHON) -m pip install --quiet --constraint "$$pins" -e ".[tracking]"; \
+	status=$$?; rm -f "$$pins"; exit $$status
 
 demo: $(STAMP) ## Train on generated images, then package, serve locally and query through the Lambda handler
 	$(PY) train.py experiment=demo hydra.run.dir=outputs/demo

@@ -204,11 +204,10 @@ if [ -n "$DOGBREED_CODE_URI" ]; then
         say "installing the project from $DOGBREED_CODE_URI"
         aws s3 cp --only-show-errors "$DOGBREED_CODE_URI" code.tar.gz
         rm -rf src && mkdir src && tar -xzf code.tar.gz -C src
-        # Pin the image's own torch/torchvision: pip may add what is missing but never swap
-        # the CUDA build AWS tuned for this image (it fails loudly if the image's torch is too old).
-        python -c 'import torch, torchvision; print(f"torch=={torch.__version__}\ntorchvision=={torchvision.__version__}")' \
-            >constraints.txt
-        python -m pip install --quiet --constraint constraints.txt ./src
+        # The project's own set-up for an image with PyTorch (the Makefile's setup-dlami): the
+        # image's torch/torchvision are pinned, pip adds what is missing but never swaps the CUDA
+        # build AWS tuned for this image (it fails loudly if the image's torch is too old).
+        make --no-print-directory -C src setup-dlami ENV_PYTHON=python
         touch "$marker"
         say "project installed"
     fi

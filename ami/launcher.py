@@ -34,8 +34,8 @@ from dogbreed.storage.location import S3Location
 log = logging.getLogger(__name__)
 
 EC2 = "ec2.amazonaws.com"
-# What `pip install .` and `python train.py` need on the instance; ami/ and deploy/ stay home.
-INSTANCE_SOURCES = ("pyproject.toml", "README.md", "train.py", "conf", "dogbreed")
+# What `make setup-dlami` and `python train.py` need on the instance; ami/ and deploy/ stay home.
+INSTANCE_SOURCES = ("pyproject.toml", "README.md", "Makefile", "train.py", "conf", "dogbreed")
 
 
 @dataclass

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -19,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from ami.userdata import BOOTSTRAP, render, train_args
+from tests.helpers.config import REPO
 
 TORCH = "2.3.1+cu121"
 
@@ -109,6 +111,7 @@ def dlami(tmp_path: Path) -> Dlami:
     with tarfile.open(code, "w:gz") as tar:
         (tmp_path / "pyproject.toml").write_text("[project]\nname = 'dogbreed'\n")
         tar.add(tmp_path / "pyproject.toml", arcname="pyproject.toml")
+        tar.add(REPO / "Makefile", arcname="Makefile")  # its setup-dlami is what the instance runs
     script = tmp_path / "user-data.sh"
     script.write_text(
         render(
@@ -158,10 +161,11 @@ def test_conda_image_trains_in_the_pytorch_env_without_reinstalling_torch(dlami:
     pythons = {line.split()[1] for line in calls if line.startswith("python ")}
     assert pythons == {str(conda / "bin" / "python")}  # never the system python on PATH
     (install,) = [line for line in calls if " -m pip install" in line]
-    assert install.endswith("-m pip install --quiet --constraint constraints.txt ./src")
+    # `make setup-dlami`: the image's own torch and torchvision pinned, the project installed beside them.
+    assert re.search(r"-m pip install --quiet --constraint \S+ -e \.\[tracking\]$", install), install
+    assert f"keeping torch=={TORCH} torchvision==0.18.1+cu121 from python" in result.stdout
     assert not [line for line in calls if line.startswith("pip ")]
     workdir = dlami.home / "dogbreed"
-    assert (workdir / "constraints.txt").read_text().splitlines() == [f"torch=={TORCH}", "torchvision==0.18.1+cu121"]
     assert (workdir / "src" / "pyproject.toml").exists()
 
     (sync,) = [line for line in calls if line.startswith("aws s3 sync")]
