@@ -27,8 +27,8 @@ from ami.logs import TrainLogs, log_group
 from ami.policies import OWN_POLICY_NAME, POLICY_NAME, own_resources_policy, s3_prefix_policy
 from ami.preflight import run_checks
 from ami.results import pull, run_names
-from dogbreed.aws import code_bundle, iam
-from dogbreed.aws.iam import boundary_arn, check_boundary, check_boundary_prefix
+from dogbreed.aws import boundary, code_bundle, iam
+from dogbreed.aws.iam import boundary_arn, check_boundary
 from dogbreed.storage.location import S3Location
 
 log = logging.getLogger(__name__)
@@ -114,7 +114,6 @@ def plan(cfg: DictConfig, clients: Clients) -> Plan:
     except MissingMandatoryValue:
         raise AmiError("set ami.s3_uri=s3://bucket/prefix: the instance gets its code and data there") from None
     project = project_location(s3_uri)
-    check_boundary_prefix(project.bucket, project.key, "ami.s3_uri", AmiError)
     cidr = network.ssh_cidr(ami)
     archive = code_bundle.build_archive(code_bundle.PROJECT, INSTANCE_SOURCES)
     values = {
@@ -134,9 +133,11 @@ def plan(cfg: DictConfig, clients: Clients) -> Plan:
     }
     userdata.render(values)
     account, image_id = run_checks(clients, ami, project)
-    boundary = boundary_arn(clients.partition, account, ami.permissions_boundary)
-    check_boundary(clients.iam, boundary, "ami.permissions_boundary", AmiError)
-    return Plan(values, archive, cidr, boundary, image_id, account)
+    arn = boundary_arn(clients.partition, account, ami.permissions_boundary)
+    check_boundary(clients.iam, arn, "ami.permissions_boundary", AmiError, project.uri.rstrip("/"))
+    # The instance role reads its code and data and writes its runs under the prefix.
+    boundary.check_prefix(clients.iam, arn, project, "ami.s3_uri", AmiError)
+    return Plan(values, archive, cidr, arn, image_id, account)
 
 
 def launch(cfg: DictConfig, clients: Clients) -> list[dict[str, Any]]:

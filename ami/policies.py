@@ -4,7 +4,7 @@
 
 The policy grants object access under `s3://bucket/prefix/*` and listing of that prefix only;
 the instance can read its code and data and write its artifacts, and nothing else in AWS.
-The role also carries the project's permissions boundary (deploy/iam/boundary-policy.json):
+The role also carries the project's permissions boundary (dogbreed/aws/boundary-policy.json):
 the deployer policy lets a user create or change the role only with it, so no inline policy
 can lift the role above what the boundary allows.
 """

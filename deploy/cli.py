@@ -24,7 +24,7 @@ from omegaconf import DictConfig
 from deploy.cloud import cost, orchestrator
 from deploy.cloud.config import load_config, load_model_settings
 from deploy.cloud.errors import DeployError
-from dogbreed.cli import DEBUG_OPTION, reported_errors
+from dogbreed.cli import DEBUG_OPTION, compose_config, reported_errors
 
 RUN_OVERRIDES = "deploy.model overrides for a run, e.g. deploy.model.precision=int8"
 
@@ -181,6 +181,26 @@ def up_command(args: argparse.Namespace) -> None:
     print("\n".join(cost.summary(cfg.deploy)))
 
 
+def setup_command(args: argparse.Namespace) -> None:
+    """Creates (or updates) the permissions boundary for the S3 prefixes named, once per account."""
+    from dogbreed.aws import boundary, iam
+    from dogbreed.storage.location import S3AddressError, S3Location
+
+    given = [*args.prefixes, *args.overrides]  # overrides may come before or after --replace
+    overrides = [item for item in given if "=" in item and not item.startswith("s3://")]
+    try:
+        prefixes = [S3Location.parse(uri) for uri in given if uri not in overrides]
+    except S3AddressError as err:
+        raise DeployError(f"setup takes s3://bucket/prefix locations: {err}") from None
+    cfg = compose_config("deploy", overrides, "deploy.permissions_boundary=team-boundary").deploy
+    clients = orchestrator.Clients.create(cfg.region)
+    partition, account = iam.caller(clients.sts)
+    arn = iam.boundary_arn(partition, account, str(cfg.permissions_boundary))
+    done = boundary.ensure(clients.iam, arn, prefixes, partition, replace=args.replace)
+    allowed = ", ".join(boundary.object_patterns(boundary.fetch(clients.iam, arn) or {}))
+    print(f"{done} permissions boundary {arn}: the roles dogbreed creates may use S3 objects {allowed} only")
+
+
 def down_command(args: argparse.Namespace) -> None:
     """Deletes the deploy and prints what went."""
     cfg, clients = _cloud_setup(args)
@@ -292,6 +312,15 @@ def _add_cloud_commands(add: Callable[..., argparse.ArgumentParser]) -> None:
     up.add_argument("--model", help="latest-approved, a registered VERSION, or a run (instead of RUN)")
     up.add_argument("overrides", nargs="*", help="deploy config overrides, e.g. deploy.instance_type=ml.c5.xlarge")
     up.set_defaults(func=up_command)
+    setup = add("setup", help="once per account: the permissions boundary for the S3 prefixes you will use")
+    setup.add_argument(
+        "prefixes",
+        nargs="+",
+        help="s3://bucket/prefix locations (deploys, ami runs, training data), then optional overrides, "
+        "e.g. deploy.permissions_boundary=team-boundary",
+    )
+    setup.add_argument("--replace", action="store_true", help="allow only these prefixes (default: add them)")
+    setup.set_defaults(func=setup_command, overrides=[])
     down = add("down", help="delete everything `up` created for deploy.name")
     down.add_argument("overrides", nargs="*", help="deploy config overrides, e.g. deploy.delete_artifacts=true")
     down.set_defaults(func=down_command)

@@ -10,7 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 from deploy.cloud.errors import DeployError
 from deploy.precision import INT8, PRECISIONS, ModelSettings
 from dogbreed.aws import container_images
-from dogbreed.aws.iam import POLICY_NAME_PATTERN, check_boundary_prefix
+from dogbreed.aws.iam import POLICY_NAME_PATTERN
 from dogbreed.cli import compose_config
 from dogbreed.storage.location import S3AddressError, S3Location
 
@@ -45,12 +45,10 @@ def validate(cfg: DictConfig) -> None:
         raise DeployError(f"deploy.name={d.name!r}: use 1-40 letters, digits and single hyphens")
     if OmegaConf.is_missing(d, "s3_uri") or not str(d.s3_uri).startswith("s3://") or len(str(d.s3_uri)) < 6:
         raise DeployError("deploy.s3_uri must be set to an s3://bucket/prefix for the model and the state file")
-    if d.role_arn is None:  # the execution role `up` creates reads the model under <s3_uri>/<name>/
-        try:
-            where = S3Location.parse(str(d.s3_uri))
-        except S3AddressError as err:
-            raise DeployError(f"deploy.s3_uri: {err}") from None
-        check_boundary_prefix(where.bucket, f"{where.key.strip('/')}/{d.name}", "deploy.s3_uri", DeployError)
+    try:
+        S3Location.parse(str(d.s3_uri))
+    except S3AddressError as err:
+        raise DeployError(f"deploy.s3_uri: {err}") from None
     if not POLICY_NAME_PATTERN.match(str(d.permissions_boundary or "")):
         raise DeployError(
             f"deploy.permissions_boundary={d.permissions_boundary!r}: the name of the boundary policy "

@@ -22,7 +22,7 @@ from deploy.cloud.config import model_settings
 from deploy.cloud.errors import DeployError
 from deploy.cloud.operating import Release
 from deploy.precision import ModelSettings
-from dogbreed.aws import container_images, iam, support
+from dogbreed.aws import boundary, container_images, iam, support
 from dogbreed.aws.iam import RoleSpec, boundary_arn, check_boundary
 from dogbreed.storage.location import S3Location
 from dogbreed.storage.transfer import MiB, delete_prefix
@@ -107,9 +107,12 @@ def up(
     d = cfg.deploy
     names = Names(d.name)
     changes: list[str] = []
-    where = _where(clients, d.permissions_boundary)  # first: no role can be made without the boundary
     bucket, prefix = _bucket_and_prefix(d.s3_uri)
     deploy_prefix = join_key(prefix, d.name)
+    # First: no role can be made without the boundary, and the one `up` makes must reach its prefix.
+    where = _where(clients, d.permissions_boundary, f"s3://{bucket}/{prefix}".rstrip("/"))
+    if d.role_arn is None:
+        boundary.check_prefix(clients.iam, where[2], S3Location(bucket, deploy_prefix), "deploy.s3_uri", DeployError)
 
     if release is None:
         model_data, model_sha256 = uploaded_model(clients, run, package, bucket, deploy_prefix, changes, d)
@@ -429,12 +432,12 @@ def _bucket_and_prefix(s3_uri: str) -> tuple[str, str]:
     return root.bucket, root.key.strip("/")
 
 
-def _where(clients: Clients, boundary_name: str) -> Where:
+def _where(clients: Clients, boundary_name: str, prefix: str) -> Where:
     """Account, partition and the boundary ARN, once the boundary policy is known to exist."""
     account, partition = _identity(clients.sts)
-    boundary = boundary_arn(partition, account, boundary_name)
-    check_boundary(clients.iam, boundary, "deploy.permissions_boundary", DeployError)
-    return account, partition, boundary
+    arn = boundary_arn(partition, account, boundary_name)
+    check_boundary(clients.iam, arn, "deploy.permissions_boundary", DeployError, prefix)
+    return account, partition, arn
 
 
 def _identity(sts: Any) -> tuple[str, str]:

@@ -2,7 +2,7 @@
 
 Policies are inline (one per role, named after it) rather than managed "full access"
 ones, so each role can do exactly one deploy's work and disappears with it. Every role also
-carries the project's permissions boundary (deploy/iam/boundary-policy.json): the deployer
+carries the project's permissions boundary (dogbreed/aws/boundary-policy.json): the deployer
 policy only lets a deployer create or change roles that carry it, so whatever inline policy
 a deployer writes, the role can never do more than the boundary allows.
 """

@@ -27,9 +27,6 @@ log = logging.getLogger(__name__)
 
 # IAM policy names: 1-128 of letters, digits and +=,.@_-
 POLICY_NAME_PATTERN = re.compile(r"^[\w+=,.@-]{1,128}$")
-BOUNDARY_DOCUMENT = "deploy/iam/boundary-policy.json"
-# The boundary lets the roles it bounds reach S3 objects only under a folder of this name.
-BOUNDARY_S3_FOLDER = "dogbreed"
 VERSION = "2012-10-17"
 T = TypeVar("T")
 # A role created a moment ago is not yet assumable everywhere; AWS documents ~10 s, allow more.
@@ -80,41 +77,24 @@ def boundary_arn(partition: str, account: str, name: str) -> str:
     return f"arn:{partition}:iam::{account}:policy/{name}"
 
 
-def check_boundary(iam: Any, arn: str, setting: str, error: type[DogbreedError]) -> None:
+def check_boundary(
+    iam: Any, arn: str, setting: str, error: type[DogbreedError], prefix: str = "s3://BUCKET/PREFIX"
+) -> None:
     """Fails before anything is created when the boundary policy was never made in this account.
 
     Raises:
-        error: the policy does not exist; the message names `setting` and the one-time set-up command.
+        error: the policy does not exist; the message names `setting` and the one-time set-up command
+            for `prefix` (the S3 location the caller's roles will use).
     """
     try:
         iam.get_policy(PolicyArn=arn)
     except ClientError as err:
         if err.response["Error"]["Code"] != "NoSuchEntity":
             raise
-        name = arn.rsplit("/", 1)[-1]
         raise error(
-            f"permissions boundary {arn} does not exist ({setting}); create it once with "
-            f"aws iam create-policy --policy-name {name} --policy-document file://{BOUNDARY_DOCUMENT}"
+            f"permissions boundary {arn} does not exist ({setting}); create it once for your S3 prefix with "
+            f"python -m deploy setup {prefix}"
         ) from None
-
-
-def check_boundary_prefix(bucket: str, key: str, setting: str, error: type[DogbreedError]) -> None:
-    """Refuses an S3 prefix the boundary would deny to the roles it bounds, before anything is created.
-
-    Without this the role is made and the instance or endpoint starts, and only its first S3
-    call fails (AccessDenied), after it has cost money.
-
-    Raises:
-        error: no folder of `key` is named `dogbreed`; the message names `setting` and a prefix that works.
-    """
-    folders = [part for part in key.split("/") if part]
-    if BOUNDARY_S3_FOLDER in folders:
-        return
-    suggestion = "/".join([bucket, *folders, BOUNDARY_S3_FOLDER])
-    raise error(
-        f"{setting}: s3://{bucket}/{key.strip('/')} is outside what the permissions boundary lets the created "
-        f"roles use (S3 keys under a '{BOUNDARY_S3_FOLDER}/' folder, {BOUNDARY_DOCUMENT}); use e.g. s3://{suggestion}"
-    )
 
 
 def adopt_boundary(iam: Any, role: dict[str, Any], boundary: str, remedy: str, error: type[DogbreedError]) -> bool:

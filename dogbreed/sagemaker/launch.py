@@ -21,7 +21,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from dogbreed.aws import code_bundle, container_images, support
-from dogbreed.aws.iam import check_boundary_prefix, retry_while_role_propagates
+from dogbreed.aws.iam import retry_while_role_propagates
 from dogbreed.sagemaker import entry_point, role
 from dogbreed.sagemaker.jobs import Watcher, failure, job_metrics
 from dogbreed.sagemaker.settings import LaunchError, LaunchSettings
@@ -226,11 +226,8 @@ def prepare(
     `trackers` are the logger names the jobs use; their packages go into requirements.txt.
     """
     settings.check()
-    if settings.role_arn is None:  # the role made below reaches S3 only under a dogbreed/ folder
-        base = settings.location()
-        check_boundary_prefix(base.bucket, base.key, "hydra.launcher.s3_uri", LaunchError)
-        for channel in channels:
-            check_boundary_prefix(channel.bucket, channel.key, "data.root", LaunchError)
+    if settings.role_arn is None:  # the role made below must reach the prefix and the data channels
+        role.check_boundary_covers(clients.iam, clients.sts, settings, channels)
     region = clients.sagemaker.meta.region_name
     try:
         image = settings.image_uri or container_images.training_image_uri(region, settings.instance_type)

@@ -9,8 +9,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from dogbreed.aws import container_images, iam
+from dogbreed.aws import boundary, container_images, iam
 from dogbreed.errors import DogbreedError
+from dogbreed.sagemaker.settings import LaunchError, LaunchSettings
 from dogbreed.storage.location import S3Location
 
 SERVICE = "sagemaker.amazonaws.com"
@@ -102,11 +103,25 @@ def ensure_training_role(
         repository = container_images.repository_arn(image_uri, partition)
     except ValueError as err:
         raise error(f"{err}; give hydra.launcher.role_arn for an image outside ECR") from None
-    boundary = iam.boundary_arn(partition, account, boundary_name)
-    iam.check_boundary(iam_client, boundary, "hydra.launcher.permissions_boundary", error)
+    boundary_arn = iam.boundary_arn(partition, account, boundary_name)  # checked by check_boundary_covers
     policy = training_policy(partition, region, account, base, channels, repository)
     remedy = "delete it, choose another hydra.launcher.name, or set hydra.launcher.permissions_boundary to match"
     spec = iam.RoleSpec(role_name(name), SERVICE, {role_name(name): policy}, "dogbreed SageMaker training jobs",
-                        boundary, remedy)  # fmt: skip
+                        boundary_arn, remedy)  # fmt: skip
     arn, _ = iam.ensure_role(iam_client, spec, error)
     return arn
+
+
+def check_boundary_covers(iam_client: Any, sts: Any, settings: LaunchSettings, channels: Sequence[S3Location]) -> None:
+    """The permissions boundary exists and lets the role reach `hydra.launcher.s3_uri` and every data channel.
+
+    Raises:
+        LaunchError: no boundary, or one that would deny the role a location; the message names the setting.
+    """
+    partition, account = iam.caller(sts)
+    arn = iam.boundary_arn(partition, account, settings.permissions_boundary)
+    base = settings.location()
+    iam.check_boundary(iam_client, arn, "hydra.launcher.permissions_boundary", LaunchError, base.uri.rstrip("/"))
+    boundary.check_prefix(iam_client, arn, base, "hydra.launcher.s3_uri", LaunchError)
+    for channel in channels:
+        boundary.check_prefix(iam_client, arn, channel, "data.root", LaunchError)

@@ -73,10 +73,11 @@ def test_the_project_prefix_has_no_slashes_at_its_ends(uri: str, bucket: str, ke
 
 
 def test_the_boundary_allows_what_the_instance_role_is_given_under_a_dogbreed_folder() -> None:
-    """The role carries deploy/iam/boundary-policy.json; an s3_uri with a dogbreed/ folder fits in it."""
-    from tests.deploy.test_cloud_policies import REPO, allowed
+    """The role carries dogbreed/aws/boundary-policy.json; an s3_uri with a dogbreed/ folder fits in it."""
+    from tests.helpers.config import REPO
+    from tests.helpers.policies import allowed
 
-    boundary = json.loads((REPO / "deploy" / "iam" / "boundary-policy.json").read_text())
+    boundary = json.loads((REPO / "dogbreed" / "aws" / "boundary-policy.json").read_text())
     policy = s3_prefix_policy("s3://team-bucket/dogbreed/runs")
     for statement in policy["Statement"]:
         prefixes = statement.get("Condition", {}).get("StringLike", {}).get("s3:prefix", [None])
@@ -90,7 +91,8 @@ def test_the_boundary_allows_what_the_instance_role_is_given_under_a_dogbreed_fo
 
 
 def test_the_instance_writes_only_its_own_log_and_cancels_only_its_own_spot_request() -> None:
-    from tests.deploy.test_cloud_policies import REPO, allowed
+    from tests.helpers.config import REPO
+    from tests.helpers.policies import allowed
 
     policy = own_resources_policy("aws", "eu-west-1", "123456789012", "dogbreed")
     assert [(f.issue, f.detail) for f in analyze_policy_string(json.dumps(policy)).findings] == []
@@ -103,14 +105,15 @@ def test_the_instance_writes_only_its_own_log_and_cancels_only_its_own_spot_requ
     assert not allowed(policy, "ec2:CancelSpotInstanceRequests", request, other)
     assert not allowed(policy, "ec2:StopInstances", "arn:aws:ec2:eu-west-1:123456789012:instance/i-1", own)
     # the boundary lets the role do it: project-tagged requests, /dogbreed/ami/ log groups
-    boundary = json.loads((REPO / "deploy" / "iam" / "boundary-policy.json").read_text())
+    boundary = json.loads((REPO / "dogbreed" / "aws" / "boundary-policy.json").read_text())
     assert allowed(boundary, "logs:PutLogEvents", f"{group}:log-stream:i-1")
     assert allowed(boundary, "ec2:CancelSpotInstanceRequests", request, {"aws:ResourceTag/project": "dogbreed"})
     assert not allowed(boundary, "ec2:CancelSpotInstanceRequests", request, {"aws:ResourceTag/project": "other"})
 
 
 def test_the_deployer_may_make_amis_new_calls_on_project_resources_only() -> None:
-    from tests.deploy.test_cloud_policies import REPO, allowed
+    from tests.helpers.config import REPO
+    from tests.helpers.policies import allowed
 
     deployer = json.loads((REPO / "deploy" / "iam" / "deployer-policy.json").read_text())
     group = "arn:aws:logs:us-east-1:123456789012:log-group:/dogbreed/ami/dogbreed"

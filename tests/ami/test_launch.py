@@ -30,6 +30,7 @@ from ami.cli import main
 from ami.config import load_config
 from ami.errors import AmiError
 from ami.network import detect_public_cidr
+from deploy.cli import main as deploy_main
 from dogbreed.aws import code_bundle, support
 from dogbreed.errors import DogbreedError
 from dogbreed.storage.location import S3Location
@@ -81,7 +82,7 @@ BOUNDARY_NAME = "dogbreed-boundary"
 
 def create_boundary(name: str = BOUNDARY_NAME) -> str:
     """The one-time set-up README asks for: the shipped boundary policy, created in the account."""
-    document = (REPO / "deploy" / "iam" / "boundary-policy.json").read_text()
+    document = (REPO / "dogbreed" / "aws" / "boundary-policy.json").read_text()
     return boto3.client("iam").create_policy(PolicyName=name, PolicyDocument=document)["Policy"]["Arn"]
 
 
@@ -290,16 +291,20 @@ def instance_tags() -> list[dict[str, str]]:
     return tags_for("dogbreed")
 
 
-def test_a_prefix_the_boundary_denies_is_refused_before_anything_exists(
+def test_a_prefix_the_boundary_denies_is_refused_until_set_up_adds_it(
     dlami: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    # The instance role may only reach keys under a dogbreed/ folder; its first upload would fail.
+    # The instance role may only reach the prefixes the account's boundary names; its first upload would fail.
     outside = [o for o in overrides(tmp_path) if not o.startswith("ami.s3_uri")] + [f"ami.s3_uri=s3://{BUCKET}/runs"]
     assert exit_status(["launch", *outside]) == 1
     err = capsys.readouterr().err
-    assert "ami.s3_uri: s3://dogbreed-test-bucket/runs is outside what the permissions boundary" in err
-    assert f"use e.g. s3://{BUCKET}/runs/dogbreed" in err
+    assert f"error: ami.s3_uri: s3://{BUCKET}/runs is outside the S3 prefixes the permissions boundary" in err
+    assert err.rstrip().endswith(f"add it once with python -m deploy setup s3://{BUCKET}/runs")
     assert project_resources() == {"instances": [], "groups": [], "roles": [], "profiles": [], "keys": []}
+
+    deploy_main(["setup", f"s3://{BUCKET}/runs"])  # the command the error names
+    launcher.launch(load_config(outside), launcher.Clients.create(None))
+    assert len(project_resources()["instances"]) == 1
 
 
 def test_a_missing_bucket_fails_before_anything_exists_and_leaves_no_key_file(
@@ -348,7 +353,7 @@ def test_a_failure_after_creation_removes_what_this_launch_created(
     [
         ("ami.ssh_cidr=0.0.0.0/0", "allow_open_ssh=true"),
         ("ami.ssh_cidr=0.0.0.0/1", "ami.ssh_min_prefix=/24"),
-        ("ami.permissions_boundary=nope", "aws iam create-policy --policy-name nope"),
+        ("ami.permissions_boundary=nope", "create it once for your S3 prefix with python -m deploy setup s3://"),
         ("ami.ssh_cidr=not-an-address", "not an address range"),
         ("ami.train_overrides=['trainer.tag=" + "x" * 17000 + "']", "over EC2's 16384"),
     ],
@@ -484,8 +489,7 @@ def test_missing_boundary_policy_is_one_line_with_the_set_up_command(
     assert exit_status(["launch", *overrides(tmp_path, "ami.permissions_boundary=team-boundary")]) == 1
     assert capsys.readouterr().err.splitlines() == [
         f"error: permissions boundary arn:aws:iam::{account}:policy/team-boundary does not exist "
-        "(ami.permissions_boundary); create it once with aws iam create-policy --policy-name team-boundary "
-        "--policy-document file://deploy/iam/boundary-policy.json"
+        f"(ami.permissions_boundary); create it once for your S3 prefix with python -m deploy setup s3://{BUCKET}/team/dogbreed"
     ]
     assert project_resources() == {"instances": [], "groups": [], "roles": [], "profiles": [], "keys": []}
 

@@ -133,7 +133,7 @@ BOUNDARY = f"arn:aws:iam::{ACCOUNT}:policy/dogbreed-boundary"
 
 def create_boundary(name: str = "dogbreed-boundary") -> str:
     """The one-time set-up README asks for: the shipped boundary policy, created in the account."""
-    document = (REPO / "deploy" / "iam" / "boundary-policy.json").read_text()
+    document = (REPO / "dogbreed" / "aws" / "boundary-policy.json").read_text()
     return boto3.client("iam").create_policy(PolicyName=name, PolicyDocument=document)["Policy"]["Arn"]
 
 
@@ -619,7 +619,7 @@ def test_missing_boundary_policy_is_one_line_with_the_set_up_command_and_nothing
 ) -> None:
     boto3.client("s3").create_bucket(Bucket=BUCKET)  # but no boundary policy
     monkeypatch.setattr(orchestrator.Clients, "create", classmethod(lambda cls, region=None: clients))
-    monkeypatch.setattr(orchestrator, "_default_package", package)
+    monkeypatch.setattr(orchestrator, "_default_package", lambda run, model: package(run))
     overrides = [f"deploy.s3_uri=s3://{BUCKET}/deploys", f"deploy.lambda.source_dir={handler_dir}"]
 
     with pytest.raises(SystemExit) as stop:
@@ -627,11 +627,21 @@ def test_missing_boundary_policy_is_one_line_with_the_set_up_command_and_nothing
 
     assert stop.value.code == 1
     assert capsys.readouterr().err.splitlines() == [
-        f"error: permissions boundary {BOUNDARY} does not exist (deploy.permissions_boundary); create it once with "
-        "aws iam create-policy --policy-name dogbreed-boundary --policy-document file://deploy/iam/boundary-policy.json"
+        f"error: permissions boundary {BOUNDARY} does not exist (deploy.permissions_boundary); create it once for "
+        f"your S3 prefix with python -m deploy setup s3://{BUCKET}/deploys"
     ]
     assert snapshot(clients)["roles"] == [] and snapshot(clients)["functions"] == {}
     assert clients.s3.list_objects_v2(Bucket=BUCKET).get("Contents", []) == []  # nothing uploaded either
+
+    # The set-up it names, for a layout of the user's own (no dogbreed/ folder), and `up` goes through.
+    deploy_main(["setup", f"s3://{BUCKET}/models"])
+    ProvisionedConcurrency(clients.lambda_, "dogbreed-invoke").absent()
+    models = [f"deploy.s3_uri=s3://{BUCKET}/models", f"deploy.lambda.source_dir={handler_dir}", "deploy.wait.poll_s=0"]
+    deploy_main(["up", str(run_dir), *models, "deploy.lambda.provisioned_concurrency=0"])
+    assert snapshot(clients)["endpoints"] == [("dogbreed", "InService")]
+    assert boundary_of(clients.iam, "dogbreed-sagemaker") == BOUNDARY
+    keys = [item["Key"] for item in clients.s3.list_objects_v2(Bucket=BUCKET)["Contents"]]
+    assert keys and all(key.startswith("models/dogbreed/") for key in keys)
 
 
 def test_an_existing_role_gets_the_boundary_and_one_with_another_boundary_is_refused(

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +11,7 @@ from parliament import analyze_policy_string
 
 from deploy.cloud import policies
 from dogbreed.aws import iam
+from tests.helpers.policies import allowed, as_list, findings
 
 REPO = Path(__file__).resolve().parents[2]
 ACCOUNT = "123456789012"
@@ -21,11 +20,6 @@ REPOSITORY = "arn:aws:ecr:eu-west-1:763104351884:repository/pytorch-inference"
 
 def statements(policy: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {s["Sid"]: s for s in policy["Statement"]}
-
-
-def findings(policy: dict[str, Any] | str) -> list[tuple[str, Any]]:
-    text = policy if isinstance(policy, str) else json.dumps(policy)
-    return [(f.issue, f.detail) for f in analyze_policy_string(text).findings]
 
 
 def test_lambda_policy_invokes_only_its_endpoint_and_writes_only_its_logs() -> None:
@@ -73,50 +67,6 @@ def deployer_text() -> str:
 
 def deployer() -> dict[str, Any]:
     return json.loads(deployer_text())
-
-
-def as_list(value: str | list[str]) -> list[str]:
-    return [value] if isinstance(value, str) else list(value)
-
-
-# The condition operators the shipped policies use; an operator missing here never grants.
-OPERATORS: dict[str, Callable[[str, str], bool]] = {
-    "StringEquals": lambda value, wanted: value == wanted,
-    "StringLike": fnmatchcase,
-    "ArnEquals": lambda value, wanted: value == wanted,
-    "ArnLike": fnmatchcase,
-}
-
-
-def condition_holds(condition: dict[str, dict[str, Any]], context: dict[str, str]) -> bool:
-    for operator, keys in condition.items():
-        for key, wanted in keys.items():
-            value = context.get(key)
-            if operator == "Null":
-                if (value is None) != (str(wanted).lower() == "true"):
-                    return False
-                continue
-            if operator not in OPERATORS or value is None:
-                return False  # an absent key fails every positive operator
-            if not any(OPERATORS[operator](value, w) for w in as_list(wanted)):
-                return False
-    return True
-
-
-def allowed(policy: dict[str, Any], action: str, resource: str, context: dict[str, str] | None = None) -> bool:
-    """IAM's answer for one identity policy: an explicit Deny wins, then any matching Allow; default deny.
-
-    Actions match case-insensitively and resources case-sensitively, `*` and `?` as wildcards.
-    """
-    verdicts = set()
-    for statement in policy["Statement"]:
-        if not any(fnmatchcase(action.lower(), a.lower()) for a in as_list(statement["Action"])):
-            continue
-        if not any(fnmatchcase(resource, r) for r in as_list(statement["Resource"])):
-            continue
-        if condition_holds(statement.get("Condition", {}), context or {}):
-            verdicts.add(statement["Effect"])
-    return "Allow" in verdicts and "Deny" not in verdicts
 
 
 ROLE = f"arn:aws:iam::{ACCOUNT}:role/dogbreed-x"
@@ -226,7 +176,7 @@ def test_deployer_policy_passes_parliament_with_community_auditors() -> None:
 
 
 def test_boundary_policy_is_clean_but_for_the_ecr_login_aws_cannot_scope() -> None:
-    text = (REPO / "deploy" / "iam" / "boundary-policy.json").read_text()
+    text = (REPO / "dogbreed" / "aws" / "boundary-policy.json").read_text()
     assert [f.issue for f in analyze_policy_string(text).findings] == []
     # ecr:GetAuthorizationToken returns a registry token; the endpoint needs it to pull its image.
     found = analyze_policy_string(text, include_community_auditors=True).findings
@@ -241,7 +191,7 @@ def test_boundary_policy_is_clean_but_for_the_ecr_login_aws_cannot_scope() -> No
 
 
 def test_boundary_allows_everything_the_deploy_roles_are_given() -> None:
-    boundary = json.loads((REPO / "deploy" / "iam" / "boundary-policy.json").read_text())
+    boundary = json.loads((REPO / "dogbreed" / "aws" / "boundary-policy.json").read_text())
     for policy in (
         policies.lambda_policy("aws", "eu-west-1", ACCOUNT, "dogbreed", "dogbreed-invoke"),
         policies.sagemaker_execution_policy(
@@ -321,7 +271,7 @@ def test_execution_policy_writes_capture_files_only_when_asked_and_the_boundary_
     write = statements(policy)["WriteCapture"]
     assert (write["Action"], write["Resource"]) == ("s3:PutObject", "arn:aws:s3:::bkt/deploys/dogbreed/capture/*")
     assert findings(policy) == []
-    boundary = json.loads((REPO / "deploy" / "iam" / "boundary-policy.json").read_text())
+    boundary = json.loads((REPO / "dogbreed" / "aws" / "boundary-policy.json").read_text())
     assert allowed(boundary, "s3:PutObject", "arn:aws:s3:::bkt/deploys/dogbreed/capture/2026/12/02/x.jsonl")
 
 
@@ -360,7 +310,7 @@ def test_training_role_policy_is_within_the_boundary_and_scoped_to_its_prefixes(
     base, data = S3Location("bkt", "team/dogbreed"), S3Location("bkt", "shared/dogbreed/dogImages/")
     repository = "arn:aws:ecr:eu-west-1:763104351884:repository/pytorch-training"
     policy = training_policy("aws", "eu-west-1", ACCOUNT, base, [data], repository)
-    boundary = json.loads((REPO / "deploy" / "iam" / "boundary-policy.json").read_text())
+    boundary = json.loads((REPO / "dogbreed" / "aws" / "boundary-policy.json").read_text())
     for statement in policy["Statement"]:
         prefixes = statement.get("Condition", {}).get("StringLike", {}).get("s3:prefix", [None])
         namespace = statement.get("Condition", {}).get("StringEquals", {}).get("cloudwatch:namespace")

@@ -22,7 +22,7 @@ import boto3
 import pytest
 import yaml
 
-from dogbreed.sagemaker.launch import CHANNEL_ROOT, JOB_REQUIREMENTS, prepare
+from dogbreed.sagemaker.launch import CHANNEL_ROOT, JOB_REQUIREMENTS, Clients, prepare
 from dogbreed.sagemaker.settings import LaunchError, LaunchSettings
 from dogbreed.storage.location import S3Location
 from tests.helpers.config import REPO
@@ -37,7 +37,7 @@ IMAGE = "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch:2.13.0-cpu-amzn202
 def project(aws: str) -> str:
     """The bucket and the permissions boundary a first launch needs."""
     boto3.client("s3").create_bucket(Bucket=BUCKET)
-    boundary = (REPO / "deploy" / "iam" / "boundary-policy.json").read_text()
+    boundary = (REPO / "dogbreed" / "aws" / "boundary-policy.json").read_text()
     boto3.client("iam").create_policy(PolicyName="dogbreed-boundary", PolicyDocument=boundary)
     return aws
 
@@ -230,15 +230,17 @@ def test_launcher_settings_are_refused_before_anything_is_created(project: str, 
     assert jobs() == [] and bundles() == []
 
 
-def test_a_prefix_the_boundary_denies_is_refused_before_anything_is_uploaded() -> None:
-    # The role the launcher creates may only reach keys under a dogbreed/ folder: the job would
-    # start, bill, and fail at its first S3 call.
+def test_a_prefix_the_boundary_denies_is_refused_before_anything_is_uploaded(project: str) -> None:
+    # The role the launcher creates may only reach the prefixes the account's boundary names: the job
+    # would start, bill, and fail at its first S3 call.
+    clients = Clients.create(None)
     outside = LaunchSettings(s3_uri="s3://bkt/runs")
-    with pytest.raises(LaunchError, match=r"hydra.launcher.s3_uri: .* use e.g. s3://bkt/runs/dogbreed"):
-        prepare(outside, clients=None, channels=[])  # type: ignore[arg-type]
+    with pytest.raises(LaunchError, match=r"^hydra.launcher.s3_uri: s3://bkt/runs is outside .* setup s3://bkt/runs$"):
+        prepare(outside, clients, channels=[])
     inside = LaunchSettings(s3_uri=S3_URI)
-    with pytest.raises(LaunchError, match=r"data.root: s3://bkt/dogImages is outside"):
-        prepare(inside, clients=None, channels=[S3Location("bkt", "dogImages")])  # type: ignore[arg-type]
+    with pytest.raises(LaunchError, match=r"^data.root: s3://bkt/dogImages is outside"):
+        prepare(inside, clients, channels=[S3Location("bkt", "dogImages")])
+    assert bundles() == [] and boto3.client("iam").list_roles()["Roles"] == []
 
 
 def test_launcher_keys_compose_with_their_documented_defaults() -> None:

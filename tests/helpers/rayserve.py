@@ -32,7 +32,10 @@ from typing import Any
 
 from tests.helpers.net import free_port
 
-BIN = Path(sys.executable).parent
+# By module, not by console script: sagemaker-pytorch-inference also installs a `serve` script, and
+# whichever package pip installs last owns .venv/bin/serve.
+RAY = (sys.executable, "-m", "ray.scripts.scripts")
+SERVE = (sys.executable, "-m", "ray.serve.scripts")
 FORWARDED_PREFIX = "x-amzn-sagemaker-"
 PING_TIMEOUT_S = 5.0
 BACKEND_TIMEOUT_S = 300.0
@@ -128,12 +131,12 @@ class RayServeContainer:
 
     def start(self, ready_timeout_s: float = 240) -> RayServeContainer:
         # The entrypoint's steps, in its order.
-        self.run(str(BIN / "ray"), "start", "--head", f"--port={self.ray_port}", "--include-dashboard=False",
+        self.run(*RAY, "start", "--head", f"--port={self.ray_port}", "--include-dashboard=False",
                  "--num-gpus=0", f"--temp-dir={self.temp_dir}", "--disable-usage-stats")  # fmt: skip
-        self.run(str(BIN / "serve"), "start", "--http-host=127.0.0.1", f"--http-port={self.serve_port}")
+        self.run(*SERVE, "start", "--http-host=127.0.0.1", f"--http-port={self.serve_port}")
         log = (self.temp_dir / "serve-run.log").open("wb")
         self.serve_run = subprocess.Popen(
-            [str(BIN / "serve"), "run", str(self.model_dir / "config.yaml")],
+            [*SERVE, "run", str(self.model_dir / "config.yaml")],
             env=self.env, cwd=self.temp_dir, stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
         self.adapter = Adapter(self.adapter_port, f"http://127.0.0.1:{self.serve_port}")
@@ -197,7 +200,7 @@ class RayServeContainer:
             except subprocess.TimeoutExpired:
                 self.serve_run.kill()
         # `ray stop` ends every Ray process of this user: only one such container runs at a time.
-        subprocess.run([str(BIN / "ray"), "stop", "--force"], env=self.env, capture_output=True, timeout=120)
+        subprocess.run([*RAY, "stop", "--force"], env=self.env, capture_output=True, timeout=120)
         shutil.rmtree(self.temp_dir, ignore_errors=True)
 
 
