@@ -1,8 +1,9 @@
-"""python -m ami {launch,status,ssh,logs,pull,down} [ami.key=value ...] | choose [--flags]."""
+"""python -m ami {launch,status,ssh,logs,pull,down,policy} [ami.key=value ...] | choose [--flags]."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import shlex
@@ -10,8 +11,9 @@ from pathlib import Path
 
 import boto3
 from botocore.config import Config
+from omegaconf import OmegaConf
 
-from ami import choose, launcher
+from ami import choose, launcher, policies
 from ami.config import load_config
 from ami.errors import AmiError
 from ami.pricing import PriceTable, live_prices
@@ -34,6 +36,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "logs": "print train.log from CloudWatch Logs (over SSH when it has none)",
         "pull": "download a run directory from <ami.s3_uri>/runs/ to outputs/ (every file SHA-256 checked)",
         "down": "cancel spot requests, terminate the instances, delete the group, profile, role and created key pair",
+        "policy": "print the IAM policy the user of ami needs on the EC2 side (ami.region, ami.s3_uri)",
     }
     for name, text in helps.items():
         sub = commands.add_parser(name, help=text, description=text, parents=[DEBUG_OPTION])
@@ -41,6 +44,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         sub.add_argument("overrides", nargs="*", help=f"{words}, e.g. ami.instance_type=g4dn.xlarge")
         if name == "logs":
             sub.add_argument("-f", "--follow", action="store_true", help="keep printing new lines (Ctrl-C ends)")
+        if name == "launch":
+            sub.add_argument(
+                "--skip-preflight",
+                action="store_true",
+                help="do not read Service Quotas or simulate permissions first (for callers that may not)",
+            )
     pick = commands.add_parser("choose", help="list instance types that fit, cheapest first", parents=[DEBUG_OPTION])
     pick.add_argument("--min-vcpus", type=int, default=0)
     pick.add_argument("--min-memory-gb", type=float, default=0, help="GiB of RAM")
@@ -113,8 +122,21 @@ def run_choose(args: argparse.Namespace) -> None:
     print(choose.format_table(rows, args.spot))
 
 
+def print_policy(args: argparse.Namespace) -> None:
+    """The operator policy for the configured region, to attach beside deploy/iam/deployer-policy.json."""
+    ami = load_config(args.overrides).ami
+    session = boto3.Session(region_name=ami.region)
+    if session.region_name is None:
+        raise AmiError("no AWS region: set ami.region=<region> (the policy allows that region only)")
+    s3_uri = None if OmegaConf.is_missing(ami, "s3_uri") else str(ami.s3_uri)
+    partition = session.get_partition_for_region(session.region_name)
+    print(json.dumps(policies.operator_policy(partition, session.region_name, "*", s3_uri), indent=2))
+
+
 def run_instance_command(args: argparse.Namespace) -> None:
     """launch, status, ssh, logs, pull or down for the instances (and runs) of `ami.name`."""
+    if getattr(args, "skip_preflight", False):
+        args.overrides.append("ami.preflight=false")
     cfg = load_config(args.overrides)
     clients = launcher.Clients.create(cfg.ami.region)
     if args.command == "launch":
@@ -154,6 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     with reported_errors(getattr(args, "debug", False), region_setting="ami.region=<region>"):
         if args.command == "choose":
             run_choose(args)
+        elif args.command == "policy":
+            print_policy(args)
         else:
             run_instance_command(args)
     return 0

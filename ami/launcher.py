@@ -25,7 +25,7 @@ from ami.instances import RUN_TAG, Instances, run_request, tags_for
 from ami.keypair import KeyPairs
 from ami.logs import TrainLogs, log_group
 from ami.policies import OWN_POLICY_NAME, POLICY_NAME, own_resources_policy, s3_prefix_policy
-from ami.preflight import run_checks
+from ami.preflight import check_account, run_checks
 from ami.results import pull, run_names
 from dogbreed.aws import boundary, code_bundle, iam
 from dogbreed.aws.iam import boundary_arn, check_boundary
@@ -49,14 +49,17 @@ class Clients:
     # The account id goes into the permissions boundary's ARN.
     sts: Any
     logs: Any
+    quotas: Any
     # ARNs differ outside the commercial regions (aws-cn, aws-us-gov).
     partition: str = "aws"
 
     @classmethod
     def create(cls, region: str | None) -> Clients:
         session = boto3.Session(region_name=region)
-        ec2, iam, ssm, s3, sts, logs = (session.client(name) for name in ("ec2", "iam", "ssm", "s3", "sts", "logs"))
-        return cls(ec2, iam, ssm, s3, sts, logs, partition=session.get_partition_for_region(ec2.meta.region_name))
+        names = ("ec2", "iam", "ssm", "s3", "sts", "logs", "service-quotas")
+        ec2, iam, ssm, s3, sts, logs, quotas = (session.client(name) for name in names)
+        partition = session.get_partition_for_region(ec2.meta.region_name)
+        return cls(ec2, iam, ssm, s3, sts, logs, quotas, partition=partition)
 
 
 def key_name(cfg: Any) -> str:
@@ -137,6 +140,7 @@ def plan(cfg: DictConfig, clients: Clients) -> Plan:
     check_boundary(clients.iam, arn, "ami.permissions_boundary", AmiError, project.uri.rstrip("/"))
     # The instance role reads its code and data and writes its runs under the prefix.
     boundary.check_prefix(clients.iam, arn, project, "ami.s3_uri", AmiError)
+    check_account(clients, ami, account, arn)
     return Plan(values, archive, cidr, arn, image_id, account)
 
 

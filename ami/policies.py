@@ -67,3 +67,114 @@ def own_resources_policy(partition: str, region: str, account: str, name: str) -
             },
         ],
     }
+
+
+def operator_policy(partition: str, region: str, account: str, s3_uri: str | None) -> dict[str, Any]:
+    """What the user running `python -m ami` needs on the EC2 side, in one region, on the project's resources.
+
+    Every create call must tag its resource `project=dogbreed`, and every change or delete is
+    allowed on resources carrying that tag only. The instance role is passed by the deployer
+    policy's PassInstanceRoleToEc2Only (only `role/dogbreed`, only to EC2, and the role cannot
+    rise above the permissions boundary), so this document holds no iam action at all.
+    """
+    ec2 = f"arn:{partition}:ec2:{region}:{account}"
+    project = {"StringEquals": {"aws:ResourceTag/project": "dogbreed"}}
+    tag_on_create = {"StringEquals": {"aws:RequestTag/project": "dogbreed"}}
+    statements: list[dict[str, Any]] = [
+        _allow(
+            "DescribeInTheRegion",
+            [
+                "ec2:DescribeInstances",
+                "ec2:DescribeSecurityGroups",
+                "ec2:DescribeKeyPairs",
+                "ec2:DescribeImages",
+                "ec2:DescribeInstanceTypes",
+                "ec2:DescribeInstanceTypeOfferings",
+                "ec2:DescribeSpotInstanceRequests",
+            ],
+            "*",
+            {"StringEquals": {"aws:RequestedRegion": region}},
+        ),
+        _allow(
+            "RunOnlyTaggedInstances",
+            "ec2:RunInstances",
+            [f"{ec2}:instance/*", f"{ec2}:volume/*", f"{ec2}:spot-instances-request/*"],
+            tag_on_create,
+        ),
+        _allow(
+            "RunWithTheProjectGroupAndKey",
+            "ec2:RunInstances",
+            [f"{ec2}:security-group/*", f"{ec2}:key-pair/*"],
+            project,
+        ),
+        _allow("RunInTheRegionsNetworks", "ec2:RunInstances", [f"{ec2}:subnet/*", f"{ec2}:network-interface/*"]),
+        _allow(
+            "RunOnlyAmazonImages",
+            "ec2:RunInstances",
+            f"arn:{partition}:ec2:{region}::image/*",
+            {"StringEquals": {"ec2:Owner": "amazon"}},
+        ),
+        _allow(
+            "CreateTaggedGroupsAndKeys",
+            ["ec2:CreateSecurityGroup", "ec2:CreateKeyPair"],
+            [f"{ec2}:security-group/*", f"{ec2}:key-pair/*"],
+            tag_on_create,
+        ),
+        _allow("GroupsInTheRegionsNetworks", "ec2:CreateSecurityGroup", f"{ec2}:vpc/*"),
+        _allow(
+            "TagOnlyWhileCreating",
+            "ec2:CreateTags",
+            f"{ec2}:*/*",
+            {"StringEquals": {"ec2:CreateAction": ["RunInstances", "CreateSecurityGroup", "CreateKeyPair"]}},
+        ),
+        _allow(
+            "TagSpotRequestIdOnProjectInstances",
+            "ec2:CreateTags",
+            f"{ec2}:instance/*",
+            {**project, "ForAllValues:StringEquals": {"aws:TagKeys": ["dogbreed:spot-request"]}},
+        ),
+        _allow(
+            "ChangeAndEndOnlyProjectResources",
+            [
+                "ec2:AuthorizeSecurityGroupIngress",
+                "ec2:RevokeSecurityGroupIngress",
+                "ec2:DeleteSecurityGroup",
+                "ec2:DeleteKeyPair",
+                "ec2:TerminateInstances",
+                "ec2:CancelSpotInstanceRequests",
+            ],
+            [f"{ec2}:security-group/*", f"{ec2}:key-pair/*", f"{ec2}:instance/*", f"{ec2}:spot-instances-request/*"],
+            project,
+        ),
+        _allow(
+            "DeepLearningAmiParameters",
+            "ssm:GetParameter",
+            f"arn:{partition}:ssm:{region}:*:parameter/aws/service/deeplearning/*",
+        ),
+        _allow(
+            "TrainingLogGroups",
+            ["logs:CreateLogGroup", "logs:PutRetentionPolicy", "logs:TagResource", "logs:FilterLogEvents"],
+            f"arn:{partition}:logs:{region}:{account}:log-group:/dogbreed/ami/*",
+        ),
+        _allow(
+            "PreflightReadQuotas",
+            [
+                "servicequotas:GetServiceQuota",
+                "servicequotas:GetAWSDefaultServiceQuota",
+                "servicequotas:ListAWSDefaultServiceQuotas",
+            ],
+            "*",
+        ),
+    ]
+    if s3_uri:  # the code bundle and the data go up, runs come down (`pull`)
+        prefix = s3_prefix_policy(s3_uri, partition)["Statement"]
+        statements += [{**statement, "Sid": f"Project{statement['Sid']}"} for statement in prefix]
+    return {"Version": "2012-10-17", "Statement": statements}
+
+
+def _allow(sid: str, actions: str | list[str], resources: str | list[str], condition: dict[str, Any] | None = None
+           ) -> dict[str, Any]:  # fmt: skip
+    statement: dict[str, Any] = {"Sid": sid, "Effect": "Allow", "Action": actions, "Resource": resources}
+    if condition:
+        statement["Condition"] = condition
+    return statement

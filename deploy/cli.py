@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import json
 import logging
 import os
 import socket
@@ -174,6 +175,8 @@ def up_command(args: argparse.Namespace) -> None:
     source = args.model if args.model is not None else args.run
     if source is None:
         raise DeployError("give a run to deploy, or --model latest-approved|VERSION|RUN")
+    if args.skip_preflight:
+        args.overrides.append("deploy.preflight=false")
     cfg, clients = _cloud_setup(args)
     release = releases.resolve(cfg, source, clients)
     changes = orchestrator.up(cfg, release.run if release else source, clients, release=release)
@@ -199,6 +202,18 @@ def setup_command(args: argparse.Namespace) -> None:
     done = boundary.ensure(clients.iam, arn, prefixes, partition, replace=args.replace)
     allowed = ", ".join(boundary.object_patterns(boundary.fetch(clients.iam, arn) or {}))
     print(f"{done} permissions boundary {arn}: the roles dogbreed creates may use S3 objects {allowed} only")
+
+
+def policy_command(args: argparse.Namespace) -> None:
+    """Prints the deployer policy for the S3 prefixes named (the ones `setup` gave the boundary)."""
+    from deploy.cloud import policies
+    from dogbreed.storage.location import S3AddressError, S3Location
+
+    try:
+        prefixes = [S3Location.parse(uri) for uri in args.prefixes]
+    except S3AddressError as err:
+        raise DeployError(f"policy takes s3://bucket/prefix locations: {err}") from None
+    print(json.dumps(policies.deployer_policy(prefixes), indent=2))
 
 
 def down_command(args: argparse.Namespace) -> None:
@@ -311,6 +326,11 @@ def _add_cloud_commands(add: Callable[..., argparse.ArgumentParser]) -> None:
     up.add_argument("run", nargs="?", help="run dir or s3:// prefix with model.pth and labels.json")
     up.add_argument("--model", help="latest-approved, a registered VERSION, or a run (instead of RUN)")
     up.add_argument("overrides", nargs="*", help="deploy config overrides, e.g. deploy.instance_type=ml.c5.xlarge")
+    up.add_argument(
+        "--skip-preflight",
+        action="store_true",
+        help="do not read Service Quotas or simulate permissions first (for callers that may not)",
+    )
     up.set_defaults(func=up_command)
     setup = add("setup", help="once per account: the permissions boundary for the S3 prefixes you will use")
     setup.add_argument(
@@ -321,6 +341,11 @@ def _add_cloud_commands(add: Callable[..., argparse.ArgumentParser]) -> None:
     )
     setup.add_argument("--replace", action="store_true", help="allow only these prefixes (default: add them)")
     setup.set_defaults(func=setup_command, overrides=[])
+    policy = add("policy", help="print the IAM policy the deploying user needs, for the S3 prefixes you use")
+    policy.add_argument(
+        "prefixes", nargs="*", help="s3://bucket/prefix locations (none: keys under a dogbreed/ folder)"
+    )
+    policy.set_defaults(func=policy_command)
     down = add("down", help="delete everything `up` created for deploy.name")
     down.add_argument("overrides", nargs="*", help="deploy config overrides, e.g. deploy.delete_artifacts=true")
     down.set_defaults(func=down_command)

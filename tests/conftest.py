@@ -13,6 +13,7 @@ import pytest
 from omegaconf import DictConfig
 
 from dogbreed.data.synthetic import generate
+from tests.helpers.aws_gaps import Gaps, GapsServer
 from tests.helpers.config import TINY_SPEC, compose_config, shrunk_overrides
 from tests.helpers.imds import FakeIMDS
 from tests.helpers.net import free_port
@@ -65,8 +66,23 @@ def moto_server() -> Iterator[str]:
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def gaps_server(moto_server: str) -> Iterator[GapsServer]:
+    """Service Quotas and IAM policy simulation, which moto lacks; other IAM calls go on to moto."""
+    server = GapsServer(Gaps(moto_server))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server
+    server.shutdown()
+
+
 @pytest.fixture
-def aws(moto_server: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+def gaps(aws: str, gaps_server: GapsServer) -> Gaps:
+    """The quotas and simulated decisions the `aws` account has; set them to show a shortfall or a denial."""
+    return gaps_server.gaps
+
+
+@pytest.fixture
+def aws(moto_server: str, gaps_server: GapsServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """Points every boto3 client (and subprocess) at the moto server with dummy credentials.
 
     Production code needs no hooks for this: boto3 honours AWS_ENDPOINT_URL. Moto's state
@@ -75,6 +91,8 @@ def aws(moto_server: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_IAM", gaps_server.url)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SERVICE_QUOTAS", gaps_server.url)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
@@ -82,6 +100,7 @@ def aws(moto_server: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     yield moto_server
     # Reloading the AWS managed policies on reset takes a while on a busy machine.
     urllib.request.urlopen(urllib.request.Request(f"{moto_server}/moto-api/reset", method="POST"), timeout=120).close()
+    gaps_server.gaps.reset()
 
 
 @pytest.fixture

@@ -16,13 +16,13 @@ import boto3
 from botocore.exceptions import ClientError
 from omegaconf import DictConfig, OmegaConf
 
-from deploy.cloud import autoscaling, container, hosting, lambda_, operating, policies, state
+from deploy.cloud import autoscaling, container, hosting, lambda_, needs, operating, policies, state
 from deploy.cloud.artifacts import join_key, upload_model
 from deploy.cloud.config import model_settings
 from deploy.cloud.errors import DeployError
 from deploy.cloud.operating import Release
 from deploy.precision import ModelSettings
-from dogbreed.aws import boundary, container_images, iam, support
+from dogbreed.aws import boundary, container_images, iam, preflight, support
 from dogbreed.aws.iam import RoleSpec, boundary_arn, check_boundary
 from dogbreed.storage.location import S3Location
 from dogbreed.storage.transfer import MiB, delete_prefix
@@ -51,6 +51,7 @@ class Clients:
     region: str
     cloudwatch: Any
     sns: Any
+    quotas: Any
 
     @classmethod
     def create(cls, region: str | None = None) -> Clients:
@@ -61,7 +62,7 @@ class Clients:
         make = session.client
         return cls(
             make("s3"), make("sts"), make("iam"), make("sagemaker"), make("application-autoscaling"), make("lambda"),
-            session.region_name, make("cloudwatch"), make("sns"),
+            session.region_name, make("cloudwatch"), make("sns"), make("service-quotas"),
         )  # fmt: skip
 
 
@@ -109,10 +110,7 @@ def up(
     changes: list[str] = []
     bucket, prefix = _bucket_and_prefix(d.s3_uri)
     deploy_prefix = join_key(prefix, d.name)
-    # First: no role can be made without the boundary, and the one `up` makes must reach its prefix.
-    where = _where(clients, d.permissions_boundary, f"s3://{bucket}/{prefix}".rstrip("/"))
-    if d.role_arn is None:
-        boundary.check_prefix(clients.iam, where[2], S3Location(bucket, deploy_prefix), "deploy.s3_uri", DeployError)
+    where = _checked_account(clients, d, bucket, prefix)
 
     if release is None:
         model_data, model_sha256 = uploaded_model(clients, run, package, bucket, deploy_prefix, changes, d)
@@ -438,6 +436,22 @@ def _where(clients: Clients, boundary_name: str, prefix: str) -> Where:
     arn = boundary_arn(partition, account, boundary_name)
     check_boundary(clients.iam, arn, "deploy.permissions_boundary", DeployError, prefix)
     return account, partition, arn
+
+
+def _checked_account(clients: Clients, d: DictConfig, bucket: str, prefix: str) -> Where:
+    """Before anything is made: the boundary (no role without it) reaches the deploy's prefix, and the
+    quotas and simulated permissions hold (unless `deploy.preflight` is off)."""
+    deploy_prefix = join_key(prefix, d.name)
+    where = _where(clients, d.permissions_boundary, f"s3://{bucket}/{prefix}".rstrip("/"))
+    if d.role_arn is None:
+        boundary.check_prefix(clients.iam, where[2], S3Location(bucket, deploy_prefix), "deploy.s3_uri", DeployError)
+    if not d.preflight:
+        preflight.skipped("deploy.preflight=false")
+        return where
+    caller = clients.sts.get_caller_identity()["Arn"]
+    checks = needs.needs(d), needs.calls(d, where, clients.region, bucket, deploy_prefix)
+    preflight.run(clients.quotas, clients.iam, caller, *checks, needs.SKIP)
+    return where
 
 
 def _identity(sts: Any) -> tuple[str, str]:

@@ -9,12 +9,19 @@ a deployer writes, the role can never do more than the boundary allows.
 
 from __future__ import annotations
 
+import json
 import logging
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
+from dogbreed.aws import boundary
 from dogbreed.aws.iam import VERSION, container_statements, log_group_arn
+from dogbreed.storage.location import S3Location
 
 log = logging.getLogger(__name__)
+DEPLOYER_POLICY = Path(__file__).resolve().parents[1] / "iam" / "deployer-policy.json"
+OBJECTS_SID = "ModelArtifactsAndState"
 
 
 def sagemaker_execution_policy(
@@ -72,3 +79,17 @@ def lambda_policy(partition: str, region: str, account: str, endpoint: str, func
             },
         ],
     }
+
+
+def deployer_policy(prefixes: Sequence[S3Location], partition: str = "aws") -> dict[str, Any]:
+    """deploy/iam/deployer-policy.json with its S3 objects narrowed to `prefixes` (none: as shipped, */dogbreed/*).
+
+    The same prefixes as `python -m deploy setup` gives the boundary: the deployer writes models,
+    state and code bundles where the roles it creates may read them.
+    """
+    shipped = json.loads(DEPLOYER_POLICY.read_text())
+    if not prefixes:
+        return shipped
+    objects = sorted({boundary.object_arn(prefix, partition) for prefix in prefixes})
+    statements = [{**s, "Resource": objects} if s["Sid"] == OBJECTS_SID else s for s in shipped["Statement"]]
+    return {**shipped, "Statement": statements}

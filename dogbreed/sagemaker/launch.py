@@ -20,9 +20,9 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from dogbreed.aws import code_bundle, container_images, support
+from dogbreed.aws import code_bundle, container_images, preflight, support
 from dogbreed.aws.iam import retry_while_role_propagates
-from dogbreed.sagemaker import entry_point, role
+from dogbreed.sagemaker import entry_point, needs, role
 from dogbreed.sagemaker.jobs import Watcher, failure, job_metrics
 from dogbreed.sagemaker.settings import LaunchError, LaunchSettings
 from dogbreed.storage.location import S3Location
@@ -199,6 +199,7 @@ class Clients:
     iam: Any
     sts: Any
     logs: Any
+    quotas: Any
 
     @classmethod
     def create(cls, region: str | None) -> Clients:
@@ -206,7 +207,7 @@ class Clients:
         import boto3
 
         session = boto3.Session(region_name=region)
-        return cls(*(session.client(name) for name in ("sagemaker", "s3", "iam", "sts", "logs")))
+        return cls(*(session.client(name) for name in ("sagemaker", "s3", "iam", "sts", "logs", "service-quotas")))
 
 
 @dataclass(frozen=True)
@@ -219,16 +220,22 @@ class Prepared:
 
 
 def prepare(
-    settings: LaunchSettings, clients: Clients, channels: Sequence[S3Location], trackers: Iterable[str] = ()
+    settings: LaunchSettings,
+    clients: Clients,
+    channels: Sequence[S3Location],
+    trackers: Iterable[str] = (),
+    jobs: int = 1,
 ) -> Prepared:
-    """Checks the settings, uploads the code bundle (once per content), resolves the image and the role.
+    """Checks the settings and the account, uploads the code bundle (once per content), resolves the image and the role.
 
-    `trackers` are the logger names the jobs use; their packages go into requirements.txt.
+    `trackers` are the logger names the jobs use; their packages go into requirements.txt; `jobs` is
+    how many the sweep has (the quotas must hold the ones running at once).
     """
     settings.check()
     if settings.role_arn is None:  # the role made below must reach the prefix and the data channels
         role.check_boundary_covers(clients.iam, clients.sts, settings, channels)
     region = clients.sagemaker.meta.region_name
+    check_account(settings, clients, region, jobs)
     try:
         image = settings.image_uri or container_images.training_image_uri(region, settings.instance_type)
     except ValueError as err:
@@ -250,6 +257,17 @@ def prepare(
         LaunchError,
     )
     return Prepared(submit, image, role_arn)
+
+
+def check_account(settings: LaunchSettings, clients: Clients, region: str, jobs: int) -> None:
+    """The shared preflight for these jobs, unless `hydra.launcher.preflight` is off."""
+    if not settings.preflight:
+        preflight.skipped("hydra.launcher.preflight=false")
+        return
+    caller = clients.sts.get_caller_identity()["Arn"]
+    partition, account = caller.split(":")[1], caller.split(":")[4]
+    calls = needs.calls(settings, partition, account, region)
+    preflight.run(clients.quotas, clients.iam, caller, needs.needs(settings, jobs), calls, needs.SKIP)
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,7 @@ class LaunchSettings:
     wait: bool = True  # false: create the jobs and return
     poll_s: float = 30.0
     region: str | None = None  # null: the standard boto3 chain (AWS_REGION, profile)
+    preflight: bool = True  # check Service Quotas and simulate the calls first; false for callers that may not
 
     def location(self) -> S3Location:
         """`s3_uri` with no slashes at the key's ends."""

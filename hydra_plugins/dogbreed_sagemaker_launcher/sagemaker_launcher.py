@@ -75,7 +75,8 @@ class SageMakerLauncher(Launcher):
         """The code bundle, image and role every job shares, then one JobSpec per config."""
         channels = [sagemaker_launch.data_channel(str(config.data.root)) for config in configs]
         trackers = {name for config in configs for name in (config.get("logger") or {})}
-        prepared = sagemaker_launch.prepare(self.settings, clients, [c for c in channels if c is not None], trackers)
+        given = [c for c in channels if c is not None]
+        prepared = sagemaker_launch.prepare(self.settings, clients, given, trackers, jobs=len(configs))
         region = clients.sagemaker.meta.region_name
         jobs = [self.job_spec(config, channels[i], prepared, region) for i, config in enumerate(configs)]
         for job, config in zip(jobs, configs, strict=True):

@@ -109,19 +109,3 @@ def test_the_instance_writes_only_its_own_log_and_cancels_only_its_own_spot_requ
     assert allowed(boundary, "logs:PutLogEvents", f"{group}:log-stream:i-1")
     assert allowed(boundary, "ec2:CancelSpotInstanceRequests", request, {"aws:ResourceTag/project": "dogbreed"})
     assert not allowed(boundary, "ec2:CancelSpotInstanceRequests", request, {"aws:ResourceTag/project": "other"})
-
-
-def test_the_deployer_may_make_amis_new_calls_on_project_resources_only() -> None:
-    from tests.helpers.config import REPO
-    from tests.helpers.policies import allowed
-
-    deployer = json.loads((REPO / "deploy" / "iam" / "deployer-policy.json").read_text())
-    group = "arn:aws:logs:us-east-1:123456789012:log-group:/dogbreed/ami/dogbreed"
-    for action in ("logs:CreateLogGroup", "logs:PutRetentionPolicy", "logs:FilterLogEvents"):
-        assert allowed(deployer, action, group)
-        assert not allowed(deployer, action, "arn:aws:logs:us-east-1:123456789012:log-group:/aws/lambda/other")
-    request = "arn:aws:ec2:us-east-1:123456789012:spot-instances-request/sir-1"
-    assert allowed(deployer, "ec2:CancelSpotInstanceRequests", request, {"aws:ResourceTag/project": "dogbreed"})
-    assert not allowed(deployer, "ec2:CancelSpotInstanceRequests", request, {"aws:ResourceTag/project": "other"})
-    for lookup in ("ec2:DescribeSpotInstanceRequests", "ec2:DescribeInstanceTypeOfferings"):
-        assert allowed(deployer, lookup, "*")

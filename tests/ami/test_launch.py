@@ -35,6 +35,7 @@ from dogbreed.aws import code_bundle, support
 from dogbreed.errors import DogbreedError
 from dogbreed.storage.location import S3Location
 from dogbreed.storage.transfer import UploadSettings, head_or_none
+from tests.helpers.aws_gaps import Gaps
 
 PARAMETER = "/aws/service/deeplearning/ami/x86_64/test-pytorch-ubuntu-22.04/latest/ami-id"
 BUCKET = "dogbreed-test-bucket"
@@ -615,3 +616,41 @@ def test_a_dlami_line_past_its_end_of_patch_is_one_warning_and_the_launch_goes_o
     warnings = [r.getMessage() for r in caplog.records if "end of patch" in r.getMessage()]
     assert len(warnings) == 1 and "(2026-04-23" in warnings[0] and "ami.ami_ssm_parameter" in warnings[0]
     assert instance["ImageId"] == dlami
+
+
+def test_a_vcpu_quota_below_the_type_s_vcpus_stops_launch_before_anything_exists(
+    dlami: str, gaps: Gaps, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A new account's spot vCPUs for G instances: 0; g4dn.xlarge has 4.
+    gaps.applied[("ec2", "L-3819A6DF")] = 0
+    asked = overrides(tmp_path, "ami.instance_type=g4dn.xlarge", "ami.spot=true")
+    assert exit_status(["launch", *asked]) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        "error: quota L-3819A6DF 'All G and VT Spot Instance Requests' is 0 in us-east-1, "
+        "ami.instance_type=g4dn.xlarge (4 vCPUs) with ami.nodes=1 needs 4; ask for more: aws service-quotas "
+        "request-service-quota-increase --service-code ec2 --quota-code L-3819A6DF --desired-value 4 --region us-east-1"
+    ]
+    assert project_resources() == {"instances": [], "groups": [], "roles": [], "profiles": [], "keys": []}
+
+    # Two on-demand c6i.xlarge nodes want 8 Standard vCPUs; --skip-preflight goes on without reading quotas.
+    gaps.applied[("ec2", "L-1216C47A")] = 5
+    gaps.refused.add("GetServiceQuota")
+    two = overrides(tmp_path, "ami.nodes=2")
+    assert exit_status(["launch", *two]) == 1
+    assert "or rerun with --skip-preflight (or ami.preflight=false)" in capsys.readouterr().err
+    gaps.refused.clear()
+    assert exit_status(["launch", *two]) == 1
+    assert (
+        "is 5 in us-east-1, ami.instance_type=c6i.xlarge (4 vCPUs) with ami.nodes=2 needs 8" in capsys.readouterr().err
+    )
+    main(["launch", "--skip-preflight", *two])
+    assert len(project_resources()["instances"]) == 2
+
+
+def test_a_run_instances_the_simulator_denies_stops_launch(dlami: str, gaps: Gaps, tmp_path: Path) -> None:
+    gaps.denied["ec2:RunInstances"] = "explicitDeny"
+    with pytest.raises(
+        DogbreedError, match=r"^AWS would refuse ec2:RunInstances on arn:aws:ec2:us-east-1:\d+:instance/\*"
+    ):
+        launcher.launch(load_config(overrides(tmp_path)), launcher.Clients.create(None))
+    assert project_resources() == {"instances": [], "groups": [], "roles": [], "profiles": [], "keys": []}

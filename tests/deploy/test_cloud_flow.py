@@ -10,6 +10,7 @@ import base64
 import importlib.util
 import io
 import json
+import logging
 import subprocess
 import sys
 import tarfile
@@ -29,7 +30,8 @@ from deploy.cloud import orchestrator
 from deploy.cloud.config import load_config
 from deploy.cloud.errors import DeployError
 from deploy.cloud.orchestrator import Clients
-from dogbreed.errors import WeightsError
+from dogbreed.errors import DogbreedError, WeightsError
+from tests.helpers.aws_gaps import Gaps
 
 REPO = Path(__file__).resolve().parents[2]
 BUCKET = "dogbreed-deploy-test"
@@ -719,3 +721,64 @@ def test_default_up_serves_from_the_ray_serve_image_and_torchserve_is_kept_with_
     assert container["Environment"]["DOGBREED_MAX_BODY_BYTES"] == str(4 * 1024 * 1024)
     warnings = [line for line in caplog.text.splitlines() if "end of patch" in line]
     assert len(warnings) == 1 and "(2026-06-30" in warnings[0] and "deploy.image.backend=rayserve" in warnings[0]
+
+
+def test_a_hosting_quota_below_the_scaling_maximum_stops_up_before_anything_is_made(
+    deploy_env: Callable[..., Any],
+    clients: Clients,
+    gaps: Gaps,
+    run_dir: Path,
+    handler_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # A new account: 0 instances of ml.g5.xlarge for endpoints.
+    gaps.applied[("sagemaker", "L-1928E07B")] = 0
+    monkeypatch.setattr(orchestrator.Clients, "create", classmethod(lambda cls, region=None: clients))
+    monkeypatch.setattr(orchestrator, "_default_package", lambda run, model: package(run))
+    overrides = [f"deploy.s3_uri=s3://{BUCKET}/deploys", f"deploy.lambda.source_dir={handler_dir}"]
+    with pytest.raises(SystemExit) as stop:
+        deploy_main(["up", str(run_dir), *overrides, "deploy.instance_type=ml.g5.xlarge"])
+    assert stop.value.code == 1
+    assert capsys.readouterr().err.splitlines() == [
+        "error: quota L-1928E07B 'ml.g5.xlarge for endpoint usage' is 0 in us-east-1, "
+        "deploy.instance_type=ml.g5.xlarge with deploy.autoscaling.max_capacity=3 needs 3; ask for more: "
+        "aws service-quotas request-service-quota-increase --service-code sagemaker --quota-code L-1928E07B "
+        "--desired-value 3 --region us-east-1"
+    ]
+    made = snapshot(clients)
+    assert (made["models"], made["configs"], made["roles"], made["functions"]) == ([], [], [], {})
+    assert clients.s3.list_objects_v2(Bucket=BUCKET).get("Contents", []) == []
+
+
+def test_serverless_checks_the_account_s_concurrency_and_a_denied_call_stops_up(
+    deploy_env: Callable[..., Any], clients: Clients, gaps: Gaps, run_dir: Path
+) -> None:
+    gaps.applied[("sagemaker", "L-96300102")] = 4
+    with pytest.raises(
+        DogbreedError, match=r"^quota L-96300102 .* is 4 in us-east-1, deploy.serverless.max_concurrency needs 5;"
+    ):
+        orchestrator.up(deploy_env("deploy.serverless.enabled=true"), str(run_dir), clients, package)
+    gaps.reset()
+    gaps.denied["lambda:CreateFunction"] = "implicitDeny"
+    with pytest.raises(DogbreedError, match=r"^AWS would refuse lambda:CreateFunction on .*:function:dogbreed-invoke "):
+        orchestrator.up(deploy_env(), str(run_dir), clients, package)
+    assert snapshot(clients)["roles"] == [] and snapshot(clients)["models"] == []
+
+
+def test_skip_preflight_reads_no_quota_and_says_what_it_leaves_unchecked(
+    deploy_env: Callable[..., Any], clients: Clients, gaps: Gaps, run_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    gaps.refused.update({"GetServiceQuota", "GetAWSDefaultServiceQuota", "ListAWSDefaultServiceQuotas"})
+    with pytest.raises(DogbreedError, match=r"may not read Service Quotas .* or rerun with --skip-preflight"):
+        orchestrator.up(deploy_env(), str(run_dir), clients, package)
+    ProvisionedConcurrency(clients.lambda_, "dogbreed-invoke").absent()
+    with caplog.at_level(logging.WARNING):
+        orchestrator.up(
+            deploy_env("deploy.preflight=false", "deploy.lambda.provisioned_concurrency=0"),
+            str(run_dir),
+            clients,
+            package,
+        )
+    assert "preflight skipped (deploy.preflight=false): quotas and permissions are not checked" in caplog.text
+    assert snapshot(clients)["endpoints"] == [("dogbreed", "InService")]

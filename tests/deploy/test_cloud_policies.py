@@ -11,6 +11,7 @@ from parliament import analyze_policy_string
 
 from deploy.cloud import policies
 from dogbreed.aws import iam
+from dogbreed.storage.location import S3Location
 from tests.helpers.policies import allowed, as_list, findings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -325,3 +326,35 @@ def test_training_role_policy_is_within_the_boundary_and_scoped_to_its_prefixes(
     assert not allowed(policy, "s3:GetObject", "arn:aws:s3:::bkt/team/other/x")
     assert not allowed(policy, "s3:ListBucket", "arn:aws:s3:::bkt", {"s3:prefix": "team/other/"})
     assert findings(policy) == []
+
+
+@pytest.mark.parametrize("serverless", [False, True])
+def test_every_call_the_up_preflight_simulates_is_allowed_by_the_deployer_policy(serverless: bool) -> None:
+    from deploy.cloud import needs
+    from deploy.cloud.config import load_config
+
+    d = load_config(["deploy.s3_uri=s3://bkt/models", f"deploy.serverless.enabled={str(serverless).lower()}"]).deploy
+    where = (ACCOUNT, "aws", BOUNDARY)
+    for call in needs.calls(d, where, "eu-west-1", "bkt", "models/dogbreed"):
+        assert allowed(deployer(), call.action, call.resource, call.context), call
+
+
+def test_every_call_the_launcher_preflight_simulates_is_allowed_by_the_deployer_policy() -> None:
+    from dogbreed.sagemaker import needs
+    from dogbreed.sagemaker.settings import LaunchSettings
+
+    # The deployer policy `python -m deploy policy` prints for the layout the user set up.
+    fitted = policies.deployer_policy([S3Location("bkt", "runs")])
+    for call in needs.calls(LaunchSettings(s3_uri="s3://bkt/runs"), "aws", ACCOUNT, "eu-west-1"):
+        assert allowed(fitted, call.action, call.resource, call.context), call
+    assert not allowed(fitted, "s3:PutObject", "arn:aws:s3:::bkt/elsewhere/x")
+    assert policies.deployer_policy([]) == deployer()
+
+
+def test_deploy_policy_prints_the_fitted_document(capsys: pytest.CaptureFixture[str]) -> None:
+    from deploy.cli import main
+
+    main(["policy", "s3://bkt/models", "s3://bkt/data"])
+    printed = json.loads(capsys.readouterr().out)
+    objects = statements(printed)["ModelArtifactsAndState"]["Resource"]
+    assert objects == ["arn:aws:s3:::bkt/data/*", "arn:aws:s3:::bkt/models/*"]

@@ -22,9 +22,11 @@ import boto3
 import pytest
 import yaml
 
+from dogbreed.sagemaker import needs
 from dogbreed.sagemaker.launch import CHANNEL_ROOT, JOB_REQUIREMENTS, Clients, prepare
 from dogbreed.sagemaker.settings import LaunchError, LaunchSettings
 from dogbreed.storage.location import S3Location
+from tests.helpers.aws_gaps import Gaps
 from tests.helpers.config import REPO
 
 BUCKET = "bkt"
@@ -228,6 +230,33 @@ def test_launcher_settings_are_refused_before_anything_is_created(project: str, 
     )
     assert "Traceback" not in result.stderr
     assert jobs() == [] and bundles() == []
+
+
+def test_a_training_quota_below_the_instances_asked_stops_the_sweep_before_anything_is_made(
+    project: str, gaps: Gaps, tmp_path: Path
+) -> None:
+    gaps.applied[("sagemaker", "L-CCE2AFA6")] = 1  # ml.m5.xlarge for training job usage
+    result = subprocess.run(
+        [sys.executable, "train.py", "-m", "hydra/launcher=sagemaker", f"hydra.launcher.s3_uri={S3_URI}",
+         "hydra.launcher.instance_count=2", f"hydra.sweep.dir={tmp_path / 'sweep'}"],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: quota L-CCE2AFA6 'ml.m5.xlarge for training job usage' is 1 in us-east-1, "
+        "hydra.launcher.instance_type=ml.m5.xlarge with instance_count=2 and 1 job(s) at once needs 2; ask for more: "
+        "aws service-quotas request-service-quota-increase --service-code sagemaker --quota-code L-CCE2AFA6 "
+        "--desired-value 2 --region us-east-1"
+    )
+    assert jobs() == [] and bundles() == [] and boto3.client("iam").list_roles()["Roles"] == []
+
+
+def test_spot_sweeps_count_the_jobs_running_at_once_against_the_spot_quota() -> None:
+    spot = LaunchSettings(s3_uri=S3_URI, spot=True, instance_count=2, max_parallel=3)
+    (per_type, total, per_job) = needs.needs(spot, jobs=5)
+    assert (per_type.name, per_type.value) == ("ml.m5.xlarge for spot training job usage", 6)
+    assert (total.name, total.value) == ("Number of instances across all spot training jobs", 6)
+    assert (per_job.name, per_job.value) == ("Maximum number of instances per spot training job", 2)
 
 
 def test_a_prefix_the_boundary_denies_is_refused_before_anything_is_uploaded(project: str) -> None:

@@ -29,6 +29,8 @@ OPERATORS: dict[str, Callable[[str, str], bool]] = {
     "StringLike": fnmatchcase,
     "ArnEquals": lambda value, wanted: value == wanted,
     "ArnLike": fnmatchcase,
+    # Context values here are single: "every value is in the list" is that one value being in it.
+    "ForAllValues:StringEquals": lambda value, wanted: value == wanted,
 }
 
 
