@@ -24,9 +24,11 @@ OPEN_REQUEST_STATES = ["open", "active", "disabled"]
 LIVE_STATES = ["pending", "running", "stopping", "stopped"]
 
 
-def tags_for(name: str) -> list[dict[str, str]]:
-    """The tags every resource of one launch carries; NAME_TAG is how status and down find them."""
-    return [{"Key": "Name", "Value": name}, {"Key": NAME_TAG, "Value": name}, {"Key": "project", "Value": "dogbreed"}]
+def tags_for(name: str, extra: dict[str, str] | None = None) -> list[dict[str, str]]:
+    """The tags every resource of one launch carries (`extra`: `ami.tags`); NAME_TAG is how status and down
+    find them, and `project=dogbreed` what the operator policy lets a user change or end."""
+    own = [{"Key": "Name", "Value": name}, {"Key": NAME_TAG, "Value": name}, {"Key": "project", "Value": "dogbreed"}]
+    return own + [{"Key": k, "Value": v} for k, v in sorted((extra or {}).items()) if k not in {t["Key"] for t in own}]
 
 
 def run_request(
@@ -44,6 +46,7 @@ def run_request(
     spot_max_price: float | None,
     shutdown_behavior: str,
     run_name: str,
+    extra_tags: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """The RunInstances arguments for one instance; every safety setting lives here, in one place."""
     request: dict[str, Any] = {
@@ -66,8 +69,8 @@ def run_request(
             }
         ],
         "TagSpecifications": [
-            {"ResourceType": "instance", "Tags": [*tags_for(name), {"Key": RUN_TAG, "Value": run_name}]},
-            {"ResourceType": "volume", "Tags": tags_for(name)},
+            {"ResourceType": "instance", "Tags": [*tags_for(name, extra_tags), {"Key": RUN_TAG, "Value": run_name}]},
+            {"ResourceType": "volume", "Tags": tags_for(name, extra_tags)},
         ],
     }
     if spot:
@@ -75,7 +78,9 @@ def run_request(
         if spot_max_price is not None:
             options["MaxPrice"] = f"{spot_max_price:.4f}"
         request["InstanceMarketOptions"] = {"MarketType": "spot", "SpotOptions": options}
-        request["TagSpecifications"].append({"ResourceType": "spot-instances-request", "Tags": tags_for(name)})
+        request["TagSpecifications"].append(
+            {"ResourceType": "spot-instances-request", "Tags": tags_for(name, extra_tags)}
+        )
     return request
 
 

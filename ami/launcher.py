@@ -161,7 +161,8 @@ def launch(cfg: DictConfig, clients: Clients) -> list[dict[str, Any]]:
 
 def create(ami: Any, clients: Clients, checked: Plan, made: Made) -> list[dict[str, Any]]:
     """Brings key pair, group, role, log group and instances into being, noting in `made` what is new."""
-    tags = tags_for(ami.name)
+    extra = {str(k): str(v) for k, v in ami.tags.items()}
+    tags = tags_for(ami.name, extra)
     keys = KeyPairs(clients.ec2)
     if ami.key_name:
         keys.ensure_existing(ami.key_name)
@@ -192,6 +193,7 @@ def create(ami: Any, clients: Clients, checked: Plan, made: Made) -> list[dict[s
         "spot_max_price": ami.spot_max_price,
         "shutdown_behavior": "terminate" if checked.values["ON_FINISH"] == "terminate" else "stop",
         "run_name": checked.values["RUN_NAME"],
+        "extra_tags": extra,
     }
     values = dict(checked.values)
     log.info("launching %d x %s from %s (%s)", ami.nodes, ami.instance_type, checked.image_id, ami.ami_ssm_parameter)

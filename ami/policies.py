@@ -18,6 +18,8 @@ from ami.config import project_location
 POLICY_NAME = "s3-project-prefix"
 OWN_POLICY_NAME = "own-log-and-spot-request"
 OBJECT_ACTIONS = ["s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload"]
+PROJECT_TAGGED = {"StringEquals": {"aws:ResourceTag/project": "dogbreed"}}
+TAG_ON_CREATE = {"StringEquals": {"aws:RequestTag/project": "dogbreed"}}
 
 
 def s3_prefix_policy(s3_uri: str, partition: str = "aws") -> dict[str, Any]:
@@ -78,98 +80,63 @@ def operator_policy(partition: str, region: str, account: str, s3_uri: str | Non
     rise above the permissions boundary), so this document holds no iam action at all.
     """
     ec2 = f"arn:{partition}:ec2:{region}:{account}"
-    project = {"StringEquals": {"aws:ResourceTag/project": "dogbreed"}}
-    tag_on_create = {"StringEquals": {"aws:RequestTag/project": "dogbreed"}}
-    statements: list[dict[str, Any]] = [
-        _allow(
-            "DescribeInTheRegion",
-            [
-                "ec2:DescribeInstances",
-                "ec2:DescribeSecurityGroups",
-                "ec2:DescribeKeyPairs",
-                "ec2:DescribeImages",
-                "ec2:DescribeInstanceTypes",
-                "ec2:DescribeInstanceTypeOfferings",
-                "ec2:DescribeSpotInstanceRequests",
-            ],
-            "*",
-            {"StringEquals": {"aws:RequestedRegion": region}},
-        ),
-        _allow(
-            "RunOnlyTaggedInstances",
-            "ec2:RunInstances",
-            [f"{ec2}:instance/*", f"{ec2}:volume/*", f"{ec2}:spot-instances-request/*"],
-            tag_on_create,
-        ),
-        _allow(
-            "RunWithTheProjectGroupAndKey",
-            "ec2:RunInstances",
-            [f"{ec2}:security-group/*", f"{ec2}:key-pair/*"],
-            project,
-        ),
-        _allow("RunInTheRegionsNetworks", "ec2:RunInstances", [f"{ec2}:subnet/*", f"{ec2}:network-interface/*"]),
-        _allow(
-            "RunOnlyAmazonImages",
-            "ec2:RunInstances",
-            f"arn:{partition}:ec2:{region}::image/*",
-            {"StringEquals": {"ec2:Owner": "amazon"}},
-        ),
-        _allow(
-            "CreateTaggedGroupsAndKeys",
-            ["ec2:CreateSecurityGroup", "ec2:CreateKeyPair"],
-            [f"{ec2}:security-group/*", f"{ec2}:key-pair/*"],
-            tag_on_create,
-        ),
-        _allow("GroupsInTheRegionsNetworks", "ec2:CreateSecurityGroup", f"{ec2}:vpc/*"),
-        _allow(
-            "TagOnlyWhileCreating",
-            "ec2:CreateTags",
-            f"{ec2}:*/*",
-            {"StringEquals": {"ec2:CreateAction": ["RunInstances", "CreateSecurityGroup", "CreateKeyPair"]}},
-        ),
-        _allow(
-            "TagSpotRequestIdOnProjectInstances",
-            "ec2:CreateTags",
-            f"{ec2}:instance/*",
-            {**project, "ForAllValues:StringEquals": {"aws:TagKeys": ["dogbreed:spot-request"]}},
-        ),
-        _allow(
-            "ChangeAndEndOnlyProjectResources",
-            [
-                "ec2:AuthorizeSecurityGroupIngress",
-                "ec2:RevokeSecurityGroupIngress",
-                "ec2:DeleteSecurityGroup",
-                "ec2:DeleteKeyPair",
-                "ec2:TerminateInstances",
-                "ec2:CancelSpotInstanceRequests",
-            ],
-            [f"{ec2}:security-group/*", f"{ec2}:key-pair/*", f"{ec2}:instance/*", f"{ec2}:spot-instances-request/*"],
-            project,
-        ),
-        _allow(
-            "DeepLearningAmiParameters",
-            "ssm:GetParameter",
-            f"arn:{partition}:ssm:{region}:*:parameter/aws/service/deeplearning/*",
-        ),
-        _allow(
-            "TrainingLogGroups",
-            ["logs:CreateLogGroup", "logs:PutRetentionPolicy", "logs:TagResource", "logs:FilterLogEvents"],
-            f"arn:{partition}:logs:{region}:{account}:log-group:/dogbreed/ami/*",
-        ),
-        _allow(
-            "PreflightReadQuotas",
-            [
-                "servicequotas:GetServiceQuota",
-                "servicequotas:GetAWSDefaultServiceQuota",
-                "servicequotas:ListAWSDefaultServiceQuotas",
-            ],
-            "*",
-        ),
+    statements = [
+        *_run_statements(ec2, partition, region),
+        *_project_resource_statements(ec2),
+        *_lookup_statements(partition, region, account),
     ]
     if s3_uri:  # the code bundle and the data go up, runs come down (`pull`)
         prefix = s3_prefix_policy(s3_uri, partition)["Statement"]
         statements += [{**statement, "Sid": f"Project{statement['Sid']}"} for statement in prefix]
     return {"Version": "2012-10-17", "Statement": statements}
+
+
+def _run_statements(ec2: str, partition: str, region: str) -> list[dict[str, Any]]:
+    """RunInstances, one statement per kind of resource it touches, each under its own condition."""
+    return [
+        _allow("RunOnlyTaggedInstances", "ec2:RunInstances",
+               [f"{ec2}:instance/*", f"{ec2}:volume/*", f"{ec2}:spot-instances-request/*"], TAG_ON_CREATE),
+        _allow("RunWithTheProjectGroupAndKey", "ec2:RunInstances", [f"{ec2}:security-group/*", f"{ec2}:key-pair/*"],
+               PROJECT_TAGGED),
+        _allow("RunInTheRegionsNetworks", "ec2:RunInstances", [f"{ec2}:subnet/*", f"{ec2}:network-interface/*"]),
+        _allow("RunOnlyAmazonImages", "ec2:RunInstances", f"arn:{partition}:ec2:{region}::image/*",
+               {"StringEquals": {"ec2:Owner": "amazon"}}),
+    ]  # fmt: skip
+
+
+def _project_resource_statements(ec2: str) -> list[dict[str, Any]]:
+    """Create groups and key pairs tagged, tag only while creating, change and end only what is tagged."""
+    groups_and_keys = [f"{ec2}:security-group/*", f"{ec2}:key-pair/*"]
+    return [
+        _allow("CreateTaggedGroupsAndKeys", ["ec2:CreateSecurityGroup", "ec2:CreateKeyPair"], groups_and_keys,
+               TAG_ON_CREATE),
+        _allow("GroupsInTheRegionsNetworks", "ec2:CreateSecurityGroup", f"{ec2}:vpc/*"),
+        _allow("TagOnlyWhileCreating", "ec2:CreateTags", f"{ec2}:*/*",
+               {"StringEquals": {"ec2:CreateAction": ["RunInstances", "CreateSecurityGroup", "CreateKeyPair"]}}),
+        _allow("TagSpotRequestIdOnProjectInstances", "ec2:CreateTags", f"{ec2}:instance/*",
+               {**PROJECT_TAGGED, "ForAllValues:StringEquals": {"aws:TagKeys": ["dogbreed:spot-request"]}}),
+        _allow("ChangeAndEndOnlyProjectResources", [
+            "ec2:AuthorizeSecurityGroupIngress", "ec2:RevokeSecurityGroupIngress", "ec2:DeleteSecurityGroup",
+            "ec2:DeleteKeyPair", "ec2:TerminateInstances", "ec2:CancelSpotInstanceRequests",
+        ], [*groups_and_keys, f"{ec2}:instance/*", f"{ec2}:spot-instances-request/*"], PROJECT_TAGGED),
+    ]  # fmt: skip
+
+
+def _lookup_statements(partition: str, region: str, account: str) -> list[dict[str, Any]]:
+    """Describe calls in the region, the DLAMI parameters, the training logs and the preflight's quotas."""
+    return [
+        _allow("DescribeInTheRegion", [
+            "ec2:DescribeInstances", "ec2:DescribeSecurityGroups", "ec2:DescribeKeyPairs", "ec2:DescribeImages",
+            "ec2:DescribeInstanceTypes", "ec2:DescribeInstanceTypeOfferings", "ec2:DescribeSpotInstanceRequests",
+        ], "*", {"StringEquals": {"aws:RequestedRegion": region}}),
+        _allow("DeepLearningAmiParameters", "ssm:GetParameter",
+               f"arn:{partition}:ssm:{region}:*:parameter/aws/service/deeplearning/*"),
+        _allow("TrainingLogGroups",
+               ["logs:CreateLogGroup", "logs:PutRetentionPolicy", "logs:TagResource", "logs:FilterLogEvents"],
+               f"arn:{partition}:logs:{region}:{account}:log-group:/dogbreed/ami/*"),
+        _allow("PreflightReadQuotas", ["servicequotas:GetServiceQuota", "servicequotas:GetAWSDefaultServiceQuota",
+               "servicequotas:ListAWSDefaultServiceQuotas"], "*"),
+    ]  # fmt: skip
 
 
 def _allow(sid: str, actions: str | list[str], resources: str | list[str], condition: dict[str, Any] | None = None

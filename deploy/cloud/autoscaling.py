@@ -34,7 +34,13 @@ def policy_config(target: float, scale_in_cooldown: int, scale_out_cooldown: int
 
 
 def ensure_scaling(
-    aas: Any, resource: str, min_capacity: int, max_capacity: int, policy_name: str, config: dict[str, Any]
+    aas: Any,
+    resource: str,
+    min_capacity: int,
+    max_capacity: int,
+    policy_name: str,
+    config: dict[str, Any],
+    tags: dict[str, str] | None = None,
 ) -> bool:
     """Registers the target and puts the policy where they differ from what is asked; returns whether it did."""
     changed = False
@@ -46,6 +52,7 @@ def ensure_scaling(
             ScalableDimension=DIMENSION,
             MinCapacity=min_capacity,
             MaxCapacity=max_capacity,
+            **({"Tags": tags} if tags else {}),
         )
         log.info("registered %s as a scalable target (%s..%s)", resource, min_capacity, max_capacity)
         changed = True

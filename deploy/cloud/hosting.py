@@ -37,7 +37,24 @@ def serverless_variant(model: str, memory_mb: int, max_concurrency: int, provisi
     return {"VariantName": VARIANT, "ModelName": model, "ServerlessConfig": config}
 
 
-def ensure_model(sm: Any, name: str, image: str, model_data: str, role_arn: str, env: dict[str, str]) -> bool:
+def tag_list(tags: dict[str, str] | None) -> list[dict[str, str]]:
+    """`{key: value}` as SageMaker's (and IAM's) `Tags` list."""
+    return [{"Key": key, "Value": value} for key, value in sorted((tags or {}).items())]
+
+
+def _tagged(tags: dict[str, str] | None) -> dict[str, Any]:
+    return {"Tags": tag_list(tags)} if tags else {}
+
+
+def ensure_model(
+    sm: Any,
+    name: str,
+    image: str,
+    model_data: str,
+    role_arn: str,
+    env: dict[str, str],
+    tags: dict[str, str] | None = None,
+) -> bool:
     """Creates the model unless it exists; names carry a hash of these inputs, so existing means equal."""
     if _exists(sm.describe_model, ModelName=name):
         return False
@@ -45,19 +62,24 @@ def ensure_model(sm: Any, name: str, image: str, model_data: str, role_arn: str,
         ModelName=name,
         PrimaryContainer={"Image": image, "ModelDataUrl": model_data, "Environment": env},
         ExecutionRoleArn=role_arn,
+        **_tagged(tags),
     )
     log.info("created model %s (%s)", name, image)
     return True
 
 
 def ensure_endpoint_config(
-    sm: Any, name: str, variant: dict[str, Any], data_capture: dict[str, Any] | None = None
+    sm: Any,
+    name: str,
+    variant: dict[str, Any],
+    data_capture: dict[str, Any] | None = None,
+    tags: dict[str, str] | None = None,
 ) -> bool:
     """Creates the endpoint config unless it exists (its name carries a hash of the variant and capture)."""
     if _exists(sm.describe_endpoint_config, EndpointConfigName=name):
         return False
     extra = {"DataCaptureConfig": data_capture} if data_capture else {}
-    sm.create_endpoint_config(EndpointConfigName=name, ProductionVariants=[variant], **extra)
+    sm.create_endpoint_config(EndpointConfigName=name, ProductionVariants=[variant], **_tagged(tags), **extra)
     log.info("created endpoint config %s", name)
     return True
 
@@ -72,7 +94,14 @@ def describe_endpoint(sm: Any, name: str) -> dict[str, Any] | None:
         raise
 
 
-def deploy_endpoint(sm: Any, name: str, config: str, retain: bool, deployment: dict[str, Any] | None = None) -> str:
+def deploy_endpoint(
+    sm: Any,
+    name: str,
+    config: str,
+    retain: bool,
+    deployment: dict[str, Any] | None = None,
+    tags: dict[str, str] | None = None,
+) -> str:
     """Creates the endpoint, or points an existing one at `config` in place (no downtime).
 
     Args:
@@ -91,7 +120,7 @@ def deploy_endpoint(sm: Any, name: str, config: str, retain: bool, deployment: d
         log.warning("endpoint %s is Failed (%s); recreating it", name, current.get("FailureReason"))
         delete_endpoint(sm, name)
     if current is None or current["EndpointStatus"] == "Failed":
-        sm.create_endpoint(EndpointName=name, EndpointConfigName=config)
+        sm.create_endpoint(EndpointName=name, EndpointConfigName=config, **_tagged(tags))
         log.info("creating endpoint %s with %s", name, config)
         return "created" if current is None else "recreated"
     if current["EndpointConfigName"] == config:

@@ -54,7 +54,9 @@ def code_sha256(zip_bytes: bytes) -> str:
     return base64.b64encode(hashlib.sha256(zip_bytes).digest()).decode()
 
 
-def ensure_function(lam: Any, name: str, role_arn: str, zip_bytes: bytes, settings: dict[str, Any]) -> bool:
+def ensure_function(
+    lam: Any, name: str, role_arn: str, zip_bytes: bytes, settings: dict[str, Any], tags: dict[str, str] | None = None
+) -> bool:
     """Creates the function, or brings its settings (and code) to what is wanted; returns whether it changed.
 
     New handler code replaces the function rather than updating it: the deployer policy grants no
@@ -77,7 +79,8 @@ def ensure_function(lam: Any, name: str, role_arn: str, zip_bytes: bytes, settin
         current = None
     if current is None:
         retry_while_role_propagates(
-            lambda: lam.create_function(FunctionName=name, Code={"ZipFile": zip_bytes}, **wanted), _role_not_ready
+            lambda: lam.create_function(FunctionName=name, Code={"ZipFile": zip_bytes}, Tags=tags or {}, **wanted),
+            _role_not_ready,
         )
         lam.get_waiter("function_active_v2").wait(FunctionName=name)
         log.info("created function %s", name)

@@ -119,32 +119,25 @@ def up(
 
     image = image_for(d, clients.region)
     capture = operating.data_capture(d, bucket, deploy_prefix)
-    role_arn = d.role_arn or _sagemaker_role(clients, names, where, bucket, deploy_prefix, image, changes, capture)
+    role_arn = d.role_arn or _sagemaker_role(clients, names, where, (bucket, deploy_prefix), image, changes, capture,
+                                             tags(d))  # fmt: skip
     env = container.model_environment(d)
     model = f"{d.name}-{short_hash([image, model_data, role_arn, env])}"
     created = iam.retry_while_role_propagates(
-        lambda: hosting.ensure_model(clients.sagemaker, model, image, model_data, role_arn, env), _role_not_ready
+        lambda: hosting.ensure_model(clients.sagemaker, model, image, model_data, role_arn, env, tags(d)),
+        _role_not_ready,
     )
     if created:
         changes.append(f"created model {model}")
 
     variant = _variant(d, model)
     config = f"{d.name}-{short_hash([variant, capture] if capture else variant)}"
-    if hosting.ensure_endpoint_config(clients.sagemaker, config, variant, capture):
+    if hosting.ensure_endpoint_config(clients.sagemaker, config, variant, capture, tags(d)):
         changes.append(f"created endpoint config {config}")
     deployment = operating.prepare_update(d, clients, names.endpoint, names.function, changes)
     changes += _endpoint(cfg, clients, names, config, variant, deployment)
 
-    resource = autoscaling.resource_id(names.endpoint, hosting.VARIANT)
-    if d.serverless.enabled:
-        changes += autoscaling.remove_scaling(clients.autoscaling, resource, names.scaling_policy)
-    else:
-        a = d.autoscaling
-        policy = autoscaling.policy_config(a.target_invocations, a.scale_in_cooldown, a.scale_out_cooldown)
-        if autoscaling.ensure_scaling(
-            clients.autoscaling, resource, a.min_capacity, a.max_capacity, names.scaling_policy, policy
-        ):
-            changes.append(f"scaling {resource}: {a.min_capacity}..{a.max_capacity}, {a.target_invocations}/min")
+    changes += _scaling(clients, d, names)
 
     url = _front_door(cfg, clients, names, where, changes)
     record = {
@@ -160,7 +153,9 @@ def up(
         "endpoint": names.endpoint,
         "sagemaker_role": None if d.role_arn else names.sagemaker_role,
         "execution_role_arn": role_arn,
-        "scaling": None if d.serverless.enabled else {"resource": resource, "policy": names.scaling_policy},
+        "scaling": None
+        if d.serverless.enabled
+        else {"resource": autoscaling.resource_id(names.endpoint, hosting.VARIANT), "policy": names.scaling_policy},
         "lambda_role": names.lambda_role,
         "function": names.function,
         "alias": lambda_.ALIAS,
@@ -292,7 +287,7 @@ def _endpoint(
         changes += autoscaling.remove_scaling(clients.autoscaling, resource, names.scaling_policy)
     # Keep the instance count autoscaling chose when only the model changes.
     retain = same_type and "InstanceType" in variant
-    action = hosting.deploy_endpoint(sm, names.endpoint, config, retain=retain, deployment=deployment)
+    action = hosting.deploy_endpoint(sm, names.endpoint, config, retain=retain, deployment=deployment, tags=tags(d))
     if action == "unchanged":
         return changes
     hosting.wait_in_service(sm, names.endpoint, d.wait.timeout_s, d.wait.poll_s)
@@ -332,6 +327,20 @@ def uploaded_model(
     return f"s3://{bucket}/{model_key}", model_sha256
 
 
+def _scaling(clients: Clients, d: DictConfig, names: Names) -> list[str]:
+    """The variant's scaling target and policy (none for serverless); returns what changed."""
+    resource = autoscaling.resource_id(names.endpoint, hosting.VARIANT)
+    if d.serverless.enabled:
+        return autoscaling.remove_scaling(clients.autoscaling, resource, names.scaling_policy)
+    a = d.autoscaling
+    policy = autoscaling.policy_config(a.target_invocations, a.scale_in_cooldown, a.scale_out_cooldown)
+    if autoscaling.ensure_scaling(
+        clients.autoscaling, resource, a.min_capacity, a.max_capacity, names.scaling_policy, policy, tags(d)
+    ):
+        return [f"scaling {resource}: {a.min_capacity}..{a.max_capacity}, {a.target_invocations}/min"]
+    return []
+
+
 def _front_door(cfg: DictConfig, clients: Clients, names: Names, where: Where, changes: list[str]) -> str | None:
     """The Lambda, its role, alias, concurrency and URL; appends what changed and returns the URL."""
     lam_cfg = cfg.deploy["lambda"]
@@ -339,7 +348,7 @@ def _front_door(cfg: DictConfig, clients: Clients, names: Names, where: Where, c
     policy = policies.lambda_policy(partition, clients.region, account, names.endpoint, names.function)
     description = f"Lambda front door of {names.endpoint}"
     spec = RoleSpec(names.lambda_role, "lambda.amazonaws.com", {names.lambda_role: policy}, description, boundary,
-                    ROLE_REMEDY)  # fmt: skip
+                    ROLE_REMEDY, tuple(hosting.tag_list(tags(cfg.deploy))))  # fmt: skip
     role_arn, role_changed = iam.ensure_role(clients.iam, spec, DeployError)
     if role_changed:
         changes.append(f"role {names.lambda_role} with InvokeEndpoint on {names.endpoint} only")
@@ -350,7 +359,7 @@ def _front_door(cfg: DictConfig, clients: Clients, names: Names, where: Where, c
         "Environment": {"Variables": container.lambda_environment(cfg.deploy, names.endpoint)},
     }
     lam = clients.lambda_
-    if lambda_.ensure_function(lam, names.function, role_arn, lambda_.zip_folder(source), settings):
+    if lambda_.ensure_function(lam, names.function, role_arn, lambda_.zip_folder(source), settings, tags(cfg.deploy)):
         changes.append(f"function {names.function}")
     if lambda_.ensure_alias(lam, names.function):
         changes.append(f"alias {names.function}:{lambda_.ALIAS} on a new version")
@@ -368,13 +377,15 @@ def _sagemaker_role(
     clients: Clients,
     names: Names,
     where: Where,
-    bucket: str,
-    deploy_prefix: str,
+    location: tuple[str, str],
     image: str,
     changes: list[str],
-    capture: dict[str, Any] | None = None,
+    capture: dict[str, Any] | None,
+    resource_tags: dict[str, str],
 ) -> str:
+    """The endpoint's execution role: read the model under `location` (bucket, key prefix), pull `image`."""
     account, partition, boundary = where
+    bucket, deploy_prefix = location
     try:
         repository = container_images.repository_arn(image, partition)
     except ValueError as err:
@@ -384,11 +395,16 @@ def _sagemaker_role(
     )
     description = f"Execution role of {names.endpoint}"
     spec = RoleSpec(names.sagemaker_role, "sagemaker.amazonaws.com", {names.sagemaker_role: policy}, description,
-                    boundary, ROLE_REMEDY)  # fmt: skip
+                    boundary, ROLE_REMEDY, tuple(hosting.tag_list(resource_tags)))  # fmt: skip
     arn, changed = iam.ensure_role(clients.iam, spec, DeployError)
     if changed:
         changes.append(f"role {names.sagemaker_role} scoped to s3://{bucket}/{deploy_prefix}/")
     return arn
+
+
+def tags(d: DictConfig) -> dict[str, str]:
+    """What every resource `up` creates carries: the project, the deploy's name and `deploy.tags`."""
+    return {"project": "dogbreed", "dogbreed:deploy": str(d.name), **{str(k): str(v) for k, v in d.tags.items()}}
 
 
 def image_for(d: DictConfig, region: str) -> str:

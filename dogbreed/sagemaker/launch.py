@@ -43,7 +43,6 @@ CHANNEL = "training"
 # The toolkit puts the channel at SM_CHANNEL_TRAINING (/opt/ml/input/data/training).
 CHANNEL_ROOT = "${oc.env:SM_CHANNEL_TRAINING}"
 CHECKPOINT_DIR = "/opt/ml/checkpoints"
-TAG_KEY = "dogbreed:name"
 # Groups that configure the launching side: `hparams_search` turns on the sweeper and MULTIRUN,
 # which must not happen again inside each job (the search runs here, the jobs are its trials).
 LAUNCHER_ONLY_GROUPS = ("hparams_search",)
@@ -165,7 +164,7 @@ def training_job_request(settings: LaunchSettings, job: JobSpec, image_uri: str,
             "VolumeSizeInGB": settings.volume_gb,
         },
         "StoppingCondition": {"MaxRuntimeInSeconds": settings.max_runtime_s},
-        "Tags": [{"Key": TAG_KEY, "Value": settings.name}],
+        "Tags": role.tag_list(settings),
     }
     if job.channel is not None:
         request["InputDataConfig"] = [
@@ -255,6 +254,7 @@ def prepare(
         channels,
         image,
         LaunchError,
+        role.tag_list(settings),
     )
     return Prepared(submit, image, role_arn)
 

@@ -19,6 +19,12 @@ LOG_GROUP = "/aws/sagemaker/TrainingJobs"
 METRICS_NAMESPACE = "/aws/sagemaker/TrainingJobs"
 
 
+def tag_list(settings: LaunchSettings) -> list[dict[str, str]]:
+    """The jobs' and the role's tags: `dogbreed:name=<name>`, `project=dogbreed` and `hydra.launcher.tags`."""
+    own = {"dogbreed:name": settings.name, "project": "dogbreed"}
+    return [{"Key": k, "Value": str(v)} for k, v in sorted({**settings.tags, **own}.items())]
+
+
 def role_name(name: str) -> str:
     return f"{name}-sagemaker-training"
 
@@ -91,6 +97,7 @@ def ensure_training_role(
     channels: Sequence[S3Location],
     image_uri: str,
     error: type[DogbreedError],
+    tags: Sequence[dict[str, str]] = (),
 ) -> str:
     """Creates or updates `<name>-sagemaker-training`; returns its ARN.
 
@@ -107,7 +114,7 @@ def ensure_training_role(
     policy = training_policy(partition, region, account, base, channels, repository)
     remedy = "delete it, choose another hydra.launcher.name, or set hydra.launcher.permissions_boundary to match"
     spec = iam.RoleSpec(role_name(name), SERVICE, {role_name(name): policy}, "dogbreed SageMaker training jobs",
-                        boundary_arn, remedy)  # fmt: skip
+                        boundary_arn, remedy, tuple(tags))  # fmt: skip
     arn, _ = iam.ensure_role(iam_client, spec, error)
     return arn
 

@@ -5,7 +5,7 @@ is made from (hydra_plugins/dogbreed_sagemaker_launcher/config.py), so a key and
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from dogbreed.errors import DogbreedError
 from dogbreed.storage.location import S3AddressError, S3Location
@@ -39,6 +39,7 @@ class LaunchSettings:
     poll_s: float = 30.0
     region: str | None = None  # null: the standard boto3 chain (AWS_REGION, profile)
     preflight: bool = True  # check Service Quotas and simulate the calls first; false for callers that may not
+    tags: dict[str, str] = field(default_factory=dict)  # on every job and the role, beside dogbreed:launcher=<name>
 
     def location(self) -> S3Location:
         """`s3_uri` with no slashes at the key's ends."""

@@ -17,7 +17,7 @@ SageMakerLauncherConf = dataclasses.make_dataclass(
     "SageMakerLauncherConf",
     [("_target_", str, dataclasses.field(default=TARGET))]
     + [
-        (key.name, KEY_TYPES[key.name], dataclasses.field(default=key.default))
+        (key.name, KEY_TYPES[key.name], dataclasses.field(default=key.default, default_factory=key.default_factory))
         for key in dataclasses.fields(LaunchSettings)
     ],
 )

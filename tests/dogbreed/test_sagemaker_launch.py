@@ -282,7 +282,7 @@ def test_launcher_keys_compose_with_their_documented_defaults() -> None:
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         cfg = compose("train", overrides=["hydra/launcher=sagemaker"], return_hydra_config=True)
     keys = {key: value for key, value in cfg.hydra.launcher.items() if key != "_target_"}
-    defaults = {field.name: field.default for field in dataclasses.fields(LaunchSettings)}
+    defaults = dataclasses.asdict(LaunchSettings())
     assert keys == {**defaults, "s3_uri": None}
     assert keys["instance_type"] == "ml.m5.xlarge" and keys["max_parallel"] == 4 and keys["wait"] is True
 
