@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help setup setup-dlami demo test test-full test-dogbreed test-deploy test-ami test-aws integ-deploy lint format bench gpu-wheels clean
+.PHONY: help setup setup-dlami demo test test-full test-dogbreed test-deploy test-ami test-aws integ integ-deploy lint format bench gpu-wheels clean
 
 help: ## Show this help
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-10s %s\n", $$1, $$2}'
@@ -58,6 +58,9 @@ test-ami: $(STAMP) ## Tests of ami/: EC2 launch and teardown against moto, boots
 
 test-aws: $(STAMP) ## Every test that runs against the local moto server (no AWS account needed)
 	$(PY) -m pytest -m "aws and not slow and not gpu and not integ"
+
+integ: $(STAMP) ## Acceptance run of every flow on a real account (costs cents): DOGBREED_INTEG_S3_URI, --yes in INTEG_ARGS
+	$(PY) -m acceptance $(INTEG_ARGS)
 
 integ-deploy: $(STAMP) ## Deploy flow on real AWS (costs money): DOGBREED_INTEG_S3_URI=s3://bucket/prefix
 	DOGBREED_INTEG=1 $(PY) -m pytest -m integ tests/deploy

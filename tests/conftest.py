@@ -68,7 +68,7 @@ def moto_server() -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def gaps_server(moto_server: str) -> Iterator[GapsServer]:
-    """Service Quotas and IAM policy simulation, which moto lacks; other IAM calls go on to moto."""
+    """Service Quotas, IAM policy simulation and Lambda provisioned concurrency, which moto lacks (the rest goes on)."""
     server = GapsServer(Gaps(moto_server))
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield server
@@ -93,6 +93,7 @@ def aws(moto_server: str, gaps_server: GapsServer, monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server)
     monkeypatch.setenv("AWS_ENDPOINT_URL_IAM", gaps_server.url)
     monkeypatch.setenv("AWS_ENDPOINT_URL_SERVICE_QUOTAS", gaps_server.url)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_LAMBDA", gaps_server.url)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")

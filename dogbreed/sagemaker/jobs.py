@@ -170,6 +170,25 @@ def follow(sagemaker: Any, logs: Any, job: str, poll_s: float, echo: Callable[[s
         time.sleep(poll_s)
 
 
+def remove_role(sagemaker: Any, iam_client: Any, name: str) -> str:
+    """Deletes `<name>-sagemaker-training`, which the launcher made; ended jobs stay (they bill nothing).
+
+    Raises:
+        LaunchError: a job of `name` still runs and needs the role.
+    """
+    from dogbreed.aws import iam
+    from dogbreed.sagemaker.role import role_name
+    from dogbreed.sagemaker.settings import LaunchError
+
+    running = [row.name for row in project_jobs(sagemaker, name, 100) if row.status in ("InProgress", "Stopping")]
+    if running:
+        raise LaunchError(
+            f"jobs still running: {', '.join(running)}; stop them first (python -m dogbreed.sagemaker.jobs stop JOB)"
+        )
+    role = role_name(name)
+    return f"deleted role {role}" if iam.delete_role(iam_client, role) else f"no role {role}: nothing to delete"
+
+
 def main(argv: list[str] | None = None) -> int:
     """`list`, `logs` or `stop`; returns 0, or exits with the status and line of `dogbreed.cli`."""
     import boto3
@@ -191,6 +210,10 @@ def main(argv: list[str] | None = None) -> int:
         "stop", help="stop a job (a spot job keeps its checkpoints)", parents=[DEBUG_OPTION]
     )
     stop_parser.add_argument("job")
+    down_parser = commands.add_parser(
+        "down", help="delete the training role <name>-sagemaker-training once no job of it runs", parents=[DEBUG_OPTION]
+    )
+    down_parser.add_argument("--name", default="dogbreed", help="hydra.launcher.name of the jobs (default dogbreed)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     with reported_errors(getattr(args, "debug", False), region_setting="--region"):
@@ -201,6 +224,8 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "stop":
             sagemaker.stop_training_job(TrainingJobName=args.job)
             print(f"stopping {args.job}")
+        elif args.command == "down":
+            print(remove_role(sagemaker, session.client("iam"), args.name))
         elif args.follow:
             reason = failure(follow(sagemaker, logs, args.job, 10.0, print))
             if reason is not None:

@@ -39,7 +39,8 @@ class LaunchSettings:
     poll_s: float = 30.0
     region: str | None = None  # null: the standard boto3 chain (AWS_REGION, profile)
     preflight: bool = True  # check Service Quotas and simulate the calls first; false for callers that may not
-    tags: dict[str, str] = field(default_factory=dict)  # on every job and the role, beside dogbreed:launcher=<name>
+    # On every job and the role, beside dogbreed:name=<name> and project=dogbreed: +hydra.launcher.tags.team=ml
+    tags: dict[str, str] = field(default_factory=dict)
 
     def location(self) -> S3Location:
         """`s3_uri` with no slashes at the key's ends."""
