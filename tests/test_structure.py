@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-PACKAGES = ("dogbreed", "deploy", "ami")
+PACKAGES = ("dogbreed", "deploy", "ami", "acceptance")
 MAX_FUNCTION_LINES = 80
 MAX_TRAINING_LINES = 300
 
