@@ -2,19 +2,23 @@
 
 Each benchmark runs in its own process and prints as it goes; the lines starting with
 `GOAL` (a measured ratio against its goal) and `COMPARE` (the endpoint backends side by side)
-are repeated at the end under the CPU they were measured on.
+are repeated at the end under the CPU they were measured on; a full run also writes them to
+docs/benchmarks.md (benchmarks/results_page.py).
 Usage: python -m benchmarks.all [--quick]
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import subprocess
 import sys
 import time
 
+from benchmarks import results_page
 from benchmarks.common import REPO, environment, machine_line
 from dogbreed.serving.hardware import cpu_has_fast_bf16
+from dogbreed.serving.int8 import fast_int8_cpu
 
 # name -> whether it takes --quick (hostile_requests is small already)
 BENCHMARKS = {"training_speed": True, "extraction": True, "finetune_input": True, "serving_latency": True,
@@ -45,9 +49,16 @@ def main() -> None:
                 goals.append(line.rstrip())
         if process.wait() != 0:
             raise SystemExit(f"benchmarks.{name} failed with exit code {process.returncode}")
-    print(f"\n######## summary ({(time.perf_counter() - started) / 60:.0f} min)")
-    print(machine_line("bf16" if cpu_has_fast_bf16() else "fp32"))
+    minutes = (time.perf_counter() - started) / 60
+    machine = machine_line("bf16" if cpu_has_fast_bf16() else "fp32")
+    print(f"\n######## summary ({minutes:.0f} min)")
+    print(machine)
     print("\n".join(goals))
+    if not args.quick:
+        when = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        kernels = fast_int8_cpu() or "AVX2 only (no VNNI/AMX)"
+        (REPO / results_page.PAGE).write_text(results_page.render(goals, machine, kernels, when, minutes))
+        print(f"wrote {results_page.PAGE}")
 
 
 if __name__ == "__main__":
