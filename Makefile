@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help setup setup-dlami demo test test-full test-dogbreed test-deploy test-ami test-aws integ integ-deploy lint format bench gpu-wheels clean
+.PHONY: help docs setup setup-dlami demo test test-full test-dogbreed test-deploy test-ami test-aws integ integ-deploy lint format bench gpu-wheels clean
 
 help: ## Show this help
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-10s %s\n", $$1, $$2}'
@@ -68,12 +68,16 @@ integ-deploy: $(STAMP) ## Deploy flow on real AWS (costs money): DOGBREED_INTEG_
 bench: $(STAMP) ## Speed benchmarks on generated dogImages-sized data, then their goals together (~20 min, quiet machine)
 	$(PY) -m benchmarks.all
 
-lint: $(STAMP) ## ruff, the import contracts (pyproject.toml), shellcheck and mypy
+lint: $(STAMP) ## ruff, the import contracts (pyproject.toml), shellcheck, mypy and the docs' strict build
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/shellcheck ami/bootstrap.sh benchmarks/gpu.sh
 	$(VENV)/bin/mypy
+	$(MAKE) docs
+
+docs: $(STAMP) ## Build the documentation site into site/, offline; any warning (a broken link, a page off the nav) fails it
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
 
 format: $(STAMP) ## Apply ruff's fixes and formatting
 	$(VENV)/bin/ruff check --fix .
