@@ -17,41 +17,17 @@ from pathlib import Path
 
 import boto3
 import pytest
-from moto.backends import get_backend
-from moto.ssm.models import Parameter
 
 from acceptance import sweep
 from deploy.cli import main as deploy_main
 from dogbreed.cli import compose_config
 from tests.helpers.config import REPO
+from tests.helpers.dlami import register_dlami
 from tests.helpers.runs import train_run
 
 BUCKET = "dbacc-bucket"
 S3_URI = f"s3://{BUCKET}/integ"
 BOOT = dt.timedelta(seconds=3)  # how long the fake instance "boots" before it trains and ends
-
-
-def register_dlami(account: str) -> None:
-    """The image and the DLAMI parameter `ami launch` reads by default (moto refuses /aws names by API)."""
-    image_id = boto3.client("ec2").register_image(
-        Name="Deep Learning AMI", RootDeviceName="/dev/sda1", Architecture="x86_64",
-        BlockDeviceMappings=[{"DeviceName": "/dev/sda1", "Ebs": {"VolumeSize": 75}}],
-    )["ImageId"]  # fmt: skip
-    name = str(compose_config("ami", [], "ami.name=x").ami.ami_ssm_parameter)
-    get_backend("ssm")[account]["us-east-1"]._parameters[name].append(
-        Parameter(
-            account_id=account,
-            name=name,
-            value=image_id,
-            parameter_type="String",
-            description=None,
-            allowed_pattern=None,
-            keyid=None,
-            last_modified_date=dt.datetime.now(dt.timezone.utc),
-            version=1,
-            data_type="aws:ec2:image",
-        )
-    )
 
 
 class Compute:
@@ -92,7 +68,7 @@ class Compute:
 def account(aws: str, moto_server: str, tmp_path: Path, tiny_dataset: Path) -> Iterator[str]:
     boto3.client("s3").create_bucket(Bucket=BUCKET)
     deploy_main(["setup", S3_URI])  # the one-time set-up the guide asks for
-    register_dlami(boto3.client("sts").get_caller_identity()["Account"])
+    register_dlami(str(compose_config("ami", [], "ami.name=x").ami.ami_ssm_parameter))
     # The Lambda's answer (moto runs no function code): what the handler returns for a JPEG.
     reply = json.dumps({"statusCode": 200, "body": json.dumps({"predictions": [{"label": "a", "p": 1.0}]})})
     request = urllib.request.Request(f"{moto_server}/moto-api/static/lambda-simple/response", method="POST",

@@ -21,8 +21,6 @@ import boto3
 import pytest
 from boto3.exceptions import S3UploadFailedError
 from botocore.stub import Stubber
-from moto.backends import get_backend
-from moto.ssm.models import Parameter
 
 import dogbreed.storage.transfer
 from ami import launcher
@@ -36,6 +34,7 @@ from dogbreed.errors import DogbreedError
 from dogbreed.storage.location import S3Location
 from dogbreed.storage.transfer import UploadSettings, head_or_none
 from tests.helpers.aws_gaps import Gaps
+from tests.helpers.dlami import register_dlami
 
 PARAMETER = "/aws/service/deeplearning/ami/x86_64/test-pytorch-ubuntu-22.04/latest/ami-id"
 BUCKET = "dogbreed-test-bucket"
@@ -44,34 +43,8 @@ S3_URI = f"s3://{BUCKET}/team/dogbreed"
 
 @pytest.fixture
 def dlami(aws: str) -> str:
-    """An AMI registered in moto and the DLAMI SSM public parameter pointing at it.
-
-    put_parameter refuses names under /aws, so the parameter goes straight into the moto
-    backend this process shares with the ThreadedMotoServer.
-    """
-    ec2 = boto3.client("ec2")
-    image_id = ec2.register_image(
-        Name="Deep Learning PyTorch test image",
-        RootDeviceName="/dev/sda1",
-        BlockDeviceMappings=[{"DeviceName": "/dev/sda1", "Ebs": {"VolumeSize": 75}}],
-        Architecture="x86_64",
-    )["ImageId"]
-    account = boto3.client("sts").get_caller_identity()["Account"]
-    store = get_backend("ssm")[account]["us-east-1"]._parameters
-    store[PARAMETER].append(
-        Parameter(
-            account_id=account,
-            name=PARAMETER,
-            value=image_id,
-            parameter_type="String",
-            description=None,
-            allowed_pattern=None,
-            keyid=None,
-            last_modified_date=dt.datetime.now(dt.timezone.utc),
-            version=1,
-            data_type="aws:ec2:image",
-        )
-    )
+    """An AMI registered in moto and the DLAMI SSM public parameter pointing at it."""
+    image_id = register_dlami(PARAMETER)
     boto3.client("s3").create_bucket(Bucket=BUCKET)
     create_boundary()
     return image_id
