@@ -46,7 +46,7 @@ from deploy.lambda_function import demo_page
 from deploy.model_archive import package_run
 from deploy.precision import ModelSettings
 from dogbreed.serving import handler as default_handler
-from dogbreed.serving.errors import RequestError
+from dogbreed.serving.errors import DogbreedError, RequestError
 
 log = logging.getLogger(__name__)
 
@@ -332,7 +332,9 @@ class BackgroundServer:
         deadline = time.monotonic() + timeout
         while not self.server.started:
             if not self.thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError(f"the local endpoint did not start on {self.url}")
+                raise DogbreedError(
+                    f"the local endpoint did not start on {self.url}; is another process using that port?"
+                )
             time.sleep(0.02)
         return self
 

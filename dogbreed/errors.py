@@ -1,9 +1,9 @@
 """Errors whose message tells the user what to do; the CLI prints them without a traceback."""
 
 # Defined in the shipped serving package, which must raise them without importing outside itself.
-from dogbreed.serving.errors import DogbreedError, WeightsError
+from dogbreed.serving.errors import ConfigError, DogbreedError, WeightsError
 
-__all__ = ["DataError", "DogbreedError", "TrainingInterrupted", "WeightsError"]
+__all__ = ["ConfigError", "DataError", "DogbreedError", "TrainingInterrupted", "WeightsError"]
 
 
 class DataError(DogbreedError):

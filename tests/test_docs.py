@@ -32,8 +32,9 @@ def test_the_site_builds_strict_with_generated_references(tmp_path: Path) -> Non
     assert "deploy.serverless.max_concurrency" in config and "hydra.launcher.preflight" in config
     cli = (tmp_path / "site" / "reference" / "cli" / "index.html").read_text()
     assert "python -m deploy setup" in cli and "--skip-preflight" in cli
-    errors = (tmp_path / "site" / "reference" / "errors" / "index.html").read_text()
-    assert "set ami.s3_uri=s3://bucket/prefix: the instance gets its code and data there" in errors
+    troubleshooting = (tmp_path / "site" / "guides" / "troubleshooting" / "index.html").read_text()
+    assert "set ami.s3_uri=s3://bucket/prefix: the instance gets its code and data there" in troubleshooting
+    assert "no AWS region: set ami.region=&lt;region&gt;" in troubleshooting  # shown, not taken for a tag
     assert not re.search(r"fonts\.googleapis|unpkg\.com/mermaid", (tmp_path / "site" / "index.html").read_text())
 
 
@@ -61,6 +62,38 @@ def test_a_removed_key_leaves_the_config_reference_and_a_comment_becomes_its_mea
     ]
 
 
+def test_every_error_line_has_what_to_do_and_no_fix_is_left_for_a_message_that_is_gone() -> None:
+    rows = docgen.error_lines(docgen.ERROR_ROOTS)
+    fixes = docgen.error_fixes()
+    without = [row.message for row in rows if not docgen.fix_of(row.message, fixes)]
+    assert not without, f"add what to do to the message, or to tools/error_fixes.yaml: {without}"
+    stale = set(fixes) - {row.message for row in rows}
+    assert not stale, f"tools/error_fixes.yaml has fixes for messages no code raises: {stale}"
+    assert len({row.module for row in rows}) > 40 and any(row.status == 413 for row in rows)
+
+
+def test_the_troubleshooting_page_follows_the_raise_statements(tmp_path: Path) -> None:
+    package = tmp_path / "tool"
+    package.mkdir()
+    (package / "errors.py").write_text(
+        "from dogbreed.errors import DogbreedError\n"
+        "class ToolError(DogbreedError):\n    pass\n"
+        "def check(key, region):\n"
+        "    if key:\n        raise ToolError(f'tool.key={key}: 1 to 8')\n"
+        "    raise ToolError(f'no bucket in {region}; create it with tool init')\n"
+        "def bug():\n    raise ValueError('an invariant, not a message')\n"
+    )
+    rows = docgen.error_lines([REPO / "dogbreed", package])  # the project's base class, and a tool's own
+    messages = {row.message for row in rows}
+    assert "no bucket in …; create it with tool init" in messages and "tool.key=…: 1 to 8" in messages
+    assert "an invariant, not a message" not in messages
+    assert docgen.fix_of("no bucket in …; create it with tool init", {}) == "create it with tool init"
+    assert docgen.fix_of("tool.key=…: 1 to 8", {}) is None  # not a known config root: it needs a written fix
+    assert docgen.fix_of("deploy.x=…: 1 to 8", {}) == "change `deploy.x`: 1 to 8"
+    page = docgen.troubleshooting(rows, {"tool.key=…: 1 to 8": "set tool.key between 1 and 8"})
+    assert "| tool.key=…: 1 to 8 | set tool.key between 1 and 8 |" in page
+
+
 def test_a_renamed_option_changes_the_cli_reference() -> None:
     def parser(option: str) -> argparse.ArgumentParser:
         root = argparse.ArgumentParser(prog="python -m tool")
@@ -83,17 +116,34 @@ def snippets() -> list[tuple[str, str]]:
     return found
 
 
-@pytest.mark.parametrize(("where", "body"), snippets(), ids=[where for where, _ in snippets()])
-def test_each_marked_snippet_runs(where: str, body: str) -> None:
+def run_snippet(body: str) -> subprocess.CompletedProcess[str]:
+    """A snippet as a reader pastes it into a shell in the checkout, the project's venv first on PATH."""
     env = {
         **os.environ,
         "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
         "AWS_DEFAULT_REGION": "us-east-1",
     }
-    result = subprocess.run(["bash", "-euo", "pipefail", "-c", body], cwd=REPO, env=env, capture_output=True,
-                            text=True, timeout=300)  # fmt: skip
+    return subprocess.run(["bash", "-euo", "pipefail", "-c", body], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=300)  # fmt: skip
+
+
+@pytest.mark.parametrize(("where", "body"), snippets(), ids=[where for where, _ in snippets()])
+def test_each_marked_snippet_runs(where: str, body: str) -> None:
+    result = run_snippet(body)
     assert result.returncode == 0, f"{where}: {result.stderr[-2000:]}"
 
 
-def test_snippets_are_found() -> None:
-    assert any(where.startswith("docs/guides/first-run.md") for where, _ in snippets())
+def test_the_guides_mark_their_offline_commands_runnable() -> None:
+    pages = {where.split(":")[0] for where, _ in snippets()}
+    assert {"docs/guides/first-run.md", "docs/guides/train.md", "docs/guides/serving.md", "docs/guides/ec2.md"} <= pages
+
+
+@pytest.mark.parametrize(
+    ("documented", "changed"),
+    [("python -m deploy policy", "python -m deploy polcy"), ("ami.region=", "ami.regoin=")],
+    ids=["a subcommand that does not exist", "a key that does not exist"],
+)
+def test_a_snippet_whose_command_no_longer_exists_fails(documented: str, changed: str) -> None:
+    body = next(body for where, body in snippets() if where.startswith("docs/guides/first-run.md"))
+    assert documented in body
+    assert run_snippet(body.replace(documented, changed)).returncode != 0

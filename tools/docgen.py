@@ -1,4 +1,4 @@
-"""The docs' reference pages, generated from the code at build time: config keys, CLIs, error lines.
+"""The docs' generated pages, made from the code at build time: config keys, CLIs, troubleshooting.
 
 Pure functions returning Markdown; `tools/mkdocs_hook.py` adds their pages to the site, so a key
 removed from a YAML file or an option renamed in a parser changes the reference in the same build.
@@ -11,7 +11,10 @@ import ast
 import importlib
 import re
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 KEY = re.compile(r"^(?P<indent> *)(?P<key>[A-Za-z_+][\w.-]*):(?P<value>.*)$")
@@ -23,7 +26,6 @@ CLIS = {
     "python -m dogbreed.sagemaker.jobs": ("dogbreed.sagemaker.jobs", "main"),
     "python -m acceptance": ("acceptance.__main__", "main"),
 }
-ERROR_CLASSES = re.compile(r"(Error|Refused|Interrupted)$")
 
 
 def yaml_keys(text: str) -> Iterator[tuple[str, str, str]]:
@@ -87,6 +89,13 @@ def cell(text: str) -> str:
     return text.replace("|", "\\|")
 
 
+def prose_cell(text: str) -> str:
+    """A cell of running text: `<region>` shown as written, not taken for an HTML tag (code spans kept)."""
+    parts = text.split("`")
+    parts[::2] = [part.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;") for part in parts[::2]]
+    return cell("`".join(parts))
+
+
 class _Captured(Exception):
     def __init__(self, parser: argparse.ArgumentParser) -> None:
         self.parser = parser
@@ -130,36 +139,142 @@ def all_parsers() -> dict[str, argparse.ArgumentParser]:
     return {name: parser_of(main) for name, main in mains.items()}
 
 
-def error_lines(roots: list[Path]) -> list[tuple[str, str, str]]:
-    """(module, error class, message as written) for every project error raised with a literal message."""
+@dataclass(frozen=True)
+class ErrorLine:
+    """One message a `raise` in the code can produce; `…` stands for a value filled in at run time."""
+
+    module: str
+    error: str
+    message: str
+    status: int | None  # the HTTP status of an endpoint answer (RequestError); None for an `error:` line
+
+
+def error_lines(roots: list[Path]) -> list[ErrorLine]:
+    """Every project error raised with a literal message: `error:` lines and the endpoint's answers.
+
+    A class counts when it descends from DogbreedError (the CLIs print those as one line) or
+    RequestError (the endpoint answers those with their status); others are bugs, not messages.
+    """
+    trees = {path: ast.parse(path.read_text()) for root in roots for path in sorted(root.rglob("*.py"))}
+    bases = {
+        node.name: [getattr(base, "id", getattr(base, "attr", "")) for base in node.bases]
+        for tree in trees.values()
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ClassDef)
+    }
+
+    def descends(name: str, root: str) -> bool:
+        return name == root or any(descends(base, root) for base in bases.get(name, []))
+
     found = []
-    for root in roots:
-        for path in sorted(root.rglob("*.py")):
-            tree = ast.parse(path.read_text())
-            for node in ast.walk(tree):
-                if not (isinstance(node, ast.Raise) and isinstance(node.exc, ast.Call)):
-                    continue
-                name = getattr(node.exc.func, "id", getattr(node.exc.func, "attr", ""))
-                if not ERROR_CLASSES.search(name) or not node.exc.args:
-                    continue
-                message = node.exc.args[0]
-                if isinstance(message, ast.Constant | ast.JoinedStr):
-                    text = re.sub(r"\{[^}]*\}", "…", ast.unparse(message))[1:-1].strip("'\"")
-                    found.append((path.resolve().relative_to(REPO).as_posix(), name, text))
-    return found
+    for path, tree in trees.items():
+        for node in ast.walk(tree):
+            if not (isinstance(node, ast.Raise) and isinstance(node.exc, ast.Call)):
+                continue
+            name = getattr(node.exc.func, "id", getattr(node.exc.func, "attr", ""))
+            texts = [arg for arg in node.exc.args if isinstance(arg, ast.JoinedStr) or _is_str(arg)]
+            if not texts or not (descends(name, "DogbreedError") or descends(name, "RequestError")):
+                continue
+            statuses = [arg.value for arg in node.exc.args if isinstance(arg, ast.Constant) and type(arg.value) is int]
+            status = statuses[0] if descends(name, "RequestError") and statuses else None
+            module = path.resolve().relative_to(REPO) if path.resolve().is_relative_to(REPO) else path
+            found.append(ErrorLine(module.as_posix(), name, _message(texts[0]), status))
+    return list(dict.fromkeys(found))  # one row for a message raised in two places of a module
 
 
-def errors_reference(rows: list[tuple[str, str, str]]) -> str:
-    """The troubleshooting table: each `error:` line the CLIs print, where it comes from; `…` is a value."""
-    out = [
-        "# Error lines",
-        "",
-        "Every command fails with one line, `error: <message>`, and the message names its fix: the key",
-        "to change, the command to run, or the AWS call that refused. This table is generated from the",
-        "`raise` statements in the code; `…` stands for a value filled in at run time.",
-        "",
-        "| message | raised in |",
-        "| --- | --- |",
-    ]
-    out += [f"| {cell(text)} | `{module}` ({cls}) |" for module, cls, text in rows]
+def _message(node: ast.expr) -> str:
+    """The message as a user reads it, each value filled in at run time as `…`."""
+    parts = node.values if isinstance(node, ast.JoinedStr) else [node]
+    text = "".join(part.value if isinstance(part, ast.Constant) else "…" for part in parts)
+    return " ".join(text.split())  # one line, as the CLI prints it
+
+
+def _is_str(node: ast.expr) -> bool:
+    return isinstance(node, ast.Constant) and isinstance(node.value, str)
+
+
+# The workflows, in the order a user meets them; the troubleshooting page has a section for each.
+TRAINING = "Training (`python train.py`)"
+S3 = "S3 (`storage=s3`, `data.root=s3://`, `python -m dogbreed.storage`)"
+SAGEMAKER = "Training on SageMaker (`hydra/launcher=sagemaker`)"
+AWS_CHECKS = "Permissions, quotas and images (every flow's preflight)"
+SERVING = "Package, serve, invoke, predict, load test (`python -m deploy`)"
+DEPLOY = "Deploy and operate (`python -m deploy up`, `register`, `rollback`)"
+EC2 = "EC2 (`python -m ami`)"
+ACCEPTANCE = "The acceptance run (`make integ`)"
+OTHER = "Other tools"
+SECTION_ORDER = [TRAINING, S3, SAGEMAKER, AWS_CHECKS, SERVING, DEPLOY, EC2, ACCEPTANCE, OTHER]
+# Where a message is raised decides its section: the first prefix that matches.
+SECTIONS = [
+    ("acceptance/", ACCEPTANCE),
+    ("ami/", EC2),
+    ("deploy/cloud/", DEPLOY),
+    ("deploy/", SERVING),
+    ("dogbreed/serving/", SERVING),
+    ("dogbreed/sagemaker/", SAGEMAKER),
+    ("dogbreed/aws/", AWS_CHECKS),
+    ("dogbreed/storage/", S3),
+    ("dogbreed/", TRAINING),
+]
+SENTENCE_BREAK = re.compile(r"\.\s+(?=[A-Z])")
+# A config check names the key and what it takes ("deploy.x=…: 1 to 64", "ami.nodes must be …, got …").
+_KEY = r"(?P<key>(?:deploy|ami|hydra\.launcher|data|model|trainer|storage|logger|DOGBREED)[\w.…]+)"
+CONFIG_RULES = [
+    (re.compile(_KEY + r"=…: (?P<rule>.+)$"), "change"),  # "change `deploy.x` 1 to 64": shown after a colon
+    (re.compile(_KEY + r" must be (?P<rule>.+?)(?:, got …)?$"), "set"),
+]
+
+
+def fix_of(message: str, fixes: dict[str, str]) -> str | None:
+    """What to do about a message: written for it in `fixes`, else the fix the message carries itself."""
+    if message in fixes:
+        return fixes[message]
+    if "; " in message:  # the project's messages read "what went wrong; what to do"
+        return message.split("; ", 1)[1]
+    sentences = SENTENCE_BREAK.split(message, maxsplit=1)
+    if len(sentences) == 2:
+        return sentences[1]
+    for pattern, verb in CONFIG_RULES:
+        match = pattern.match(message)
+        if match:
+            return f"{verb} `{match['key']}`{':' if verb == 'change' else ' to'} {match['rule']}"
+    return None
+
+
+ERROR_ROOTS = [REPO / "dogbreed", REPO / "deploy", REPO / "ami", REPO / "acceptance"]
+FIXES = REPO / "tools" / "error_fixes.yaml"
+INTRO = REPO / "tools" / "troubleshooting_intro.md"  # the page's opening and the AWS refusals, written by hand
+
+
+def error_fixes(path: Path = FIXES) -> dict[str, str]:
+    """The fixes written for messages that do not carry their own (tools/error_fixes.yaml)."""
+    return yaml.safe_load(path.read_text())
+
+
+def troubleshooting(rows: list[ErrorLine], fixes: dict[str, str]) -> str:
+    """The troubleshooting page: every `error:` line and endpoint answer, by workflow, with what to do."""
+    out = [INTRO.read_text()]
+    by_section: dict[str, list[ErrorLine]] = {}
+    for row in rows:
+        if row.status is None:
+            title = next((title for prefix, title in SECTIONS if row.module.startswith(prefix)), OTHER)
+            by_section.setdefault(title, []).append(row)
+    for title in SECTION_ORDER:
+        if title in by_section:
+            out += [f"## {title}", "", "| `error:` line | what to do | raised in |", "| --- | --- | --- |"]
+            for row in sorted(by_section[title], key=lambda row: row.message.lower()):
+                fix = prose_cell(fix_of(row.message, fixes) or "")
+                out.append(f"| {prose_cell(row.message)} | {fix} | `{row.module}` |")
+            out.append("")
+    out += [ENDPOINT_INTRO, "| status | answer | what to do |", "| --- | --- | --- |"]
+    answers = sorted({(row.status or 0, row.message) for row in rows if row.status is not None})
+    out += [f"| {status} | {prose_cell(text)} | {prose_cell(fix_of(text, fixes) or '')} |" for status, text in answers]
     return "\n".join(out) + "\n"
+
+
+ENDPOINT_INTRO = """## What the endpoint answers
+
+Not `error:` lines: the endpoint (and `python -m deploy serve`) answers a request it cannot serve
+with this status and `{"message": …}`; `deploy invoke` prints it after `endpoint … refused the
+request:`, and the Lambda passes the status on.
+"""

@@ -22,8 +22,8 @@ def on_files(files: Files, config: Any) -> Files:
     pages = {
         "reference/config.md": docgen.config_reference(ROOT / "conf", ROOT / "dogbreed/sagemaker/settings.py"),
         "reference/cli.md": docgen.cli_reference(docgen.all_parsers()),
-        "reference/errors.md": docgen.errors_reference(
-            docgen.error_lines([ROOT / "dogbreed", ROOT / "deploy", ROOT / "ami", ROOT / "acceptance"])
+        "guides/troubleshooting.md": docgen.troubleshooting(
+            docgen.error_lines(docgen.ERROR_ROOTS), docgen.error_fixes()
         ),
     }
     if not (ROOT / "docs" / "benchmarks.md").exists():  # `make bench` writes it from a full run

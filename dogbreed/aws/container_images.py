@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from dogbreed.aws import support
+from dogbreed.errors import ConfigError
 
 DEFAULT_REGISTRY = "763104351884"
 
@@ -79,7 +80,7 @@ def registry_account(region: str) -> str:
         return REGISTRY_ACCOUNTS[region]
     if region in DEFAULT_REGISTRY_REGIONS:
         return DEFAULT_REGISTRY
-    raise ValueError(f"no PyTorch DLC registry known for region {region}; set deploy.image.uri")
+    raise ConfigError(f"no PyTorch DLC registry known for region {region}; set deploy.image.uri")
 
 
 def processor_for(instance_type: str, processor: str) -> str:
@@ -141,6 +142,6 @@ def repository_arn(uri: str, partition: str) -> str:
     host, _, path = uri.partition("/")
     parts = host.split(".")
     if len(parts) < 5 or parts[1:3] != ["dkr", "ecr"] or not path:
-        raise ValueError(f"{uri} is not an ECR image URI; the execution role can only be scoped to ECR images")
+        raise ConfigError(f"{uri} is not an ECR image URI; the execution role can only be scoped to ECR images")
     repository = path.split("@")[0].split(":")[0]
     return f"arn:{partition}:ecr:{parts[3]}:{parts[0]}:repository/{repository}"

@@ -20,6 +20,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from dogbreed.data.folders import SPLITS
+from dogbreed.errors import DataError
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +123,10 @@ def generate(root: Path, spec: SyntheticSpec) -> Path:
     if manifest.exists() and json.loads(manifest.read_text()) == asdict(spec):
         return root
     if root.exists() and not manifest.exists():
-        raise FileExistsError(f"{root} exists and was not made by the synthetic generator; not touching it")
+        raise DataError(
+            f"{root} exists and was not made by the synthetic generator, so it is left alone; "
+            "point data.root at another folder"
+        )
     log.info("generating synthetic dataset at %s (%s)", root, spec)
     staging = root.with_name(root.name + ".generating")
     shutil.rmtree(staging, ignore_errors=True)

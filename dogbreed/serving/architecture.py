@@ -18,7 +18,7 @@ import torch
 import torchvision
 from torch import nn
 
-from dogbreed.serving.errors import WeightsError
+from dogbreed.serving.errors import ConfigError, WeightsError
 
 # Blocks per stage, and whether the stage uses bottleneck blocks (conv3 present).
 RESNET_LAYOUTS = {
@@ -53,13 +53,13 @@ def make_head(in_features: int, spec: ModelSpec) -> nn.Module:
         return nn.Sequential(
             nn.Linear(in_features, spec.mlp_hidden), nn.ReLU(inplace=True), nn.Linear(spec.mlp_hidden, spec.num_classes)
         )
-    raise ValueError(f"model.head must be one of {HEADS}, got {spec.head!r}")
+    raise ConfigError(f"model.head must be one of {HEADS}, got {spec.head!r}")
 
 
 def build_model(spec: ModelSpec, pretrained: bool = False) -> nn.Module:
     """A ResNet with a fresh head; ImageNet weights for the backbone when `pretrained`."""
     if spec.arch not in RESNET_LAYOUTS:
-        raise ValueError(f"model.arch must be one of {sorted(RESNET_LAYOUTS)}, got {spec.arch!r}")
+        raise ConfigError(f"model.arch must be one of {sorted(RESNET_LAYOUTS)}, got {spec.arch!r}")
     model = torchvision.models.get_model(spec.arch, weights=None)
     if pretrained:
         model.load_state_dict(imagenet_state_dict(spec.arch))

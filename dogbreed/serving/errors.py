@@ -16,6 +16,10 @@ class WeightsError(DogbreedError):
     """Pretrained weights or a checkpoint cannot be obtained or do not fit the model."""
 
 
+class ConfigError(DogbreedError, ValueError):
+    """A setting has a value the code cannot run with; the message names the key and what it takes."""
+
+
 try:  # Inside the SageMaker container, the toolkit turns this base class into the response status.
     from sagemaker_inference.errors import BaseInferenceToolkitError as _Base
 except ImportError:  # Locally, deploy.server maps `status` itself.

@@ -37,7 +37,7 @@ from torch import nn
 
 from dogbreed.serving import int8
 from dogbreed.serving.architecture import load_weights
-from dogbreed.serving.errors import RequestError, WeightsError
+from dogbreed.serving.errors import ConfigError, RequestError, WeightsError
 from dogbreed.serving.fetch import FetchPolicy, fetch
 from dogbreed.serving.hardware import compile_blocker, cpu_has_fast_bf16
 from dogbreed.serving.preprocess import EvalPreset, Normalize, decode_image
@@ -71,7 +71,7 @@ def body_limit(value: str | None) -> int:
     if value is None:
         return REALTIME_MAX_BODY_BYTES
     if not value.isascii() or not value.isdigit() or not 0 < int(value) <= REALTIME_MAX_BODY_BYTES:
-        raise ValueError(f"DOGBREED_MAX_BODY_BYTES={value!r}: a byte count from 1 to {REALTIME_MAX_BODY_BYTES}")
+        raise ConfigError(f"DOGBREED_MAX_BODY_BYTES={value!r}: a byte count from 1 to {REALTIME_MAX_BODY_BYTES}")
     return int(value)
 
 
@@ -235,7 +235,7 @@ def batch_limit(value: str | None) -> int:
     if value is None:
         return 1
     if not value.isascii() or not value.isdigit() or not 1 <= int(value) <= 64:
-        raise ValueError(f"DOGBREED_MAX_BATCH={value!r}: a batch size from 1 to 64")
+        raise ConfigError(f"DOGBREED_MAX_BATCH={value!r}: a batch size from 1 to 64")
     return int(value)
 
 

@@ -28,7 +28,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from dogbreed.serving import handler
-from dogbreed.serving.errors import RequestError
+from dogbreed.serving.errors import ConfigError, RequestError
 
 # Ray Serve writes this logger's lines into each replica's log, beside its request log.
 log = logging.getLogger("ray.serve")
@@ -49,7 +49,7 @@ def positive_int(name: str, default: int, limit: int) -> int:
     if value is None:
         return default
     if not value.isascii() or not value.isdigit() or not 1 <= int(value) <= limit:
-        raise ValueError(f"{name}={value!r}: a whole number from 1 to {limit}")
+        raise ConfigError(f"{name}={value!r}: a whole number from 1 to {limit}")
     return int(value)
 
 
@@ -63,7 +63,7 @@ def batch_wait_s() -> float:
     except ValueError:
         wait_ms = -1.0
     if not 0 <= wait_ms <= 1000:
-        raise ValueError(f"DOGBREED_BATCH_WAIT_MS={value!r}: milliseconds from 0 to 1000")
+        raise ConfigError(f"DOGBREED_BATCH_WAIT_MS={value!r}: milliseconds from 0 to 1000")
     return wait_ms / 1000
 
 

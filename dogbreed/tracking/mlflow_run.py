@@ -62,7 +62,9 @@ class MlflowLogger:
 
     def start(self, run: RunInfo) -> None:
         if self.tracking_uri.startswith("arn:") and importlib.util.find_spec("sagemaker_mlflow") is None:
-            raise RuntimeError("a SageMaker MLflow tracking server ARN needs the plugin: pip install sagemaker-mlflow")
+            raise DogbreedError(
+                "a SageMaker MLflow tracking server ARN needs its plugin; install it with pip install sagemaker-mlflow"
+            )
         limit_http_requests(self.request_attempts, self.request_timeout_s)
         from mlflow import MlflowClient  # loaded only when this logger is chosen (about a second)
 

@@ -34,6 +34,7 @@ from dogbreed.data.dataset import ImageFolderDataset
 from dogbreed.data.scan import files_digest
 from dogbreed.data.threaded_batches import ThreadedBatches, stack_crops
 from dogbreed.data.transforms import TrainPreset
+from dogbreed.errors import ConfigError
 from dogbreed.files import atomic_torch_save
 from dogbreed.serving.preprocess import EvalPreset, Normalize
 from dogbreed.train import distributed
@@ -52,7 +53,7 @@ def backbone_of(model: nn.Module) -> nn.Module:
     """The network up to (not including) the `fc` head, sharing the model's parameters."""
     children = dict(model.named_children())
     if "fc" not in children:
-        raise ValueError("the feature cache needs a torchvision ResNet-style model with an `fc` head")
+        raise ConfigError("the feature cache needs a torchvision ResNet-style model with an `fc` head")
     return nn.Sequential(*(module for name, module in children.items() if name != "fc"), nn.Flatten(1))
 
 

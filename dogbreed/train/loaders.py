@@ -26,7 +26,7 @@ from dogbreed.data.gpu_decode import DeviceBatchTransform, DeviceDecodingLoader,
 from dogbreed.data.scan import Split, check_classes_have_images, check_splits, list_split
 from dogbreed.data.synthetic import SyntheticSpec, generate
 from dogbreed.data.transforms import TrainPreset
-from dogbreed.errors import DataError
+from dogbreed.errors import ConfigError, DataError
 from dogbreed.serving.preprocess import EvalPreset, resize_size_for
 from dogbreed.storage.mirror import sync_to_cache
 from dogbreed.train import distributed
@@ -220,7 +220,7 @@ def use_feature_cache(setting: bool | str, freeze: str) -> bool:
     if setting == "auto":
         return freeze == "backbone"
     if setting and freeze != "backbone":
-        raise ValueError("trainer.feature_cache=true needs model.freeze=backbone (other layers train)")
+        raise ConfigError("trainer.feature_cache=true needs model.freeze=backbone (other layers train)")
     return bool(setting)
 
 

@@ -13,7 +13,7 @@ from typing import cast
 import torch
 from torch import nn
 
-from dogbreed.errors import WeightsError
+from dogbreed.errors import ConfigError, WeightsError
 from dogbreed.train.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -51,7 +51,7 @@ def load_backbone(model: nn.Module, path: Path) -> None:
 def apply_freeze(model: nn.Module, policy: str) -> None:
     """Sets requires_grad by policy: `backbone`, `layer4` or `none`."""
     if policy not in FREEZE_POLICIES:
-        raise ValueError(f"model.freeze must be one of {sorted(FREEZE_POLICIES)}, got {policy!r}")
+        raise ConfigError(f"model.freeze must be one of {sorted(FREEZE_POLICIES)}, got {policy!r}")
     trainable = FREEZE_POLICIES[policy]
     for name, parameter in model.named_parameters():
         parameter.requires_grad = not trainable or name.split(".")[0] in trainable

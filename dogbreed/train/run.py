@@ -25,6 +25,7 @@ from torch.nn.parallel import DistributedDataParallel
 from dogbreed import files
 from dogbreed.data.folders import breed_name, discover_classes
 from dogbreed.data.scan import Split, write_skipped_report
+from dogbreed.errors import ConfigError
 from dogbreed.serving.architecture import ModelSpec, build_model
 from dogbreed.storage import location, probe, run_uploads
 from dogbreed.tracking.base import RunInfo, Tracking
@@ -265,7 +266,7 @@ def find_checkpoint(settings: RunSettings, uploads: run_uploads.RunUploads | Non
 def finish(job: Job, state: checkpoint.TrainingState) -> float:
     """Evaluates the best weights, then on rank 0 writes reports, exports and uploads; returns valid top-1."""
     if state.best_model is None:
-        raise RuntimeError("training finished without a single evaluated epoch (trainer.epochs must be >= 1)")
+        raise ConfigError("training finished without a single evaluated epoch; set trainer.epochs to 1 or more")
     # Resumed in a new run dir and no later epoch was better: model.pth is the checkpoint's best weights.
     if job.context.is_main and not job.weights_path.exists():
         files.atomic_torch_save(state.best_model, job.weights_path)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
+from dogbreed.errors import ConfigError
 from dogbreed.serving.hardware import cpu_has_fast_bf16
 
 log = logging.getLogger(__name__)
@@ -20,9 +21,9 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("trainer.device=cuda but no CUDA device is available (use trainer.device=auto or cpu)")
+        raise ConfigError("trainer.device=cuda but no CUDA device is available (use trainer.device=auto or cpu)")
     if name not in ("cpu", "cuda"):
-        raise ValueError(f"trainer.device must be auto, cpu or cuda, got {name!r}")
+        raise ConfigError(f"trainer.device must be auto, cpu or cuda, got {name!r}")
     return torch.device(name)
 
 
@@ -33,7 +34,7 @@ def resolve_precision(name: str, device: torch.device) -> str:
             return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
         return "bf16" if cpu_has_fast_bf16() else "fp32"
     if name not in PRECISIONS:
-        raise ValueError(f"trainer.precision must be auto, fp32, bf16 or fp16, got {name!r}")
+        raise ConfigError(f"trainer.precision must be auto, fp32, bf16 or fp16, got {name!r}")
     return name
 
 

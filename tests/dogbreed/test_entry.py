@@ -106,6 +106,10 @@ def test_train_project_error_and_bad_override(tmp_path: Path) -> None:
     assert error_line(result) == (
         f"error: {missing} does not exist and data.download_url is empty; set data.root=... or use data=synthetic"
     )
+    # A value the code refuses (not Hydra) is a project error too: one line, no traceback.
+    device = run(["train.py", "trainer.device=tpu", *base[:1]], scrubbed_env())
+    assert device.returncode == 1
+    assert error_line(device) == "error: trainer.device must be auto, cpu or cuda, got 'tpu'"
     # Hydra reports an override it cannot apply itself; the status says bad usage.
     assert run(["train.py", "trainer.epohcs=1", *base], scrubbed_env()).returncode == 2
     assert run(["train.py", "--cfg", "job", "data=nope"], scrubbed_env()).returncode == 2
