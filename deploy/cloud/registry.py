@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 
 APPROVED = "Approved"
 LATEST_APPROVED = "latest-approved"
-# What the endpoint accepts and answers (docs/DESIGN.md §7).
+# What the endpoint accepts and answers (docs/architecture.md, "Contract: the endpoint").
 CONTENT_TYPES = ["image/jpeg", "image/png", "application/x-image", "application/json"]
 
 

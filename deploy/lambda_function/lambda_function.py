@@ -13,7 +13,7 @@ ENDPOINT_NAME environment variable. Accepted events:
 never a stack trace. Every part of the event is checked (types, sizes, JSON depth, topk)
 before anything is sent, so any malformed event is a 4xx, and a bug is a logged 500. An
 endpoint still starting (a serverless cold start) is retried while the function's remaining
-time allows, then answered 503 with `Retry-After` (docs/DESIGN.md section 8).
+time allows, then answered 503 with `Retry-After` (docs/architecture.md, "Contract: the Lambda").
 A GET on the function URL answers the demo page (`demo_page.py`), whose requests come
 back as the POSTs above.
 """
