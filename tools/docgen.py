@@ -144,7 +144,6 @@ class ErrorLine:
     """One message a `raise` in the code can produce; `…` stands for a value filled in at run time."""
 
     module: str
-    error: str
     message: str
     status: int | None  # the HTTP status of an endpoint answer (RequestError); None for an `error:` line
 
@@ -178,14 +177,14 @@ def error_lines(roots: list[Path]) -> list[ErrorLine]:
             statuses = [arg.value for arg in node.exc.args if isinstance(arg, ast.Constant) and type(arg.value) is int]
             status = statuses[0] if descends(name, "RequestError") and statuses else None
             module = path.resolve().relative_to(REPO) if path.resolve().is_relative_to(REPO) else path
-            found.append(ErrorLine(module.as_posix(), name, _message(texts[0]), status))
+            found.append(ErrorLine(module.as_posix(), _message(texts[0]), status))
     return list(dict.fromkeys(found))  # one row for a message raised in two places of a module
 
 
 def _message(node: ast.expr) -> str:
     """The message as a user reads it, each value filled in at run time as `…`."""
     parts = node.values if isinstance(node, ast.JoinedStr) else [node]
-    text = "".join(part.value if isinstance(part, ast.Constant) else "…" for part in parts)
+    text = "".join(str(part.value) if isinstance(part, ast.Constant) else "…" for part in parts)
     return " ".join(text.split())  # one line, as the CLI prints it
 
 

@@ -56,8 +56,23 @@ class RuntimeApi(http.server.ThreadingHTTPServer):
         self.expected = len(events)
 
 
-class RuntimeApiHandler(http.server.BaseHTTPRequestHandler):
+class JsonHandler(http.server.BaseHTTPRequestHandler):
+    """Answers with a body and its length, quietly: what both stub servers need."""
+
     protocol_version = "HTTP/1.1"
+
+    def reply(self, status: int, body: bytes, headers: dict[str, str]) -> None:
+        self.send_response(status)
+        for name, value in {**headers, "Content-Length": str(len(body))}.items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+class RuntimeApiHandler(JsonHandler):
     server: RuntimeApi
 
     def do_GET(self) -> None:
@@ -81,16 +96,6 @@ class RuntimeApiHandler(http.server.BaseHTTPRequestHandler):
         if len(self.server.answers) >= self.server.expected or "init-error" in str(self.server.answers):
             self.server.all_answered.set()
 
-    def reply(self, status: int, body: bytes, headers: dict[str, str]) -> None:
-        self.send_response(status)
-        for name, value in {**headers, "Content-Length": str(len(body))}.items():
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
-
 
 class SageMakerRuntime(http.server.ThreadingHTTPServer):
     """`POST /endpoints/<name>/invocations`, answered with fixed predictions; the requests are kept."""
@@ -101,21 +106,13 @@ class SageMakerRuntime(http.server.ThreadingHTTPServer):
         self.url = f"http://127.0.0.1:{self.server_address[1]}"
 
 
-class SageMakerRuntimeHandler(http.server.BaseHTTPRequestHandler):
+class SageMakerRuntimeHandler(JsonHandler):
     server: SageMakerRuntime
 
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["Content-Length"]))
         self.server.received.append((self.path, json.loads(body)))
-        payload = json.dumps(ANSWER).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
-
-    def log_message(self, *args: object) -> None:
-        pass
+        self.reply(200, json.dumps(ANSWER).encode(), {"Content-Type": "application/json"})
 
 
 @pytest.fixture
